@@ -1,0 +1,77 @@
+"""tollgate-core: the vocabulary every Tollgate package shares."""
+
+from tollgate_core.billing import Settlement, admits, hold_amount, settlement_charge
+from tollgate_core.errors import (
+    ConfigurationError,
+    PluginError,
+    TollgateError,
+    UpstreamAuthenticationError,
+    UpstreamBadRequest,
+    UpstreamError,
+    UpstreamRateLimited,
+    UpstreamTimeout,
+    UpstreamUnavailable,
+    error_for_status,
+)
+from tollgate_core.hookspecs import hookimpl, hookspec
+from tollgate_core.money import MICRO_PER_CREDIT, AmountError, format_credits, parse_credits
+from tollgate_core.plugins import PluginReport, build_plugin_manager, load_providers
+from tollgate_core.pricing import Price, price_usage, round_charge
+from tollgate_core.provider import Provider, ProviderConfig
+from tollgate_core.tokens import (
+    estimate_completion_tokens,
+    estimate_messages_tokens,
+    estimate_text_tokens,
+)
+from tollgate_core.types import (
+    Completion,
+    FinishReason,
+    GenerationRequest,
+    Message,
+    StreamEnd,
+    StreamEvent,
+    TextDelta,
+    Usage,
+)
+
+__all__ = [
+    "MICRO_PER_CREDIT",
+    "AmountError",
+    "Completion",
+    "ConfigurationError",
+    "FinishReason",
+    "GenerationRequest",
+    "Message",
+    "PluginError",
+    "PluginReport",
+    "Price",
+    "Provider",
+    "ProviderConfig",
+    "Settlement",
+    "StreamEnd",
+    "StreamEvent",
+    "TextDelta",
+    "TollgateError",
+    "UpstreamAuthenticationError",
+    "UpstreamBadRequest",
+    "UpstreamError",
+    "UpstreamRateLimited",
+    "UpstreamTimeout",
+    "UpstreamUnavailable",
+    "Usage",
+    "admits",
+    "build_plugin_manager",
+    "error_for_status",
+    "estimate_completion_tokens",
+    "estimate_messages_tokens",
+    "estimate_text_tokens",
+    "format_credits",
+    "hold_amount",
+    "hookimpl",
+    "hookspec",
+    "load_providers",
+    "parse_credits",
+    "price_usage",
+    "round_charge",
+    "settlement_charge",
+]

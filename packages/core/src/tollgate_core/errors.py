@@ -1,0 +1,100 @@
+"""Errors shared by every package.
+
+Upstream failures become `UpstreamError` subclasses with an HTTP-ish status and a short message
+that is safe to show to a client: never the vendor's raw body, never a key.
+"""
+
+from __future__ import annotations
+
+
+class TollgateError(Exception):
+    """Base class of every error Tollgate raises on purpose."""
+
+    code: str = "tollgate_error"
+
+    def __init__(self, message: str) -> None:
+        super().__init__(message)
+        self.message = message
+
+
+class ConfigurationError(TollgateError):
+    """A setting is missing or wrong; the message names the setting to fix."""
+
+    code = "configuration_error"
+
+
+class PluginError(TollgateError):
+    """A provider plugin could not be loaded or registered."""
+
+    code = "plugin_error"
+
+
+class UpstreamError(TollgateError):
+    """The upstream failed. `status` is the status the gateway answers with."""
+
+    code = "upstream_error"
+    status: int = 502
+
+    def __init__(self, message: str, *, upstream_status: int | None = None) -> None:
+        super().__init__(message)
+        self.upstream_status = upstream_status
+
+
+class UpstreamBadRequest(UpstreamError):
+    """The upstream refused the request as malformed (its 400/404/422)."""
+
+    code = "upstream_bad_request"
+    status = 400
+
+
+class UpstreamAuthenticationError(UpstreamError):
+    """The upstream refused our key: an operator problem, shown to clients as a 502."""
+
+    code = "upstream_authentication_error"
+    status = 502
+
+
+class UpstreamRateLimited(UpstreamError):
+    """The upstream asked us to slow down; `retry_after` is in seconds when it said."""
+
+    code = "upstream_rate_limited"
+    status = 429
+
+    def __init__(
+        self,
+        message: str,
+        *,
+        upstream_status: int | None = 429,
+        retry_after: float | None = None,
+    ) -> None:
+        super().__init__(message, upstream_status=upstream_status)
+        self.retry_after = retry_after
+
+
+class UpstreamTimeout(UpstreamError):
+    """The upstream did not connect, start or continue in time."""
+
+    code = "upstream_timeout"
+    status = 504
+
+
+class UpstreamUnavailable(UpstreamError):
+    """The upstream answered 5xx, reset the connection, or could not be reached."""
+
+    code = "upstream_error"
+    status = 502
+
+
+def error_for_status(
+    status: int, message: str, *, retry_after: float | None = None
+) -> UpstreamError:
+    """Map an upstream HTTP status to the core error the gateway understands."""
+    if status == 429:
+        return UpstreamRateLimited(message, upstream_status=status, retry_after=retry_after)
+    if status in (401, 403):
+        return UpstreamAuthenticationError(message, upstream_status=status)
+    if status in (408, 504):
+        return UpstreamTimeout(message, upstream_status=status)
+    if 400 <= status < 500:
+        return UpstreamBadRequest(message, upstream_status=status)
+    return UpstreamUnavailable(message, upstream_status=status)

@@ -1,0 +1,94 @@
+"""The `Provider` base class: what a plugin implements to reach one upstream API."""
+
+from __future__ import annotations
+
+from abc import ABC, abstractmethod
+from collections.abc import AsyncIterator, Mapping
+from dataclasses import dataclass, field
+from typing import ClassVar
+
+import aiohttp
+
+from tollgate_core.tokens import estimate_messages_tokens
+from tollgate_core.types import Completion, GenerationRequest, Message, StreamEnd, StreamEvent
+
+
+@dataclass(frozen=True, slots=True)
+class ProviderConfig:
+    """One configured upstream of a provider class.
+
+    A provider class may yield several (say, OpenAI itself and another OpenAI-compatible
+    service), each under its own `name`; models in the catalogue name the config by `name`.
+    """
+
+    name: str
+    base_url: str
+    api_key: str | None
+    options: Mapping[str, str] = field(default_factory=dict)
+
+    def __repr__(self) -> str:
+        # Never print the key, even in a debugger or a log line.
+        key = "set" if self.api_key else "unset"
+        return f"ProviderConfig(name={self.name!r}, base_url={self.base_url!r}, api_key={key})"
+
+
+class Provider(ABC):
+    """Translates between Tollgate's types and one upstream's wire protocol.
+
+    Subclasses set `kind` (the plugin's name, such as ``"openai"``), implement
+    `configs_from_env` and `stream`. The server owns the pooled `aiohttp.ClientSession` and
+    passes it in: a provider never creates or closes it.
+    """
+
+    kind: ClassVar[str]
+    """Stable identifier of the provider class, such as ``"openai"``."""
+
+    env_vars: ClassVar[tuple[str, ...]] = ()
+    """Environment variables that configure this provider, listed by `tollgate providers list`."""
+
+    def __init__(self, *, config: ProviderConfig, http: aiohttp.ClientSession) -> None:
+        self.config = config
+        self.http = http
+
+    @property
+    def name(self) -> str:
+        return self.config.name
+
+    @classmethod
+    @abstractmethod
+    def configs_from_env(cls, env: Mapping[str, str]) -> list[ProviderConfig]:
+        """Read this provider's upstreams from the environment.
+
+        Returns one config per upstream; an upstream without a key is still returned (with
+        `api_key=None`) so it can be listed as unconfigured.
+        """
+
+    @abstractmethod
+    def stream(self, request: GenerationRequest) -> AsyncIterator[StreamEvent]:
+        """Yield `TextDelta`s as they arrive, then exactly one `StreamEnd`, last.
+
+        Raises an `UpstreamError` subclass when the upstream fails. When the consumer stops
+        iterating (`aclose()` or cancellation), the upstream connection must be closed at once
+        so the upstream stops generating.
+        """
+
+    async def generate(self, request: GenerationRequest) -> Completion:
+        """Drain `stream()` into one completion. Override only when the upstream differs."""
+        parts: list[str] = []
+        end: StreamEnd | None = None
+        async for event in self.stream(request):
+            if isinstance(event, StreamEnd):
+                end = event
+            else:
+                parts.append(event.text)
+        if end is None:  # pragma: no cover - a contract violation by the provider
+            raise RuntimeError(f"provider {self.name} ended its stream without a StreamEnd")
+        return Completion(text="".join(parts), finish_reason=end.finish_reason, usage=end.usage)
+
+    def count_tokens(self, messages: tuple[Message, ...]) -> int:
+        """Estimate the prompt's tokens, for holds and context checks.
+
+        The default is a conservative character-based estimate (see `tollgate_core.tokens`);
+        a provider with an exact local tokenizer may override it.
+        """
+        return estimate_messages_tokens(messages)

@@ -1,0 +1,95 @@
+"""Request and stream types shared by the server and every provider.
+
+Requests arrive in OpenAI's chat format; providers translate from these types to their vendor's
+wire protocol and back. Everything here is a plain frozen dataclass: cheap to build on the hot path.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Any, Literal
+
+Role = Literal["system", "developer", "user", "assistant", "tool"]
+
+FinishReason = Literal["stop", "length", "content_filter", "tool_calls", "error", "cancelled"]
+
+
+@dataclass(frozen=True, slots=True)
+class Message:
+    """One chat message. `content` is plain text; multimodal parts are not carried."""
+
+    role: Role
+    content: str
+    name: str | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class GenerationRequest:
+    """What the gateway asks a provider to generate.
+
+    `model` is the upstream model id, already resolved from the catalogue by the server.
+    `max_tokens` is always set: the gateway fills in the model's default so the hold it took
+    at admission bounds what the upstream may produce.
+    """
+
+    model: str
+    messages: tuple[Message, ...]
+    max_tokens: int
+    temperature: float | None = None
+    top_p: float | None = None
+    stop: tuple[str, ...] = ()
+    user: str | None = None
+    extra: dict[str, Any] = field(default_factory=dict)
+    """Vendor-specific fields the caller asked for and the provider agreed to carry."""
+
+
+@dataclass(frozen=True, slots=True)
+class Usage:
+    """Token counts of one generation, in inclusive buckets.
+
+    `input_tokens` includes `cached_input_tokens`; `output_tokens` includes `reasoning_tokens`.
+    Vendor extras go in `details`. `estimated` is True when the counts were not reported by the
+    upstream (for example after a disconnect) but counted by the gateway.
+    """
+
+    input_tokens: int = 0
+    output_tokens: int = 0
+    cached_input_tokens: int = 0
+    reasoning_tokens: int = 0
+    estimated: bool = False
+    details: dict[str, int] = field(default_factory=dict)
+
+    @property
+    def total_tokens(self) -> int:
+        return self.input_tokens + self.output_tokens
+
+
+@dataclass(frozen=True, slots=True)
+class TextDelta:
+    """A piece of generated text, forwarded to the client as it arrives."""
+
+    text: str
+
+
+@dataclass(frozen=True, slots=True)
+class StreamEnd:
+    """The last event of every stream: why it ended and what it used.
+
+    `usage` is None when the upstream never reported usage (it was cut off, or it does not
+    report usage in streams); the gateway then estimates it and marks it as estimated.
+    """
+
+    finish_reason: FinishReason
+    usage: Usage | None
+
+
+StreamEvent = TextDelta | StreamEnd
+
+
+@dataclass(frozen=True, slots=True)
+class Completion:
+    """A whole generation, as `Provider.generate` returns it."""
+
+    text: str
+    finish_reason: FinishReason
+    usage: Usage | None

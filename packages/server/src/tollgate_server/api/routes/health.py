@@ -1,0 +1,55 @@
+"""Liveness and readiness."""
+
+from __future__ import annotations
+
+from fastapi import APIRouter
+from pydantic import BaseModel
+
+from tollgate_server.api.deps import RuntimeDep
+from tollgate_server.db.migrate import head_revision
+from tollgate_server.errors import ApiError
+
+router = APIRouter(tags=["health"])
+
+
+class HealthPublic(BaseModel):
+    status: str
+
+
+class ReadyPublic(BaseModel):
+    status: str
+    schema_revision: str
+
+
+@router.get("/healthz", summary="The process is up", response_model=HealthPublic)
+async def healthz() -> HealthPublic:
+    """Answers 200 while the process runs, whatever the database does."""
+    return HealthPublic(status="ok")
+
+
+@router.get(
+    "/readyz",
+    summary="Ready to serve",
+    response_model=ReadyPublic,
+    responses={503: {"description": "Draining, database unreachable, or schema not at head"}},
+)
+async def readyz(runtime: RuntimeDep) -> ReadyPublic:
+    """200 when the database answers and its schema is at this code's newest migration."""
+    if runtime.draining:
+        raise ApiError(503, "service_unavailable", "shutting down", headers={"Retry-After": "1"})
+    try:
+        async with runtime.engine.connect() as conn:
+            current = (
+                await conn.exec_driver_sql("SELECT version_num FROM alembic_version")
+            ).scalar()
+    except Exception as exc:
+        raise ApiError(
+            503,
+            "service_unavailable",
+            "the database is unavailable",
+            headers={"Retry-After": "2"},
+        ) from exc
+    head = head_revision()
+    if current != head:
+        raise ApiError(503, "service_unavailable", f"schema at {current}, code expects {head}")
+    return ReadyPublic(status="ready", schema_revision=head)

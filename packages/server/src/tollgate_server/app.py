@@ -1,0 +1,128 @@
+"""The FastAPI application factory. Nothing runs at import time."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+from collections.abc import AsyncIterator
+from types import ModuleType
+from typing import Any
+
+import aiohttp
+from fastapi import FastAPI
+from fastapi.responses import ORJSONResponse
+from tollgate_core import load_providers
+
+from tollgate_server.api.errors import install_error_handlers
+from tollgate_server.api.openapi import install_docs
+from tollgate_server.api.routes import ROUTERS
+from tollgate_server.db.engine import make_engine, make_sessionmaker
+from tollgate_server.middleware import RequestContextMiddleware
+from tollgate_server.runtime import Runtime
+from tollgate_server.services.catalogue import Catalogue
+from tollgate_server.services.providers import build_providers
+from tollgate_server.settings import Settings, load_settings
+
+logger = logging.getLogger("tollgate")
+
+DESCRIPTION = """
+Tollgate puts text models (OpenAI-compatible APIs, Gemini, Anthropic and any plugin) behind one
+OpenAI-compatible API, with accounts, roles, an exact credit ledger and streaming.
+
+Amounts of credits are decimal strings with up to six decimal places. Every error is
+`{"error": {"code", "message", "request_id"}}`.
+"""
+
+
+def create_app(
+    settings: Settings | None = None,
+    *,
+    plugins: list[ModuleType | object] | None = None,
+    connector: aiohttp.BaseConnector | None = None,
+) -> FastAPI:
+    """Build the app.
+
+    Args:
+        settings: defaults to the environment's (`TOLLGATE_*`). Must name a database URL:
+            `tollgate serve` starts the embedded database before it builds the app.
+        plugins: provider plugins to use instead of the installed entry points (tests).
+        connector: the aiohttp connector for upstream traffic (tests and benchmarks).
+    """
+    settings = settings or load_settings()
+
+    @contextlib.asynccontextmanager
+    async def lifespan(app: FastAPI) -> AsyncIterator[None]:
+        runtime = await _start_runtime(settings, plugins=plugins, connector=connector)
+        app.state.runtime = runtime
+        try:
+            yield
+        finally:
+            await _stop_runtime(runtime)
+
+    app = FastAPI(
+        title="Tollgate",
+        version="0.1.0",
+        description=DESCRIPTION,
+        lifespan=lifespan,
+        default_response_class=ORJSONResponse,
+        docs_url=None,
+        redoc_url=None,
+        max_body_size=settings.max_body_bytes,
+    )
+    app.state.settings = settings
+    install_error_handlers(app)
+    for router in ROUTERS:
+        app.include_router(router)
+    install_docs(app)
+    app.add_middleware(RequestContextMiddleware)
+    return app
+
+
+async def _start_runtime(
+    settings: Settings,
+    *,
+    plugins: list[ModuleType | object] | None,
+    connector: aiohttp.BaseConnector | None,
+) -> Runtime:
+    if not settings.database_url:
+        raise RuntimeError("create_app needs TOLLGATE_DATABASE_URL; `tollgate serve` sets it")
+    engine = make_engine(settings.database_url, pool_size=settings.db_pool_size)
+    http = aiohttp.ClientSession(
+        connector=connector or aiohttp.TCPConnector(limit=0, ttl_dns_cache=300),
+        timeout=aiohttp.ClientTimeout(total=None, sock_connect=settings.upstream_connect_timeout),
+        # Upstreams get our request bodies as we built them; no cookies, no redirects.
+        cookie_jar=aiohttp.DummyCookieJar(),
+        auto_decompress=True,
+    )
+    report = load_providers(plugins=plugins)
+    providers = build_providers(report, settings.provider_env(), http)
+    runtime = Runtime(
+        settings=settings,
+        engine=engine,
+        sessions=make_sessionmaker(engine),
+        http=http,
+        plugins=report,
+        providers=providers,
+        jwt_secret=settings.resolved_jwt_secret(),
+        catalogue=Catalogue(engine),
+    )
+    await runtime.catalogue.start()
+    from tollgate_server.services.startup import on_startup
+
+    await on_startup(runtime)
+    return runtime
+
+
+async def _stop_runtime(runtime: Runtime) -> None:
+    for task in runtime.background:
+        task.cancel()
+    await asyncio.gather(*runtime.background, return_exceptions=True)
+    await runtime.catalogue.stop()
+    await runtime.http.close()
+    await runtime.engine.dispose()
+
+
+def app_from_env() -> Any:
+    """Factory for uvicorn workers: ``tollgate_server.app:app_from_env``."""
+    return create_app()

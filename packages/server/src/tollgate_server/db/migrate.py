@@ -1,0 +1,68 @@
+"""Alembic, driven from code so `tollgate db upgrade` works from an installed package."""
+
+from __future__ import annotations
+
+import asyncio
+from dataclasses import dataclass
+
+from alembic import command
+from alembic.config import Config
+from alembic.runtime.migration import MigrationContext
+from alembic.script import ScriptDirectory
+from sqlalchemy.ext.asyncio import create_async_engine
+from tollgate_core import ConfigurationError
+
+
+def alembic_config(url: str) -> Config:
+    config = Config()
+    config.set_main_option("script_location", "tollgate_server:migrations")
+    # Percent signs in a URL (escaped passwords) must survive configparser interpolation.
+    config.set_main_option("sqlalchemy.url", url.replace("%", "%%"))
+    return config
+
+
+def head_revision() -> str:
+    script = ScriptDirectory.from_config(alembic_config("postgresql+asyncpg://unused/"))
+    head = script.get_current_head()
+    assert head is not None
+    return head
+
+
+@dataclass(frozen=True)
+class SchemaState:
+    current: str | None
+    head: str
+
+    @property
+    def at_head(self) -> bool:
+        return self.current == self.head
+
+
+async def schema_state(url: str) -> SchemaState:
+    """Which revision the database is at, compared with the code's head."""
+    engine = create_async_engine(url)
+    try:
+        async with engine.connect() as conn:
+            current = await conn.run_sync(
+                lambda sync: MigrationContext.configure(sync).get_current_revision()
+            )
+    finally:
+        await engine.dispose()
+    return SchemaState(current=current, head=head_revision())
+
+
+def upgrade(url: str, revision: str = "head") -> None:
+    """Bring the schema to `revision`. Refuses a database newer than this code."""
+    state = asyncio.run(schema_state(url))
+    script = ScriptDirectory.from_config(alembic_config(url))
+    if state.current is not None and script.get_revision(state.current) is None:
+        raise ConfigurationError(
+            f"the database schema ({state.current}) is newer than this Tollgate "
+            f"(head {state.head}): upgrade Tollgate"
+        )
+    command.upgrade(alembic_config(url), revision)
+
+
+async def upgrade_async(url: str) -> None:
+    """`upgrade` from inside a running event loop (Alembic's env.py runs its own loop)."""
+    await asyncio.to_thread(upgrade, url)

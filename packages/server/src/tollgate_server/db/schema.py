@@ -1,0 +1,269 @@
+"""Tables. Amounts are BIGINT micro-credits; see `tollgate_core.money`.
+
+Read together with `tollgate_core.billing`: accounts carry `balance` and `held` so that one
+guarded UPDATE admits a generation, and the ledger is append-only (a trigger refuses UPDATE and
+DELETE on it).
+"""
+
+from __future__ import annotations
+
+import uuid
+from datetime import datetime
+
+from sqlalchemy import (
+    BigInteger,
+    Boolean,
+    CheckConstraint,
+    DateTime,
+    ForeignKey,
+    Index,
+    Integer,
+    LargeBinary,
+    MetaData,
+    String,
+    Text,
+    func,
+    text,
+)
+from sqlalchemy.dialects.postgresql import ARRAY, JSONB, UUID
+from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column
+
+NAMING = {
+    "ix": "ix_%(column_0_label)s",
+    "uq": "uq_%(table_name)s_%(column_0_name)s",
+    "ck": "ck_%(table_name)s_%(constraint_name)s",
+    "fk": "fk_%(table_name)s_%(column_0_name)s_%(referred_table_name)s",
+    "pk": "pk_%(table_name)s",
+}
+
+
+class Base(DeclarativeBase):
+    metadata = MetaData(naming_convention=NAMING)
+
+
+def _uuid_pk() -> Mapped[uuid.UUID]:
+    return mapped_column(UUID(as_uuid=True), primary_key=True, default=uuid.uuid4)
+
+
+def _now() -> Mapped[datetime]:
+    return mapped_column(DateTime(timezone=True), nullable=False, server_default=func.now())
+
+
+class Account(Base):
+    __tablename__ = "accounts"
+    __table_args__ = (
+        CheckConstraint("role IN ('client', 'admin')", name="role"),
+        CheckConstraint("held >= 0", name="held_not_negative"),
+    )
+
+    id: Mapped[uuid.UUID] = _uuid_pk()
+    email: Mapped[str] = mapped_column(String(320), unique=True, nullable=False)
+    password_hash: Mapped[str] = mapped_column(Text, nullable=False)
+    role: Mapped[str] = mapped_column(String(16), nullable=False, server_default="client")
+    disabled: Mapped[bool] = mapped_column(Boolean, nullable=False, server_default=text("false"))
+    balance: Mapped[int] = mapped_column(BigInteger, nullable=False, server_default="0")
+    held: Mapped[int] = mapped_column(BigInteger, nullable=False, server_default="0")
+    """Sum of the holds of generations still running."""
+    created_at: Mapped[datetime] = _now()
+    updated_at: Mapped[datetime] = _now()
+
+
+class RefreshToken(Base):
+    """One issued refresh token. Single use: `used_at` is set when it is exchanged."""
+
+    __tablename__ = "refresh_tokens"
+
+    id: Mapped[uuid.UUID] = _uuid_pk()
+    family_id: Mapped[uuid.UUID] = mapped_column(UUID(as_uuid=True), nullable=False, index=True)
+    account_id: Mapped[uuid.UUID] = mapped_column(
+        ForeignKey("accounts.id", ondelete="CASCADE"), nullable=False, index=True
+    )
+    expires_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), nullable=False)
+    used_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))
+    revoked_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))
+    created_at: Mapped[datetime] = _now()
+
+
+class ApiKey(Base):
+    """A key for programs. Only the SHA-256 of the secret is kept: keys are 256-bit random."""
+
+    __tablename__ = "api_keys"
+
+    id: Mapped[uuid.UUID] = _uuid_pk()
+    account_id: Mapped[uuid.UUID] = mapped_column(
+        ForeignKey("accounts.id", ondelete="CASCADE"), nullable=False, index=True
+    )
+    name: Mapped[str] = mapped_column(String(200), nullable=False)
+    prefix: Mapped[str] = mapped_column(String(32), nullable=False)
+    key_hash: Mapped[bytes] = mapped_column(LargeBinary(32), nullable=False, unique=True)
+    models: Mapped[list[str] | None] = mapped_column(ARRAY(Text))
+    """Model names the key may use; NULL means every model."""
+    expires_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))
+    revoked_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))
+    last_used_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))
+    created_at: Mapped[datetime] = _now()
+
+
+class Model(Base):
+    """A model in the catalogue, by the public name clients send."""
+
+    __tablename__ = "models"
+    __table_args__ = (
+        CheckConstraint("context_window > 0", name="context_window_positive"),
+        CheckConstraint("max_output_tokens > 0", name="max_output_positive"),
+        CheckConstraint(
+            "default_max_tokens > 0 AND default_max_tokens <= max_output_tokens",
+            name="default_max_tokens_in_range",
+        ),
+    )
+
+    id: Mapped[int] = mapped_column(BigInteger, primary_key=True, autoincrement=True)
+    name: Mapped[str] = mapped_column(String(200), unique=True, nullable=False)
+    provider: Mapped[str] = mapped_column(String(100), nullable=False)
+    upstream_model: Mapped[str] = mapped_column(String(200), nullable=False)
+    enabled: Mapped[bool] = mapped_column(Boolean, nullable=False, server_default=text("true"))
+    free: Mapped[bool] = mapped_column(Boolean, nullable=False, server_default=text("false"))
+    """A price of zero is accepted only for a model marked free."""
+    context_window: Mapped[int] = mapped_column(Integer, nullable=False)
+    max_output_tokens: Mapped[int] = mapped_column(Integer, nullable=False)
+    default_max_tokens: Mapped[int] = mapped_column(Integer, nullable=False)
+    created_at: Mapped[datetime] = _now()
+    updated_at: Mapped[datetime] = _now()
+
+
+class ModelPrice(Base):
+    """A model's price from `effective_from` on. Rows are never changed: a new price is a row."""
+
+    __tablename__ = "model_prices"
+    __table_args__ = (
+        CheckConstraint("input_per_million >= 0 AND output_per_million >= 0", name="not_negative"),
+        Index("ix_model_prices_model_effective", "model_id", "effective_from"),
+    )
+
+    id: Mapped[int] = mapped_column(BigInteger, primary_key=True, autoincrement=True)
+    model_id: Mapped[int] = mapped_column(
+        ForeignKey("models.id", ondelete="CASCADE"), nullable=False
+    )
+    input_per_million: Mapped[int] = mapped_column(BigInteger, nullable=False)
+    """Micro-credits per million input tokens."""
+    output_per_million: Mapped[int] = mapped_column(BigInteger, nullable=False)
+    effective_from: Mapped[datetime] = _now()
+    created_at: Mapped[datetime] = _now()
+
+
+class Generation(Base):
+    """One generation, from admission to settlement. `settled_at` NULL means it still runs."""
+
+    __tablename__ = "generations"
+    __table_args__ = (
+        Index("ix_generations_account_created", "account_id", "created_at"),
+        Index("ix_generations_running", "deadline_at", postgresql_where=text("settled_at IS NULL")),
+    )
+
+    id: Mapped[uuid.UUID] = mapped_column(UUID(as_uuid=True), primary_key=True)
+    account_id: Mapped[uuid.UUID] = mapped_column(ForeignKey("accounts.id"), nullable=False)
+    api_key_id: Mapped[uuid.UUID | None] = mapped_column(ForeignKey("api_keys.id"))
+    model_id: Mapped[int] = mapped_column(ForeignKey("models.id"), nullable=False)
+    model_name: Mapped[str] = mapped_column(String(200), nullable=False)
+    price_id: Mapped[int | None] = mapped_column(ForeignKey("model_prices.id"))
+    input_price: Mapped[int] = mapped_column(BigInteger, nullable=False)
+    output_price: Mapped[int] = mapped_column(BigInteger, nullable=False)
+    hold: Mapped[int] = mapped_column(BigInteger, nullable=False)
+    stream: Mapped[bool] = mapped_column(Boolean, nullable=False)
+    max_tokens: Mapped[int] = mapped_column(Integer, nullable=False)
+    prompt_tokens_estimate: Mapped[int] = mapped_column(Integer, nullable=False)
+    status: Mapped[str] = mapped_column(String(32), nullable=False, server_default="running")
+    input_tokens: Mapped[int | None] = mapped_column(Integer)
+    output_tokens: Mapped[int | None] = mapped_column(Integer)
+    cached_input_tokens: Mapped[int | None] = mapped_column(Integer)
+    reasoning_tokens: Mapped[int | None] = mapped_column(Integer)
+    usage_estimated: Mapped[bool | None] = mapped_column(Boolean)
+    cost: Mapped[int | None] = mapped_column(BigInteger)
+    error_code: Mapped[str | None] = mapped_column(String(64))
+    first_token_ms: Mapped[int | None] = mapped_column(Integer)
+    duration_ms: Mapped[int | None] = mapped_column(Integer)
+    created_at: Mapped[datetime] = _now()
+    deadline_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), nullable=False)
+    """After this a still-running generation can only belong to a dead process: the sweeper
+    settles it."""
+    settled_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))
+
+
+class LedgerEntry(Base):
+    """One movement of credits. Append-only: corrections are new entries.
+
+    `amount` is the change to the balance and `held_delta` the change to the held sum, so
+    ``balance == sum(amount)`` and ``held == sum(held_delta)`` for every account.
+    """
+
+    __tablename__ = "ledger_entries"
+    __table_args__ = (
+        CheckConstraint(
+            "kind IN ('grant', 'topup', 'adjustment', 'hold', 'charge', 'release')", name="kind"
+        ),
+        Index("ix_ledger_entries_account_id_desc", "account_id", text("id DESC")),
+        # One hold and one settlement (charge or release) per generation, enforced by the
+        # database so a second settlement attempt fails instead of charging twice.
+        Index(
+            "uq_ledger_generation_hold",
+            "generation_id",
+            unique=True,
+            postgresql_where=text("kind = 'hold'"),
+        ),
+        Index(
+            "uq_ledger_generation_settlement",
+            "generation_id",
+            unique=True,
+            postgresql_where=text("kind IN ('charge', 'release')"),
+        ),
+    )
+
+    id: Mapped[int] = mapped_column(BigInteger, primary_key=True, autoincrement=True)
+    account_id: Mapped[uuid.UUID] = mapped_column(ForeignKey("accounts.id"), nullable=False)
+    kind: Mapped[str] = mapped_column(String(16), nullable=False)
+    amount: Mapped[int] = mapped_column(BigInteger, nullable=False, server_default="0")
+    held_delta: Mapped[int] = mapped_column(BigInteger, nullable=False, server_default="0")
+    balance_after: Mapped[int] = mapped_column(BigInteger, nullable=False)
+    held_after: Mapped[int] = mapped_column(BigInteger, nullable=False)
+    generation_id: Mapped[uuid.UUID | None] = mapped_column(ForeignKey("generations.id"))
+    actor_id: Mapped[uuid.UUID | None] = mapped_column(ForeignKey("accounts.id"))
+    """The admin who made a grant or adjustment; NULL for the gateway's own entries."""
+    reason: Mapped[str | None] = mapped_column(Text)
+    idempotency_key: Mapped[str | None] = mapped_column(String(200), unique=True)
+    request_hash: Mapped[str | None] = mapped_column(String(64))
+    """Fingerprint of the request behind an idempotent entry: the same key with another body
+    is a conflict, not a replay."""
+    created_at: Mapped[datetime] = _now()
+
+
+class AuthFailure(Base):
+    """A failed login, kept to lock out guessing per account and per client address."""
+
+    __tablename__ = "auth_failures"
+    __table_args__ = (Index("ix_auth_failures_scope_at", "scope", "at"),)
+
+    id: Mapped[int] = mapped_column(BigInteger, primary_key=True, autoincrement=True)
+    scope: Mapped[str] = mapped_column(String(400), nullable=False)
+    at: Mapped[datetime] = _now()
+
+
+class RateWindow(Base):
+    """Per-minute request counters shared by every server process."""
+
+    __tablename__ = "rate_windows"
+
+    subject: Mapped[str] = mapped_column(String(200), primary_key=True)
+    window_start: Mapped[datetime] = mapped_column(DateTime(timezone=True), primary_key=True)
+    count: Mapped[int] = mapped_column(Integer, nullable=False, server_default="0")
+
+
+class AuditDetail(Base):
+    """Free-form record of admin actions on accounts and models (who, what, when)."""
+
+    __tablename__ = "audit_log"
+
+    id: Mapped[int] = mapped_column(BigInteger, primary_key=True, autoincrement=True)
+    actor_id: Mapped[uuid.UUID | None] = mapped_column(ForeignKey("accounts.id"))
+    action: Mapped[str] = mapped_column(String(64), nullable=False)
+    detail: Mapped[dict[str, object]] = mapped_column(JSONB, nullable=False)
+    created_at: Mapped[datetime] = _now()

@@ -1,0 +1,37 @@
+"""What the app holds while it runs: engine, HTTP client, providers, caches.
+
+Built by the lifespan in `app.py`, stored on ``app.state.runtime``, disposed of on shutdown.
+Nothing here exists at import time.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from dataclasses import dataclass, field
+from typing import TYPE_CHECKING
+
+import aiohttp
+from sqlalchemy.ext.asyncio import AsyncEngine, AsyncSession, async_sessionmaker
+from tollgate_core import PluginReport, Provider
+
+from tollgate_server.settings import Settings
+
+if TYPE_CHECKING:
+    from tollgate_server.services.catalogue import Catalogue
+
+
+@dataclass(eq=False)
+class Runtime:
+    settings: Settings
+    engine: AsyncEngine
+    sessions: async_sessionmaker[AsyncSession]
+    http: aiohttp.ClientSession
+    plugins: PluginReport
+    providers: dict[str, Provider]
+    """Configured upstreams by name (a model's `provider` field)."""
+    jwt_secret: str
+    catalogue: Catalogue
+    draining: bool = False
+    """Set on SIGTERM: /readyz answers 503 and new generations are refused."""
+    active_streams: set[asyncio.Task[object]] = field(default_factory=set)
+    background: list[asyncio.Task[None]] = field(default_factory=list)

@@ -1,0 +1,1 @@
+"""Business logic shared by the API and the CLI. Never imports FastAPI."""

@@ -1,0 +1,30 @@
+"""What the server does once, before it accepts requests."""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+
+from tollgate_server.runtime import Runtime
+
+logger = logging.getLogger("tollgate.startup")
+
+
+async def on_startup(runtime: Runtime) -> None:
+    """Seed the catalogue on first start, create the configured admin, start the sweeper."""
+    from tollgate_server.services import accounts, models, sweeper
+
+    async with runtime.sessions() as session:
+        await models.seed_default_catalogue(session=session)
+        settings = runtime.settings
+        if settings.admin_email and settings.admin_password:
+            await accounts.ensure_admin(
+                session=session,
+                email=settings.admin_email,
+                password=settings.admin_password.get_secret_value(),
+                settings=settings,
+            )
+    runtime.catalogue.invalidate()
+    # Holds left by a process that died are released before new traffic arrives.
+    await sweeper.sweep_once(runtime)
+    runtime.background.append(asyncio.create_task(sweeper.run_sweeper(runtime), name="sweeper"))

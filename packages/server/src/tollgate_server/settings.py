@@ -1,0 +1,112 @@
+"""Settings read from the environment (`TOLLGATE_` prefix).
+
+Vendor keys keep the names users already export (`OPENAI_API_KEY`, `GEMINI_API_KEY`, ...); the
+provider plugins read those themselves from `provider_env()`, so adding a provider adds no field
+here.
+"""
+
+from __future__ import annotations
+
+import os
+import secrets
+from pathlib import Path
+from typing import Literal
+
+import platformdirs
+from pydantic import Field, SecretStr, field_validator
+from pydantic_settings import BaseSettings, SettingsConfigDict
+from tollgate_core import ConfigurationError
+
+MIN_JWT_SECRET_BYTES = 32
+
+
+def default_data_dir() -> Path:
+    return Path(platformdirs.user_data_dir("tollgate", appauthor=False))
+
+
+class Settings(BaseSettings):
+    """Every knob of the server. Each has a default fit for a single machine."""
+
+    model_config = SettingsConfigDict(env_prefix="TOLLGATE_", extra="ignore")
+
+    environment: Literal["development", "production", "test"] = "development"
+    database_url: str | None = None
+    """PostgreSQL URL (``postgresql+asyncpg://...``). Unset: an embedded server in `data_dir`."""
+    data_dir: Path = Field(default_factory=default_data_dir)
+    """Where the embedded database and the generated JWT secret live."""
+    db_pool_size: int = 20
+
+    jwt_secret: SecretStr | None = None
+    """HMAC key for tokens; at least 32 bytes. Unset: generated once and kept in `data_dir`."""
+    jwt_algorithm: Literal["HS256", "HS384", "HS512"] = "HS256"
+    jwt_issuer: str = "tollgate"
+    jwt_audience: str = "tollgate-api"
+    access_token_ttl_seconds: int = Field(900, ge=30, le=86_400)
+    refresh_token_ttl_seconds: int = Field(30 * 86_400, ge=300)
+    jwt_leeway_seconds: int = Field(10, ge=0, le=30)
+
+    admin_email: str | None = None
+    admin_password: SecretStr | None = None
+
+    signup_grant: str = "0"
+    """Credits granted to every new account, as a decimal string."""
+    strict_balance: bool = False
+    """Admit only when the available balance covers the whole hold (no negative balances)."""
+
+    login_max_failures: int = 5
+    login_lockout_seconds: int = 300
+
+    max_body_bytes: int = 1_048_576
+    max_page_size: int = 100
+    max_concurrent_generations: int = 16
+    """Generations one account may run at once."""
+
+    upstream_connect_timeout: float = 10.0
+    upstream_first_token_timeout: float = 60.0
+    upstream_idle_timeout: float = 60.0
+    max_generation_seconds: float = 600.0
+    keepalive_seconds: float = 15.0
+    """Seconds of upstream silence after which a stream gets an SSE comment."""
+    sweep_interval_seconds: float = 30.0
+    shutdown_grace_seconds: float = 20.0
+
+    @field_validator("jwt_secret")
+    @classmethod
+    def _secret_long_enough(cls, value: SecretStr | None) -> SecretStr | None:
+        if value is not None and len(value.get_secret_value().encode()) < MIN_JWT_SECRET_BYTES:
+            raise ValueError(
+                f"TOLLGATE_JWT_SECRET must be at least {MIN_JWT_SECRET_BYTES} bytes long"
+            )
+        return value
+
+    def provider_env(self) -> dict[str, str]:
+        """The environment the provider plugins read their upstreams and keys from."""
+        return dict(os.environ)
+
+    def resolved_jwt_secret(self) -> str:
+        """The configured secret, or the one generated and kept in the data directory."""
+        if self.jwt_secret is not None:
+            return self.jwt_secret.get_secret_value()
+        path = self.data_dir / "jwt-secret"
+        if path.exists():
+            return path.read_text().strip()
+        self.data_dir.mkdir(parents=True, exist_ok=True)
+        secret = secrets.token_urlsafe(48)
+        # Created with 0600 so other users of the machine cannot mint tokens.
+        fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+        with os.fdopen(fd, "w") as handle:
+            handle.write(secret)
+        return secret
+
+
+def load_settings() -> Settings:
+    """Read the settings, turning a validation failure into a one-line `ConfigurationError`."""
+    from pydantic import ValidationError
+
+    try:
+        return Settings()
+    except ValidationError as exc:
+        first = exc.errors()[0]
+        message = str(first.get("msg", "invalid value")).removeprefix("Value error, ")
+        where = ".".join(str(part) for part in first.get("loc", ()))
+        raise ConfigurationError(f"TOLLGATE_{where.upper()}: {message}") from None
