@@ -5,13 +5,12 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Mapping
 from types import ModuleType
 from typing import Any
 
 import aiohttp
 from fastapi import FastAPI
-from fastapi.responses import ORJSONResponse
 from tollgate_core import load_providers
 
 from tollgate_server.api.errors import install_error_handlers
@@ -40,6 +39,7 @@ def create_app(
     *,
     plugins: list[ModuleType | object] | None = None,
     connector: aiohttp.BaseConnector | None = None,
+    provider_env: Mapping[str, str] | None = None,
 ) -> FastAPI:
     """Build the app.
 
@@ -48,12 +48,15 @@ def create_app(
             `tollgate serve` starts the embedded database before it builds the app.
         plugins: provider plugins to use instead of the installed entry points (tests).
         connector: the aiohttp connector for upstream traffic (tests and benchmarks).
+        provider_env: the environment providers read their upstreams and keys from; defaults
+            to the process environment.
     """
     settings = settings or load_settings()
 
     @contextlib.asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
-        runtime = await _start_runtime(settings, plugins=plugins, connector=connector)
+        env = dict(provider_env) if provider_env is not None else settings.provider_env()
+        runtime = await _start_runtime(settings, plugins=plugins, connector=connector, env=env)
         app.state.runtime = runtime
         try:
             yield
@@ -65,17 +68,15 @@ def create_app(
         version="0.1.0",
         description=DESCRIPTION,
         lifespan=lifespan,
-        default_response_class=ORJSONResponse,
         docs_url=None,
         redoc_url=None,
-        max_body_size=settings.max_body_bytes,
     )
     app.state.settings = settings
     install_error_handlers(app)
     for router in ROUTERS:
         app.include_router(router)
     install_docs(app)
-    app.add_middleware(RequestContextMiddleware)
+    app.add_middleware(RequestContextMiddleware, max_body_bytes=settings.max_body_bytes)
     return app
 
 
@@ -84,6 +85,7 @@ async def _start_runtime(
     *,
     plugins: list[ModuleType | object] | None,
     connector: aiohttp.BaseConnector | None,
+    env: Mapping[str, str],
 ) -> Runtime:
     if not settings.database_url:
         raise RuntimeError("create_app needs TOLLGATE_DATABASE_URL; `tollgate serve` sets it")
@@ -96,7 +98,7 @@ async def _start_runtime(
         auto_decompress=True,
     )
     report = load_providers(plugins=plugins)
-    providers = build_providers(report, settings.provider_env(), http)
+    providers = build_providers(report, env, http)
     runtime = Runtime(
         settings=settings,
         engine=engine,
@@ -107,10 +109,14 @@ async def _start_runtime(
         jwt_secret=settings.resolved_jwt_secret(),
         catalogue=Catalogue(engine),
     )
-    await runtime.catalogue.start()
     from tollgate_server.services.startup import on_startup
 
-    await on_startup(runtime)
+    try:
+        await runtime.catalogue.start()
+        await on_startup(runtime)
+    except BaseException:
+        await _stop_runtime(runtime)
+        raise
     return runtime
 
 

@@ -12,6 +12,7 @@ import uuid
 from typing import Any
 
 import orjson
+from starlette.exceptions import HTTPException
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from tollgate_server.errors import database_unavailable
@@ -24,18 +25,28 @@ _VALID_ID = frozenset("abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ01234
 def _incoming_request_id(scope: Scope) -> str | None:
     for name, value in scope.get("headers", ()):
         if name == b"x-request-id":
-            text = value.decode("latin-1")
+            text: str = value.decode("latin-1")
             # Accept a caller's id only when it is short and plain, so logs cannot be forged.
             if 0 < len(text) <= 64 and set(text) <= _VALID_ID:
                 return text
     return None
 
 
-class RequestContextMiddleware:
-    """Gives every request an id, answers what escaped every handler, and logs the request."""
+class BodyTooLarge(HTTPException):
+    """Raised from `receive` once a body without (or with a false) Content-Length passes the
+    limit; FastAPI lets HTTPExceptions through, so it is answered as a 413 envelope."""
 
-    def __init__(self, app: ASGIApp) -> None:
+    def __init__(self, limit: int) -> None:
+        super().__init__(413, f"the request body is larger than {limit} bytes")
+
+
+class RequestContextMiddleware:
+    """Gives every request an id, enforces the body size limit, answers what escaped every
+    handler, and logs the request."""
+
+    def __init__(self, app: ASGIApp, *, max_body_bytes: int) -> None:
         self.app = app
+        self.max_body_bytes = max_body_bytes
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] != "http":
@@ -54,8 +65,28 @@ class RequestContextMiddleware:
                 message["headers"] = [*message.get("headers", ()), header]
             await send(message)
 
+        limit = self.max_body_bytes
+        declared = _content_length(scope)
+        if declared is not None and declared > limit:
+            # Refused before a byte of the body is read into memory.
+            await _send_error(
+                send_with_id, 413, "request_too_large", BodyTooLarge(limit).detail, request_id
+            )
+            _log_request(scope, state, 413, started)
+            return
+        received = 0
+
+        async def limited_receive() -> Message:
+            nonlocal received
+            message = await receive()
+            if message["type"] == "http.request":
+                received += len(message.get("body", b""))
+                if received > limit:
+                    raise BodyTooLarge(limit)
+            return message
+
         try:
-            await self.app(scope, receive, send_with_id)
+            await self.app(scope, limited_receive, send_with_id)
         except Exception as exc:
             if status_holder[0]:
                 raise  # the response has begun; nothing better can be sent now
@@ -73,6 +104,35 @@ class RequestContextMiddleware:
             await send_with_id({"type": "http.response.body", "body": body})
         finally:
             _log_request(scope, state, status_holder[0], started)
+
+
+def _content_length(scope: Scope) -> int | None:
+    for name, value in scope.get("headers", ()):
+        if name == b"content-length":
+            try:
+                return int(value)
+            except ValueError:
+                return None
+    return None
+
+
+async def _send_error(
+    send: Send,
+    status: int,
+    code: str,
+    message: str,
+    request_id: str,
+    headers: list[tuple[bytes, bytes]] | None = None,
+) -> None:
+    body = orjson.dumps({"error": {"code": code, "message": message, "request_id": request_id}})
+    await send(
+        {
+            "type": "http.response.start",
+            "status": status,
+            "headers": [(b"content-type", b"application/json"), *(headers or [])],
+        }
+    )
+    await send({"type": "http.response.body", "body": body})
 
 
 def _describe_unexpected(

@@ -54,6 +54,10 @@ class Settings(BaseSettings):
     """Admit only when the available balance covers the whole hold (no negative balances)."""
 
     login_max_failures: int = 5
+    """Failed logins for one account within the lockout window before it is locked."""
+    login_max_failures_per_address: int = 50
+    """Failed logins from one client address (any account) before the address is locked:
+    higher, since many people may share an address."""
     login_lockout_seconds: int = 300
 
     max_body_bytes: int = 1_048_576

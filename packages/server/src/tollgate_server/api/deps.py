@@ -1,14 +1,32 @@
-"""Dependencies for route signatures: `RuntimeDep`, `SessionDep`, and the principals."""
+"""Dependencies for route signatures: `RuntimeDep`, `SessionDep`, and the principals.
+
+Who is calling:
+
+* `UserDep`: a person with a JWT access token (no database round trip: the token is checked
+  by signature, and everything that depends on the account's state reads it anyway).
+* `CallerDep`: a person or a program: a JWT or an API key (``tg-...``). Accepted only on the
+  generation endpoints, so a leaked key cannot manage keys or reach admin routes.
+* `AdminDep`: a JWT whose account is an admin *now*: the role is read from the database on
+  every admin request, so a demotion takes effect at once.
+"""
 
 from __future__ import annotations
 
+import uuid
 from collections.abc import AsyncIterator
+from dataclasses import dataclass
 from typing import Annotated
 
 from fastapi import Depends, Request
+from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer, OAuth2PasswordBearer
+from sqlalchemy import text
 from sqlalchemy.ext.asyncio import AsyncSession
 
+from tollgate_server.db.raw import raw_connection
+from tollgate_server.errors import forbidden, unauthenticated
 from tollgate_server.runtime import Runtime
+from tollgate_server.security.tokens import API_KEY_PREFIX, InvalidToken, decode_token
+from tollgate_server.services.keys import KeyIdentity, identify_key
 
 
 def get_runtime(request: Request) -> Runtime:
@@ -25,3 +43,90 @@ async def get_session(runtime: RuntimeDep) -> AsyncIterator[AsyncSession]:
 
 
 SessionDep = Annotated[AsyncSession, Depends(get_session)]
+
+# Declared for the OpenAPI document (Swagger's Authorize dialog); both read the same header.
+oauth2_scheme = OAuth2PasswordBearer(
+    tokenUrl="/v1/auth/token",
+    auto_error=False,
+    scheme_name="password",
+    description="Log in with email and password; Swagger UI keeps the access token.",
+)
+bearer_scheme = HTTPBearer(
+    auto_error=False,
+    scheme_name="bearer",
+    description="An access token from /v1/auth/login, or an API key (tg-...) where accepted.",
+)
+
+
+@dataclass(frozen=True, slots=True)
+class Principal:
+    account_id: uuid.UUID
+    key: KeyIdentity | None = None
+    """Set when the caller authenticated with an API key."""
+
+    def may_use(self, model: str) -> bool:
+        return self.key is None or self.key.models is None or model in self.key.models
+
+
+def _user_from_token(token: str, runtime: Runtime) -> Principal:
+    try:
+        claims = decode_token(
+            token, settings=runtime.settings, secret=runtime.jwt_secret, expected="access"
+        )
+    except InvalidToken:
+        raise unauthenticated("invalid or expired access token") from None
+    return Principal(account_id=claims.subject)
+
+
+def _credentials(bearer: HTTPAuthorizationCredentials | None, oauth: str | None) -> str:
+    if bearer is not None and bearer.credentials:
+        return bearer.credentials
+    if oauth:
+        return oauth
+    raise unauthenticated()
+
+
+async def get_user(
+    runtime: RuntimeDep,
+    bearer: Annotated[HTTPAuthorizationCredentials | None, Depends(bearer_scheme)],
+    oauth: Annotated[str | None, Depends(oauth2_scheme)],
+) -> Principal:
+    token = _credentials(bearer, oauth)
+    if token.startswith(API_KEY_PREFIX):
+        raise forbidden("API keys are accepted only on the generation endpoints")
+    return _user_from_token(token, runtime)
+
+
+async def get_caller(
+    runtime: RuntimeDep,
+    bearer: Annotated[HTTPAuthorizationCredentials | None, Depends(bearer_scheme)],
+    oauth: Annotated[str | None, Depends(oauth2_scheme)],
+) -> Principal:
+    token = _credentials(bearer, oauth)
+    if not token.startswith(API_KEY_PREFIX):
+        return _user_from_token(token, runtime)
+    async with raw_connection(runtime.engine) as conn:
+        identity = await identify_key(conn, token)
+    if identity is None:
+        raise unauthenticated("invalid, revoked or expired API key")
+    return Principal(account_id=identity.account_id, key=identity)
+
+
+async def get_admin(
+    user: Annotated[Principal, Depends(get_user)], session: SessionDep
+) -> Principal:
+    row = (
+        await session.execute(
+            text("SELECT role, disabled FROM accounts WHERE id = :id"), {"id": user.account_id}
+        )
+    ).one_or_none()
+    if row is None or row.disabled:
+        raise unauthenticated("this account no longer exists or is disabled")
+    if row.role != "admin":
+        raise forbidden("this needs the admin role")
+    return user
+
+
+UserDep = Annotated[Principal, Depends(get_user)]
+CallerDep = Annotated[Principal, Depends(get_caller)]
+AdminDep = Annotated[Principal, Depends(get_admin)]

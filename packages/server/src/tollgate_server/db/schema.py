@@ -42,7 +42,9 @@ class Base(DeclarativeBase):
 
 
 def _uuid_pk() -> Mapped[uuid.UUID]:
-    return mapped_column(UUID(as_uuid=True), primary_key=True, default=uuid.uuid4)
+    return mapped_column(
+        UUID(as_uuid=True), primary_key=True, server_default=text("gen_random_uuid()")
+    )
 
 
 def _now() -> Mapped[datetime]:
@@ -54,6 +56,7 @@ class Account(Base):
     __table_args__ = (
         CheckConstraint("role IN ('client', 'admin')", name="role"),
         CheckConstraint("held >= 0", name="held_not_negative"),
+        CheckConstraint("running >= 0", name="running_not_negative"),
     )
 
     id: Mapped[uuid.UUID] = _uuid_pk()
@@ -64,6 +67,8 @@ class Account(Base):
     balance: Mapped[int] = mapped_column(BigInteger, nullable=False, server_default="0")
     held: Mapped[int] = mapped_column(BigInteger, nullable=False, server_default="0")
     """Sum of the holds of generations still running."""
+    running: Mapped[int] = mapped_column(Integer, nullable=False, server_default="0")
+    """Generations still running, capped per account by the admission statement."""
     created_at: Mapped[datetime] = _now()
     updated_at: Mapped[datetime] = _now()
 

@@ -2,6 +2,14 @@
 
 from fastapi import APIRouter
 
-from tollgate_server.api.routes import health
+from tollgate_server.api.routes import admin, auth, billing, chat, generations, health, keys
 
-ROUTERS: list[APIRouter] = [health.router]
+ROUTERS: list[APIRouter] = [
+    chat.router,
+    generations.router,
+    auth.router,
+    billing.router,
+    keys.router,
+    admin.router,
+    health.router,
+]

@@ -1,0 +1,91 @@
+"""`tollgate serve`: the database (embedded or given), migrations, then uvicorn."""
+
+from __future__ import annotations
+
+import asyncio
+import errno
+import os
+import socket
+from typing import Any
+
+from tollgate_core import ConfigurationError
+from tollgate_server.db.embedded import start_embedded
+from tollgate_server.db.migrate import schema_state, upgrade
+from tollgate_server.settings import Settings
+
+
+def resolve_database(settings: Settings) -> tuple[str, Any]:
+    """The database URL to use, starting the embedded server when none is configured.
+
+    Returns (url, handle); the handle stops the embedded server on `cleanup()` (None when the
+    URL came from the settings).
+    """
+    if settings.database_url:
+        return settings.database_url, None
+    try:
+        server, url = start_embedded(settings.data_dir / "postgres")
+    except Exception as exc:
+        raise ConfigurationError(
+            f"TOLLGATE_DATA_DIR: could not start the embedded PostgreSQL in "
+            f"{settings.data_dir} ({type(exc).__name__}: {exc})"
+        ) from None
+    return url, server
+
+
+def check_database(url: str) -> None:
+    """Fail with one line when the database cannot be reached."""
+    try:
+        asyncio.run(asyncio.wait_for(schema_state(url), timeout=10))
+    except ConfigurationError:
+        raise
+    except Exception as exc:
+        reason = str(exc).splitlines()[0] if str(exc) else type(exc).__name__
+        raise ConfigurationError(
+            f"TOLLGATE_DATABASE_URL: cannot reach the database ({reason[:200]})"
+        ) from None
+
+
+def migrate(url: str) -> None:
+    check_database(url)
+    upgrade(url)
+
+
+def check_port(host: str, port: int) -> None:
+    """Fail early, with one line, when the port is taken (uvicorn would log a traceback)."""
+    with socket.socket(socket.AF_INET6 if ":" in host else socket.AF_INET) as sock:
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        try:
+            sock.bind((host, port))
+        except OSError as exc:
+            if exc.errno == errno.EADDRINUSE:
+                raise ConfigurationError(f"--port: {host}:{port} is already in use") from None
+            raise ConfigurationError(f"--host: cannot listen on {host}:{port} ({exc})") from None
+
+
+def run_server(*, settings: Settings, host: str, port: int, workers: int, log_level: str) -> None:
+    import uvicorn
+
+    check_port(host, port)
+    settings.resolved_jwt_secret()  # generate it once, before several workers race for it
+    url, embedded = resolve_database(settings)
+    try:
+        migrate(url)
+        # Workers are separate processes: they read the settings from the environment.
+        os.environ["TOLLGATE_DATABASE_URL"] = url
+        print(
+            f"Tollgate on http://{host}:{port}  (Swagger UI: http://{host}:{port}/docs)", flush=True
+        )
+        uvicorn.run(
+            "tollgate_server.app:app_from_env",
+            factory=True,
+            host=host,
+            port=port,
+            workers=workers,
+            log_level=log_level,
+            access_log=False,
+            proxy_headers=False,
+            timeout_graceful_shutdown=int(settings.shutdown_grace_seconds),
+        )
+    finally:
+        if embedded is not None:
+            embedded.cleanup()

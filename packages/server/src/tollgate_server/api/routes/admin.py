@@ -1,0 +1,180 @@
+"""Admin: users, their credits and ledgers, and the model catalogue."""
+
+from __future__ import annotations
+
+import uuid
+from typing import Annotated, Any
+
+from fastapi import APIRouter, Header, Query, status
+
+from tollgate_server.api.deps import AdminDep, RuntimeDep, SessionDep
+from tollgate_server.api.pagination import Cursor, Limit, int_cursor
+from tollgate_server.api.responses import errors
+from tollgate_server.schemas import (
+    AccountPublic,
+    AccountUpdate,
+    CreditsCreate,
+    CreditsResult,
+    LedgerEntryPublic,
+    ModelCreate,
+    ModelPublic,
+    ModelUpdate,
+    Page,
+)
+from tollgate_server.services import accounts, ledger, models
+
+router = APIRouter(prefix="/v1/admin", tags=["admin"])
+
+IdempotencyKey = Annotated[
+    str,
+    Header(
+        alias="Idempotency-Key",
+        min_length=1,
+        max_length=200,
+        description="Any unique string; a retry with the same key returns the first result",
+    ),
+]
+
+
+@router.get(
+    "/users",
+    response_model=Page[AccountPublic],
+    summary="List accounts",
+    responses=errors(401, 403),
+)
+async def list_users(
+    admin: AdminDep,
+    session: SessionDep,
+    email: Annotated[str | None, Query(max_length=320, description="Part of an email")] = None,
+    limit: Limit = 50,
+    cursor: Cursor = None,
+) -> Any:
+    """Accounts ordered by email, optionally those whose email contains `email`."""
+    rows, next_cursor = await accounts.list_accounts(
+        session=session, email=email, cursor=cursor, limit=limit
+    )
+    return {"data": [accounts.account_public(r) for r in rows], "next_cursor": next_cursor}
+
+
+@router.get(
+    "/users/{user_id}",
+    response_model=AccountPublic,
+    summary="One account",
+    responses=errors(401, 403, 404),
+)
+async def get_user(user_id: uuid.UUID, admin: AdminDep, session: SessionDep) -> Any:
+    return accounts.account_public(await accounts.get_account(session=session, account_id=user_id))
+
+
+@router.patch(
+    "/users/{user_id}",
+    response_model=AccountPublic,
+    summary="Change an account's role or disable it",
+    responses=errors(401, 403, 404),
+)
+async def update_user(
+    user_id: uuid.UUID, data: AccountUpdate, admin: AdminDep, session: SessionDep
+) -> Any:
+    """Set `role` (client or admin) and/or `disabled`. A disabled account cannot log in,
+    refresh or generate, and its refresh tokens are revoked."""
+    row = await accounts.update_account(
+        session=session, account_id=user_id, data=data, actor_id=admin.account_id
+    )
+    return accounts.account_public(row)
+
+
+@router.post(
+    "/users/{user_id}/credits",
+    response_model=CreditsResult,
+    status_code=status.HTTP_201_CREATED,
+    summary="Top up or deduct credits",
+    responses=errors(401, 403, 404, 409),
+)
+async def post_credits(
+    user_id: uuid.UUID,
+    data: CreditsCreate,
+    idempotency_key: IdempotencyKey,
+    admin: AdminDep,
+    session: SessionDep,
+) -> Any:
+    """A positive `amount` tops up, a negative one deducts (never below the available balance).
+    Requires an `Idempotency-Key` header: a retry with the same key and body returns the first
+    result; the same key with another body is a 409."""
+    entry, balance, _ = await ledger.post_credits(
+        session=session,
+        account_id=user_id,
+        amount=data.amount,
+        reason=data.reason,
+        actor_id=admin.account_id,
+        idempotency_key=idempotency_key,
+    )
+    return {"entry": entry, "balance": balance.public()}
+
+
+@router.get(
+    "/users/{user_id}/ledger",
+    response_model=Page[LedgerEntryPublic],
+    summary="An account's ledger",
+    responses=errors(401, 403, 404),
+)
+async def user_ledger(
+    user_id: uuid.UUID,
+    admin: AdminDep,
+    session: SessionDep,
+    limit: Limit = 50,
+    cursor: Cursor = None,
+) -> Any:
+    await accounts.get_account(session=session, account_id=user_id)
+    entries, next_cursor = await ledger.list_entries(
+        session=session, account_id=user_id, cursor=int_cursor(cursor), limit=limit
+    )
+    return {"data": entries, "next_cursor": str(next_cursor) if next_cursor else None}
+
+
+@router.get(
+    "/models",
+    response_model=list[ModelPublic],
+    summary="The whole catalogue",
+    responses=errors(401, 403),
+)
+async def list_models(admin: AdminDep, session: SessionDep, runtime: RuntimeDep) -> Any:
+    """Every model, enabled or not, with its current price and whether it can be served."""
+    return [
+        models.model_public(m, configured=m.provider in runtime.providers)
+        for m in await models.list_models(session=session)
+    ]
+
+
+@router.post(
+    "/models",
+    response_model=ModelPublic,
+    status_code=status.HTTP_201_CREATED,
+    summary="Add a model",
+    responses=errors(401, 403, 409),
+)
+async def create_model(
+    data: ModelCreate, admin: AdminDep, session: SessionDep, runtime: RuntimeDep
+) -> Any:
+    """Add a model with its prices (credits per million tokens, input and output apart).
+    A zero price is accepted only for a model marked `free`; negative prices never."""
+    model = await models.create_model(session=session, data=data, actor_id=admin.account_id)
+    runtime.catalogue.invalidate()
+    return models.model_public(model, configured=model.provider in runtime.providers)
+
+
+@router.patch(
+    "/models/{name}",
+    response_model=ModelPublic,
+    summary="Change a model or its price",
+    responses=errors(401, 403, 404),
+)
+async def update_model(
+    name: str, data: ModelUpdate, admin: AdminDep, session: SessionDep, runtime: RuntimeDep
+) -> Any:
+    """Change any field. A new price applies from now on; earlier generations keep the price
+    they were charged at."""
+    model = await models.update_model(
+        session=session, name=name, data=data, actor_id=admin.account_id
+    )
+    runtime.catalogue.invalidate()
+    return models.model_public(model, configured=model.provider in runtime.providers)

@@ -1,0 +1,53 @@
+"""The caller's balance, ledger and usage."""
+
+from __future__ import annotations
+
+from datetime import datetime
+from typing import Any
+
+from fastapi import APIRouter
+
+from tollgate_server.api.deps import CallerDep, SessionDep, UserDep
+from tollgate_server.api.pagination import Cursor, Limit, int_cursor
+from tollgate_server.api.responses import errors
+from tollgate_server.schemas import BalancePublic, LedgerEntryPublic, Page, UsagePublic
+from tollgate_server.services import ledger
+
+router = APIRouter(prefix="/v1", tags=["billing"])
+
+
+@router.get("/balance", response_model=BalancePublic, summary="Your balance", responses=errors(401))
+async def balance(caller: CallerDep, session: SessionDep) -> Any:
+    """`balance`, the credits `held` by generations still running, and `available`
+    (balance - held), as decimal strings. Accepts an API key."""
+    result = await ledger.get_balance(session=session, account_id=caller.account_id)
+    return result.public()
+
+
+@router.get(
+    "/ledger",
+    response_model=Page[LedgerEntryPublic],
+    summary="Your ledger",
+    responses=errors(401, 403),
+)
+async def own_ledger(
+    user: UserDep, session: SessionDep, limit: Limit = 50, cursor: Cursor = None
+) -> Any:
+    """Every movement of your credits, newest first: grants, top-ups, adjustments, and for each
+    generation its hold and its one charge (or release)."""
+    entries, next_cursor = await ledger.list_entries(
+        session=session, account_id=user.account_id, cursor=int_cursor(cursor), limit=limit
+    )
+    return {"data": entries, "next_cursor": str(next_cursor) if next_cursor else None}
+
+
+@router.get(
+    "/usage",
+    response_model=UsagePublic,
+    summary="Your usage by model and day",
+    responses=errors(401, 403),
+)
+async def usage(user: UserDep, session: SessionDep, since: datetime | None = None) -> Any:
+    """Totals of finished generations per UTC day and model: count, tokens and credits."""
+    rows = await ledger.usage_by_day(session=session, account_id=user.account_id, since=since)
+    return {"data": rows}

@@ -1,0 +1,154 @@
+"""OpenAI-compatible generation: `/v1/chat/completions` and `/v1/models`."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from fastapi import APIRouter
+from pydantic import BaseModel, Field
+from starlette.responses import Response
+from tollgate_core import format_credits
+
+from tollgate_server.api.deps import CallerDep, RuntimeDep
+from tollgate_server.api.responses import errors
+from tollgate_server.openai_format import ChatCompletionCreate
+from tollgate_server.services.gateway import GenerationResponse, plan_generation
+
+router = APIRouter(prefix="/v1", tags=["generation"])
+
+
+class ModelPricing(BaseModel):
+    input: str = Field(description="Credits per million input tokens", examples=["200000"])
+    output: str = Field(description="Credits per million output tokens", examples=["200000"])
+
+
+class ModelCard(BaseModel):
+    id: str
+    object: str = "model"
+    created: int
+    owned_by: str
+    context_window: int
+    max_output_tokens: int
+    pricing: ModelPricing
+
+
+class ModelList(BaseModel):
+    object: str = "list"
+    data: list[ModelCard]
+
+
+@router.get(
+    "/models", response_model=ModelList, summary="Models you may use", responses=errors(401)
+)
+async def list_models(caller: CallerDep, runtime: RuntimeDep) -> Any:
+    """The enabled, priced models whose provider is configured, in OpenAI's list format, each
+    with its price. An API key limited to some models sees only those."""
+    data = []
+    for model in (await runtime.catalogue.models()).values():
+        if not model.servable or model.provider not in runtime.providers:
+            continue
+        if not caller.may_use(model.name):
+            continue
+        assert model.price is not None
+        data.append(
+            {
+                "id": model.name,
+                "object": "model",
+                "created": int(model.created_at.timestamp()),
+                "owned_by": model.provider,
+                "context_window": model.context_window,
+                "max_output_tokens": model.max_output_tokens,
+                "pricing": {
+                    "input": format_credits(model.price.input_per_million),
+                    "output": format_credits(model.price.output_per_million),
+                },
+            }
+        )
+    return {"object": "list", "data": data}
+
+
+STREAM_EXAMPLE = (
+    'data: {"id":"chatcmpl-…","object":"chat.completion.chunk","created":1764201600,'
+    '"model":"gpt-4o-mini","choices":[{"index":0,"delta":{"role":"assistant","content":""},'
+    '"finish_reason":null}]}\n\n'
+    'data: {"id":"chatcmpl-…","object":"chat.completion.chunk","created":1764201600,'
+    '"model":"gpt-4o-mini","choices":[{"index":0,"delta":{"content":"Hello"},'
+    '"finish_reason":null}]}\n\n'
+    'data: {"id":"chatcmpl-…","object":"chat.completion.chunk","created":1764201600,'
+    '"model":"gpt-4o-mini","choices":[{"index":0,"delta":{},"finish_reason":"stop"}]}\n\n'
+    'data: {"id":"chatcmpl-…","object":"chat.completion.chunk","created":1764201600,'
+    '"model":"gpt-4o-mini","choices":[],"usage":{"prompt_tokens":9,"completion_tokens":1,'
+    '"total_tokens":10,"cost":"0.000195","estimated":false},"generation_id":"…"}\n\n'
+    "data: [DONE]\n\n"
+)
+
+COMPLETION_EXAMPLE = {
+    "id": "chatcmpl-5f0c…",
+    "object": "chat.completion",
+    "created": 1764201600,
+    "model": "gpt-4o-mini",
+    "choices": [
+        {
+            "index": 0,
+            "message": {"role": "assistant", "content": "Hello"},
+            "finish_reason": "stop",
+            "logprobs": None,
+        }
+    ],
+    "usage": {
+        "prompt_tokens": 9,
+        "completion_tokens": 1,
+        "total_tokens": 10,
+        "prompt_tokens_details": {"cached_tokens": 0},
+        "completion_tokens_details": {"reasoning_tokens": 0},
+        "cost": "0.000195",
+        "estimated": False,
+    },
+    "generation_id": "5f0c…",
+}
+
+
+@router.post(
+    "/chat/completions",
+    summary="Generate a chat completion (OpenAI-compatible)",
+    response_class=Response,
+    responses={
+        200: {
+            "description": "The completion; with `stream: true`, Server-Sent Events",
+            "headers": {
+                "X-Tollgate-Generation-Id": {
+                    "description": "The generation's id",
+                    "schema": {"type": "string"},
+                }
+            },
+            "content": {
+                "application/json": {"example": COMPLETION_EXAMPLE},
+                "text/event-stream": {"schema": {"type": "string"}, "example": STREAM_EXAMPLE},
+            },
+        },
+        **errors(400, 401, 402, 403, 404, 413, 429, 502, 503, 504),
+    },
+)
+async def chat_completions(
+    body: ChatCompletionCreate, caller: CallerDep, runtime: RuntimeDep
+) -> Response:
+    """Send `messages` to `model` and get the answer, billed in credits.
+
+    The request is admitted with a hold of its worst-case cost (prompt estimate at the input
+    price plus `max_tokens` at the output price): 402 `insufficient_balance` when no credits
+    are available. It is then charged once from the real usage and the hold is released.
+
+    With `stream: true` the answer is Server-Sent Events in OpenAI's chunk format, ending with
+    a chunk that carries `usage` (with `cost`) and then `data: [DONE]`. If you hang up, the
+    upstream is stopped and you are charged for what was generated so far; look it up with
+    `GET /v1/generations/{id}` (the id is in the `X-Tollgate-Generation-Id` header).
+    """
+    plan = await plan_generation(
+        runtime,
+        account_id=caller.account_id,
+        api_key_id=caller.key.key_id if caller.key else None,
+        allowed_models=caller.key.models if caller.key else None,
+        body=body,
+    )
+    # A plain ASGI app: FastAPI passes it through as the response.
+    return GenerationResponse(runtime, plan)  # type: ignore[return-value]

@@ -1,0 +1,48 @@
+"""API keys for programs (managed with a JWT; a key cannot manage keys)."""
+
+from __future__ import annotations
+
+import uuid
+from typing import Any
+
+from fastapi import APIRouter, status
+
+from tollgate_server.api.deps import SessionDep, UserDep
+from tollgate_server.api.responses import errors
+from tollgate_server.schemas import ApiKeyCreate, ApiKeyCreated, ApiKeyPublic
+from tollgate_server.services import keys
+
+router = APIRouter(prefix="/v1/keys", tags=["keys"])
+
+
+@router.post(
+    "",
+    status_code=status.HTTP_201_CREATED,
+    response_model=ApiKeyCreated,
+    summary="Create an API key",
+    responses=errors(401, 403),
+)
+async def create_key(data: ApiKeyCreate, user: UserDep, session: SessionDep) -> Any:
+    """Create a key (`tg-...`) for the OpenAI SDKs and scripts. The secret is in `key`, shown
+    only in this answer; Tollgate keeps only its hash. `models` limits the key to those models.
+    """
+    return await keys.create_key(session=session, account_id=user.account_id, data=data)
+
+
+@router.get(
+    "", response_model=list[ApiKeyPublic], summary="Your API keys", responses=errors(401, 403)
+)
+async def list_keys(user: UserDep, session: SessionDep) -> Any:
+    """Your keys, newest first, without their secrets."""
+    return await keys.list_keys(session=session, account_id=user.account_id)
+
+
+@router.delete(
+    "/{key_id}",
+    response_model=ApiKeyPublic,
+    summary="Revoke an API key",
+    responses=errors(401, 403, 404),
+)
+async def revoke_key(key_id: uuid.UUID, user: UserDep, session: SessionDep) -> Any:
+    """Revoke one of your keys; it stops working at once. Revoking twice is harmless."""
+    return await keys.revoke_key(session=session, key_id=key_id, account_id=user.account_id)

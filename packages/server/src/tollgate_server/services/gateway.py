@@ -1,0 +1,503 @@
+"""The generation path: plan, admit, stream from the upstream, settle exactly once.
+
+The written policy (what a generation is charged, by how it ends):
+
+=========================================  ==========================  =======================
+How it ends                                 Status                      Charged
+=========================================  ==========================  =======================
+Finished normally                           completed                   upstream's usage
+Client hung up before the upstream call     client_disconnected         nothing
+Client hung up after the upstream call      client_disconnected         prompt + deltas so far
+Upstream failed before the first token      upstream_error / _timeout   nothing
+Upstream failed mid-stream                  upstream_error / _timeout   prompt + deltas so far
+Maximum generation time reached             generation_timeout          prompt + deltas so far
+=========================================  ==========================  =======================
+
+"Prompt + deltas so far" uses the upstream's usage when it had sent it, and otherwise the
+gateway's estimate (`tollgate_core.tokens`), marked ``estimated``. Every charge is capped at the
+hold (`tollgate_core.billing`). The upstream is always called in streaming mode, for streaming
+and non-streaming clients alike: one path, the same timeouts, and a count of what was generated
+when a client leaves early. Settlement runs in a ``finally`` under `asyncio.shield`, so a
+cancelled request still settles, and the ledger's guard makes a second settlement a no-op.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import time
+import uuid
+from dataclasses import dataclass
+from typing import Any
+
+import orjson
+from starlette.types import Message, Receive, Scope, Send
+from tollgate_core import (
+    GenerationRequest,
+    Provider,
+    StreamEnd,
+    TextDelta,
+    UpstreamError,
+    UpstreamTimeout,
+    Usage,
+    estimate_completion_tokens,
+    hold_amount,
+    settlement_charge,
+)
+
+from tollgate_server.db.raw import raw_connection
+from tollgate_server.errors import ApiError, database_unavailable, upstream_api_error
+from tollgate_server.openai_format import ChatCompletionCreate, ChunkWriter, completion_body
+from tollgate_server.runtime import Runtime
+from tollgate_server.services import ledger
+from tollgate_server.services.catalogue import CatalogueModel
+
+logger = logging.getLogger("tollgate.gateway")
+
+DEADLINE_MARGIN_SECONDS = 120.0
+"""Added to the maximum generation time for the sweeper's deadline: a live process has settled
+every generation well before it."""
+SETTLE_ATTEMPTS = 6
+
+
+@dataclass(frozen=True, slots=True)
+class Plan:
+    """A validated generation, ready for admission. Built without touching the database."""
+
+    generation_id: uuid.UUID
+    account_id: uuid.UUID
+    api_key_id: uuid.UUID | None
+    model: CatalogueModel
+    provider: Provider
+    request: GenerationRequest
+    prompt_tokens: int
+    hold: int
+    stream: bool
+
+
+async def plan_generation(
+    runtime: Runtime,
+    *,
+    account_id: uuid.UUID,
+    api_key_id: uuid.UUID | None,
+    allowed_models: tuple[str, ...] | None,
+    body: ChatCompletionCreate,
+) -> Plan:
+    """Check everything that needs no database, in the order a client can fix it."""
+    model = await runtime.catalogue.get(body.model)
+    if model is None or not model.enabled or model.price is None:
+        raise ApiError(404, "model_not_found", f"no model named {body.model} is served")
+    if allowed_models is not None and model.name not in allowed_models:
+        raise ApiError(403, "model_not_allowed", f"this API key may not use {model.name}")
+    provider = runtime.providers.get(model.provider)
+    if provider is None:
+        raise ApiError(
+            503,
+            "model_unavailable",
+            f"the provider of {model.name} is not installed or not configured",
+            headers={"Retry-After": "60"},
+        )
+    max_tokens = body.requested_max_tokens() or model.default_max_tokens
+    if max_tokens > model.max_output_tokens:
+        raise ApiError(
+            422,
+            "validation_error",
+            f"max_tokens: at most {model.max_output_tokens} for {model.name}",
+        )
+    messages = body.core_messages()
+    prompt_tokens = provider.count_tokens(messages)
+    if prompt_tokens > model.context_window:
+        raise ApiError(
+            400,
+            "context_length_exceeded",
+            f"the prompt is about {prompt_tokens} tokens; {model.name} takes "
+            f"{model.context_window}",
+        )
+    request = GenerationRequest(
+        model=model.upstream_model,
+        messages=messages,
+        max_tokens=max_tokens,
+        temperature=body.temperature,
+        top_p=body.top_p,
+        stop=body.stop_sequences(),
+        user=body.user,
+    )
+    return Plan(
+        generation_id=uuid.uuid4(),
+        account_id=account_id,
+        api_key_id=api_key_id,
+        model=model,
+        provider=provider,
+        request=request,
+        prompt_tokens=prompt_tokens,
+        hold=hold_amount(prompt_tokens=prompt_tokens, max_tokens=max_tokens, price=model.price),
+        stream=body.stream,
+    )
+
+
+class _ClientGone(Exception):
+    """The client hung up; raised where a send failed."""
+
+
+_END = object()
+
+
+class GenerationResponse:
+    """The ASGI response that admits, runs and settles one generation.
+
+    It owns the whole life of the generation so that it can watch the client's connection from
+    the moment of admission: a hang-up cancels the upstream call at once.
+    """
+
+    def __init__(self, runtime: Runtime, plan: Plan) -> None:
+        self.runtime = runtime
+        self.plan = plan
+        self.settings = runtime.settings
+        self.request_id = ""
+        self.headers_sent = False
+        self.upstream_called = False
+        self.text_parts: list[str] = []
+        self.chunks = 0
+        self.end: StreamEnd | None = None
+        self.first_token_at: float | None = None
+        self.started = time.perf_counter()
+        self._send: Send | None = None
+        self.log: dict[str, Any] = {}
+
+    # --- ASGI entry ---------------------------------------------------------------------
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        state = scope.setdefault("state", {})
+        self.request_id = str(state.get("request_id", ""))
+        self.log = state.setdefault("log", {})
+        self.log.update(
+            account=str(self.plan.account_id),
+            model=self.plan.model.name,
+            generation_id=str(self.plan.generation_id),
+        )
+        self._send = send
+        if self.runtime.draining:
+            await self._send_error(
+                ApiError(503, "service_unavailable", "shutting down", headers={"Retry-After": "1"})
+            )
+            return
+        try:
+            await self._admit()
+        except ApiError as exc:
+            self.log["status"] = exc.code
+            await self._send_error(exc)
+            return
+        except Exception as exc:
+            if not database_unavailable(exc):
+                raise
+            # No hold, no upstream call: the generation never began.
+            await self._send_error(
+                ApiError(
+                    503,
+                    "service_unavailable",
+                    "the database is unavailable; retry shortly",
+                    headers={"Retry-After": "2"},
+                )
+            )
+            return
+        work = asyncio.create_task(self._run())
+        self.runtime.active_streams.add(work)
+        listener = asyncio.create_task(_wait_for_disconnect(receive))
+        try:
+            await asyncio.wait({work, listener}, return_when=asyncio.FIRST_COMPLETED)
+            if not work.done():
+                # The client hung up: cancelling `work` closes the upstream connection.
+                work.cancel()
+            with contextlib.suppress(asyncio.CancelledError, _ClientGone):
+                await work
+        finally:
+            listener.cancel()
+            self.runtime.active_streams.discard(work)
+
+    async def _admit(self) -> None:
+        plan = self.plan
+        price = plan.model.price
+        assert price is not None
+        admission = ledger.Admission(
+            generation_id=plan.generation_id,
+            account_id=plan.account_id,
+            api_key_id=plan.api_key_id,
+            model_id=plan.model.id,
+            model_name=plan.model.name,
+            price_id=price.id,
+            input_price=price.input_per_million,
+            output_price=price.output_per_million,
+            hold=plan.hold,
+            stream=plan.stream,
+            max_tokens=plan.request.max_tokens,
+            prompt_tokens=plan.prompt_tokens,
+            deadline_seconds=self.settings.max_generation_seconds + DEADLINE_MARGIN_SECONDS,
+        )
+        async with raw_connection(self.runtime.engine) as conn:
+            await ledger.admit(
+                conn,
+                admission,
+                strict=self.settings.strict_balance,
+                max_running=self.settings.max_concurrent_generations,
+            )
+
+    # --- the generation -----------------------------------------------------------------
+
+    async def _run(self) -> None:
+        status, error_code = "client_disconnected", None
+        try:
+            await self._generate()
+            status = "completed"
+        except UpstreamError as exc:
+            status = "upstream_timeout" if isinstance(exc, UpstreamTimeout) else "upstream_error"
+            error_code = exc.code
+            await self._fail(upstream_api_error(exc))
+        except _GenerationTimeout:
+            status, error_code = "generation_timeout", "generation_timeout"
+            await self._fail(
+                ApiError(
+                    504, "generation_timeout", "the generation ran past the maximum generation time"
+                )
+            )
+        except _ClientGone:
+            status = "client_disconnected"
+        except asyncio.CancelledError:
+            status = "client_disconnected"
+            raise
+        except Exception:
+            logger.exception("generation %s failed", self.plan.generation_id)
+            status, error_code = "error", "internal_error"
+            await self._fail(
+                ApiError(500, "internal_error", "internal error; quote the request id")
+            )
+        finally:
+            await self._settle_shielded(status, error_code)
+
+    async def _generate(self) -> None:
+        queue: asyncio.Queue[object] = asyncio.Queue()
+        reader = asyncio.create_task(self._read_upstream(queue))
+        try:
+            await self._forward(queue)
+        finally:
+            if not reader.done():
+                reader.cancel()
+            with contextlib.suppress(BaseException):
+                await reader
+
+    async def _read_upstream(self, queue: asyncio.Queue[object]) -> None:
+        self.upstream_called = True
+        try:
+            async for event in self.plan.provider.stream(self.plan.request):
+                queue.put_nowait(event)
+        except Exception as exc:  # handed to the forwarding side, which decides
+            queue.put_nowait(exc)
+        finally:
+            queue.put_nowait(_END)
+
+    async def _forward(self, queue: asyncio.Queue[object]) -> None:
+        settings = self.settings
+        writer = ChunkWriter(generation_id=self.plan.generation_id, model=self.plan.model.name)
+        loop = asyncio.get_running_loop()
+        last_event = loop.time()
+        give_up_at = (
+            self.started - time.perf_counter() + loop.time() + (settings.max_generation_seconds)
+        )
+        while True:
+            silence = (
+                settings.upstream_first_token_timeout
+                if self.first_token_at is None
+                else settings.upstream_idle_timeout
+            )
+            wake = min(last_event + silence, give_up_at, loop.time() + settings.keepalive_seconds)
+            try:
+                async with asyncio.timeout_at(wake):
+                    item = await queue.get()
+            except TimeoutError:
+                now = loop.time()
+                if now >= give_up_at:
+                    raise _GenerationTimeout() from None
+                if now >= last_event + silence:
+                    which = "first token" if self.first_token_at is None else "next chunk"
+                    raise UpstreamTimeout(
+                        f"the upstream sent no {which} in {silence:g} s"
+                    ) from None
+                if self.plan.stream:
+                    await self._start_stream(writer)
+                    await self._write(ChunkWriter.KEEPALIVE)
+                continue
+            last_event = loop.time()
+            if isinstance(item, TextDelta):
+                if self.first_token_at is None:
+                    self.first_token_at = time.perf_counter()
+                    if self.plan.stream:
+                        await self._start_stream(writer)
+                self.text_parts.append(item.text)
+                self.chunks += 1
+                if self.plan.stream:
+                    await self._write(writer.delta(item.text))
+            elif isinstance(item, StreamEnd):
+                self.end = item
+            elif isinstance(item, BaseException):
+                raise item
+            elif item is _END:
+                break
+        if self.end is None:
+            raise UpstreamError("the upstream ended the stream without finishing it")
+        await self._finish(writer)
+
+    async def _finish(self, writer: ChunkWriter) -> None:
+        assert self.end is not None
+        usage = self._usage()
+        charge = self._charge(usage)
+        finish_reason = self.end.finish_reason
+        if finish_reason in ("error", "cancelled"):
+            finish_reason = "stop"
+        if self.plan.stream:
+            await self._start_stream(writer)
+            await self._write(writer.finish(finish_reason))
+            await self._write(writer.usage(usage, charge))
+            await self._write(ChunkWriter.DONE, more=False)
+            return
+        body = completion_body(
+            generation_id=self.plan.generation_id,
+            model=self.plan.model.name,
+            text="".join(self.text_parts),
+            finish_reason=finish_reason,
+            usage=usage,
+            cost=charge,
+        )
+        await self._start(200, "application/json")
+        await self._write(body, more=False)
+
+    # --- usage and settlement -----------------------------------------------------------
+
+    def _usage(self) -> Usage:
+        """The upstream's usage when it reported one; otherwise the gateway's estimate."""
+        if self.end is not None and self.end.usage is not None:
+            return self.end.usage
+        return Usage(
+            input_tokens=self.plan.prompt_tokens,
+            output_tokens=estimate_completion_tokens("".join(self.text_parts), self.chunks),
+            estimated=True,
+        )
+
+    def _charge(self, usage: Usage | None) -> int:
+        price = self.plan.model.price
+        assert price is not None
+        return settlement_charge(usage=usage, price=price, hold=self.plan.hold).charge
+
+    def _outcome(self, status: str, error_code: str | None) -> ledger.Outcome:
+        produced = self.end is not None or self.chunks > 0
+        if status == "client_disconnected":
+            usage = self._usage() if self.upstream_called else None
+        elif status == "completed" or produced:
+            usage = self._usage()
+        else:
+            usage = None  # failed before the first token: nothing was generated
+        now = time.perf_counter()
+        return ledger.Outcome(
+            status=status,
+            usage=usage,
+            charge=self._charge(usage),
+            error_code=error_code,
+            first_token_ms=(
+                round((self.first_token_at - self.started) * 1000)
+                if self.first_token_at is not None
+                else None
+            ),
+            duration_ms=round((now - self.started) * 1000),
+        )
+
+    async def _settle_shielded(self, status: str, error_code: str | None) -> None:
+        outcome = self._outcome(status, error_code)
+        usage = outcome.usage
+        self.log.update(
+            status=status,
+            cost=outcome.charge,
+            input_tokens=usage.input_tokens if usage else 0,
+            output_tokens=usage.output_tokens if usage else 0,
+            estimated=bool(usage and usage.estimated),
+            ttft_ms=outcome.first_token_ms,
+        )
+        task = asyncio.ensure_future(self._settle(outcome))
+        # Even if this request is cancelled again, the settlement runs to its end.
+        with contextlib.suppress(asyncio.CancelledError):
+            await asyncio.shield(task)
+
+    async def _settle(self, outcome: ledger.Outcome) -> None:
+        delay = 0.2
+        for attempt in range(SETTLE_ATTEMPTS):
+            try:
+                async with raw_connection(self.runtime.engine) as conn:
+                    await ledger.settle(conn, self.plan.generation_id, outcome)
+                return
+            except Exception as exc:
+                if attempt == SETTLE_ATTEMPTS - 1 or not database_unavailable(exc):
+                    # The hold stays until the sweeper releases it: never a double charge.
+                    logger.error("settling generation %s failed: %s", self.plan.generation_id, exc)
+                    return
+                await asyncio.sleep(delay)
+                delay *= 2
+
+    # --- writing to the client ----------------------------------------------------------
+
+    async def _start(
+        self, status: int, content_type: str, extra: list[tuple[bytes, bytes]] | None = None
+    ) -> None:
+        headers = [
+            (b"content-type", content_type.encode()),
+            (b"x-tollgate-generation-id", str(self.plan.generation_id).encode()),
+            *(extra or []),
+        ]
+        if content_type == "text/event-stream":
+            headers += [(b"cache-control", b"no-cache"), (b"x-accel-buffering", b"no")]
+        self.headers_sent = True
+        await self._raw_send({"type": "http.response.start", "status": status, "headers": headers})
+
+    async def _start_stream(self, writer: ChunkWriter) -> None:
+        if not self.headers_sent:
+            await self._start(200, "text/event-stream")
+            await self._write(writer.role())
+
+    async def _write(self, data: bytes, *, more: bool = True) -> None:
+        await self._raw_send({"type": "http.response.body", "body": data, "more_body": more})
+
+    async def _raw_send(self, message: Message) -> None:
+        assert self._send is not None
+        try:
+            await self._send(message)
+        except OSError as exc:  # uvicorn's ClientDisconnected is an OSError
+            raise _ClientGone() from exc
+
+    async def _send_error(self, exc: ApiError) -> None:
+        body = orjson.dumps(
+            {"error": {"code": exc.code, "message": exc.message, "request_id": self.request_id}}
+        )
+        headers = [(k.lower().encode(), v.encode()) for k, v in exc.headers.items()]
+        with contextlib.suppress(_ClientGone):
+            await self._start(exc.status, "application/json", headers)
+            await self._write(body, more=False)
+
+    async def _fail(self, exc: ApiError) -> None:
+        """Tell the client: a status before the stream began, an SSE error event after."""
+        try:
+            if not self.headers_sent:
+                await self._send_error(exc)
+            else:
+                await self._write(
+                    ChunkWriter.error(exc.code, exc.message, self.request_id), more=False
+                )
+        except _ClientGone:
+            pass
+
+
+class _GenerationTimeout(Exception):
+    """The maximum generation time passed."""
+
+
+async def _wait_for_disconnect(receive: Receive) -> None:
+    while True:
+        message = await receive()
+        if message["type"] == "http.disconnect":
+            return

@@ -1,0 +1,386 @@
+"""The credit ledger: the SQL that carries out `tollgate_core.billing` atomically.
+
+Every change of a balance is one row in `ledger_entries`, written in the same statement or
+transaction as the change itself. Admission is ONE guarded statement: the row lock taken by its
+``UPDATE accounts`` serialises concurrent admissions for an account, so a thousand requests in
+parallel cannot overspend. Settlement is ONE statement too, guarded by ``settled_at IS NULL`` and
+a unique index, so running it twice charges once.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import uuid
+from dataclasses import dataclass
+from datetime import datetime
+from typing import Any
+
+import asyncpg
+import orjson
+from sqlalchemy import text
+from sqlalchemy.exc import IntegrityError
+from sqlalchemy.ext.asyncio import AsyncSession
+from tollgate_core import Usage, format_credits, parse_credits
+
+from tollgate_server.errors import ApiError, not_found
+
+# --- admission and settlement (raw asyncpg: the hot path) ----------------------------------
+
+ADMIT_SQL = """
+WITH acc AS (
+    UPDATE accounts
+    SET held = held + $2, running = running + 1
+    WHERE id = $1
+      AND NOT disabled
+      AND running < $15
+      AND CASE WHEN $3 THEN balance - held >= $2 ELSE balance - held > 0 END
+    RETURNING id, balance, held
+), gen AS (
+    INSERT INTO generations (
+        id, account_id, api_key_id, model_id, model_name, price_id, input_price, output_price,
+        hold, stream, max_tokens, prompt_tokens_estimate, status, deadline_at
+    )
+    SELECT $4, acc.id, $5, $6, $7, $8, $9, $10, $2, $11, $12, $13, 'running',
+           now() + make_interval(secs => $14)
+    FROM acc
+    RETURNING id
+), entry AS (
+    INSERT INTO ledger_entries (
+        account_id, kind, amount, held_delta, balance_after, held_after, generation_id
+    )
+    SELECT acc.id, 'hold', 0, $2, acc.balance, acc.held, gen.id FROM acc, gen
+)
+SELECT balance, held FROM acc
+"""
+
+REFUSAL_SQL = "SELECT balance, held, running, disabled FROM accounts WHERE id = $1"
+
+SETTLE_SQL = """
+WITH gen AS (
+    UPDATE generations
+    SET status = $2, input_tokens = $3, output_tokens = $4, cached_input_tokens = $5,
+        reasoning_tokens = $6, usage_estimated = $7, cost = $8, error_code = $9,
+        first_token_ms = $10, duration_ms = $11, settled_at = now()
+    WHERE id = $1 AND settled_at IS NULL
+    RETURNING account_id, hold
+), acc AS (
+    UPDATE accounts a
+    SET balance = a.balance - $8, held = a.held - gen.hold, running = a.running - 1
+    FROM gen
+    WHERE a.id = gen.account_id
+    RETURNING a.id, a.balance, a.held, gen.hold
+)
+INSERT INTO ledger_entries (
+    account_id, kind, amount, held_delta, balance_after, held_after, generation_id
+)
+SELECT id, CASE WHEN $8 > 0 THEN 'charge' ELSE 'release' END, -$8, -hold, balance, held, $1
+FROM acc
+RETURNING balance_after
+"""
+
+
+@dataclass(frozen=True, slots=True)
+class Admission:
+    """What the gateway needs to admit one generation."""
+
+    generation_id: uuid.UUID
+    account_id: uuid.UUID
+    api_key_id: uuid.UUID | None
+    model_id: int
+    model_name: str
+    price_id: int | None
+    input_price: int
+    output_price: int
+    hold: int
+    stream: bool
+    max_tokens: int
+    prompt_tokens: int
+    deadline_seconds: float
+
+
+@dataclass(frozen=True, slots=True)
+class Outcome:
+    """How a generation ended, for its one settlement."""
+
+    status: str
+    """completed, client_disconnected, upstream_error, upstream_timeout, cancelled,
+    interrupted (swept after a crash), shutdown."""
+    usage: Usage | None
+    charge: int
+    error_code: str | None = None
+    first_token_ms: int | None = None
+    duration_ms: int | None = None
+
+
+async def admit(
+    conn: asyncpg.Connection, admission: Admission, *, strict: bool, max_running: int
+) -> None:
+    """Take the hold in one guarded statement, or raise the 402/403/429 that explains why not."""
+    row = await conn.fetchrow(
+        ADMIT_SQL,
+        admission.account_id,
+        admission.hold,
+        strict,
+        admission.generation_id,
+        admission.api_key_id,
+        admission.model_id,
+        admission.model_name,
+        admission.price_id,
+        admission.input_price,
+        admission.output_price,
+        admission.stream,
+        admission.max_tokens,
+        admission.prompt_tokens,
+        admission.deadline_seconds,
+        max_running,
+    )
+    if row is not None:
+        return
+    # Refused: one more read, off the happy path, to say why.
+    state = await conn.fetchrow(REFUSAL_SQL, admission.account_id)
+    if state is None or state["disabled"]:
+        raise ApiError(403, "account_disabled", "this account is disabled")
+    if state["running"] >= max_running:
+        raise ApiError(
+            429,
+            "too_many_concurrent_requests",
+            f"at most {max_running} generations may run at once for an account",
+            headers={"Retry-After": "1"},
+        )
+    available = state["balance"] - state["held"]
+    message = f"available balance is {format_credits(available)} credits"
+    if strict:
+        message += (
+            f"; this request may cost up to {format_credits(admission.hold)}: "
+            "lower max_tokens or top up"
+        )
+    raise ApiError(402, "insufficient_balance", message)
+
+
+async def settle(conn: asyncpg.Connection, generation_id: uuid.UUID, outcome: Outcome) -> bool:
+    """Charge once and release the hold. False when the generation was already settled."""
+    usage = outcome.usage
+    row = await conn.fetchrow(
+        SETTLE_SQL,
+        generation_id,
+        outcome.status,
+        usage.input_tokens if usage else None,
+        usage.output_tokens if usage else None,
+        usage.cached_input_tokens if usage else None,
+        usage.reasoning_tokens if usage else None,
+        usage.estimated if usage else None,
+        outcome.charge,
+        outcome.error_code,
+        outcome.first_token_ms,
+        outcome.duration_ms,
+    )
+    return row is not None
+
+
+# --- balances, grants and the ledger's pages -----------------------------------------------
+
+
+@dataclass(frozen=True, slots=True)
+class Balance:
+    balance: int
+    held: int
+
+    @property
+    def available(self) -> int:
+        return self.balance - self.held
+
+    def public(self) -> dict[str, str]:
+        return {
+            "balance": format_credits(self.balance),
+            "held": format_credits(self.held),
+            "available": format_credits(self.available),
+        }
+
+
+async def get_balance(*, session: AsyncSession, account_id: uuid.UUID) -> Balance:
+    row = (
+        await session.execute(
+            text("SELECT balance, held FROM accounts WHERE id = :id"), {"id": account_id}
+        )
+    ).one_or_none()
+    if row is None:
+        raise not_found("account")
+    return Balance(balance=row.balance, held=row.held)
+
+
+ENTRY_COLUMNS = (
+    "id, kind, amount, held_delta, balance_after, held_after, generation_id, actor_id, "
+    "reason, created_at"
+)
+
+
+def entry_public(row: Any) -> dict[str, Any]:
+    return {
+        "id": row.id,
+        "kind": row.kind,
+        "amount": format_credits(row.amount),
+        "held_delta": format_credits(row.held_delta),
+        "balance_after": format_credits(row.balance_after),
+        "held_after": format_credits(row.held_after),
+        "generation_id": row.generation_id,
+        "actor_id": row.actor_id,
+        "reason": row.reason,
+        "created_at": row.created_at,
+    }
+
+
+def _request_hash(account_id: uuid.UUID, amount: int, reason: str) -> str:
+    payload = orjson.dumps({"account": str(account_id), "amount": amount, "reason": reason})
+    return hashlib.sha256(payload).hexdigest()
+
+
+async def post_credits(
+    *,
+    session: AsyncSession,
+    account_id: uuid.UUID,
+    amount: str,
+    reason: str,
+    actor_id: uuid.UUID | None,
+    idempotency_key: str | None,
+    kind: str | None = None,
+) -> tuple[dict[str, Any], Balance, bool]:
+    """Top up (amount > 0) or deduct (amount < 0) credits, as one ledger entry.
+
+    Returns (entry, balance after, replayed). With an idempotency key, a repeat of the same
+    request returns the first result unchanged (replayed=True), and the same key with another
+    request is a 409. A deduction may not take the available balance below zero: negative
+    balances arise only from settling generations.
+    """
+    micro = parse_credits(amount)
+    if micro == 0:
+        raise ApiError(422, "validation_error", "amount must not be zero")
+    kind = kind or ("topup" if micro > 0 else "adjustment")
+    fingerprint = _request_hash(account_id, micro, reason)
+    if idempotency_key is not None:
+        replay = await _replay(session, idempotency_key, fingerprint)
+        if replay is not None:
+            return replay[0], replay[1], True
+    try:
+        row = (
+            await session.execute(
+                text(
+                    "UPDATE accounts SET balance = balance + :amount, updated_at = now() "
+                    "WHERE id = :id AND (:amount > 0 OR balance + :amount - held >= 0) "
+                    "RETURNING balance, held"
+                ),
+                {"amount": micro, "id": account_id},
+            )
+        ).one_or_none()
+        if row is None:
+            await session.rollback()
+            exists = await session.scalar(
+                text("SELECT 1 FROM accounts WHERE id = :id"), {"id": account_id}
+            )
+            if not exists:
+                raise not_found("account")
+            raise ApiError(
+                409, "insufficient_balance", "a deduction may not exceed the available balance"
+            )
+        entry = (
+            await session.execute(
+                text(
+                    "INSERT INTO ledger_entries (account_id, kind, amount, held_delta, "
+                    "balance_after, held_after, actor_id, reason, idempotency_key, "
+                    "request_hash) VALUES (:account, :kind, :amount, 0, :balance, :held, "
+                    f":actor, :reason, :key, :hash) RETURNING {ENTRY_COLUMNS}"
+                ),
+                {
+                    "account": account_id,
+                    "kind": kind,
+                    "amount": micro,
+                    "balance": row.balance,
+                    "held": row.held,
+                    "actor": actor_id,
+                    "reason": reason,
+                    "key": idempotency_key,
+                    "hash": fingerprint,
+                },
+            )
+        ).one()
+        await session.commit()
+    except IntegrityError:
+        # Another request with the same key won the race: answer as its replay.
+        await session.rollback()
+        replay = await _replay(session, idempotency_key, fingerprint) if idempotency_key else None
+        if replay is None:
+            raise
+        return replay[0], replay[1], True
+    return entry_public(entry), Balance(row.balance, row.held), False
+
+
+async def _replay(
+    session: AsyncSession, key: str, fingerprint: str
+) -> tuple[dict[str, Any], Balance] | None:
+    entry = (
+        await session.execute(
+            text(
+                f"SELECT {ENTRY_COLUMNS}, request_hash FROM ledger_entries "
+                "WHERE idempotency_key = :key"
+            ),
+            {"key": key},
+        )
+    ).one_or_none()
+    if entry is None:
+        return None
+    if entry.request_hash != fingerprint:
+        raise ApiError(
+            409,
+            "idempotency_key_reused",
+            "this Idempotency-Key was used for a different request",
+        )
+    return entry_public(entry), Balance(entry.balance_after, entry.held_after)
+
+
+async def list_entries(
+    *, session: AsyncSession, account_id: uuid.UUID, cursor: int | None, limit: int
+) -> tuple[list[dict[str, Any]], int | None]:
+    """Entries newest first; the cursor is the last id of the previous page."""
+    rows = (
+        await session.execute(
+            text(
+                f"SELECT {ENTRY_COLUMNS} FROM ledger_entries WHERE account_id = :account "
+                "AND (CAST(:cursor AS BIGINT) IS NULL OR id < :cursor) "
+                "ORDER BY id DESC LIMIT :limit"
+            ),
+            {"account": account_id, "cursor": cursor, "limit": limit + 1},
+        )
+    ).all()
+    more = len(rows) > limit
+    rows = rows[:limit]
+    return [entry_public(r) for r in rows], (rows[-1].id if more and rows else None)
+
+
+async def usage_by_day(
+    *, session: AsyncSession, account_id: uuid.UUID, since: datetime | None
+) -> list[dict[str, Any]]:
+    rows = (
+        await session.execute(
+            text(
+                "SELECT to_char(date_trunc('day', created_at AT TIME ZONE 'UTC'), 'YYYY-MM-DD') "
+                "AS day, model_name, count(*) AS generations, "
+                "coalesce(sum(input_tokens), 0) AS input_tokens, "
+                "coalesce(sum(output_tokens), 0) AS output_tokens, "
+                "coalesce(sum(cost), 0) AS cost "
+                "FROM generations WHERE account_id = :account AND settled_at IS NOT NULL "
+                "AND (CAST(:since AS timestamptz) IS NULL OR created_at >= :since) "
+                "GROUP BY 1, 2 ORDER BY 1 DESC, 2"
+            ),
+            {"account": account_id, "since": since},
+        )
+    ).all()
+    return [
+        {
+            "day": r.day,
+            "model": r.model_name,
+            "generations": r.generations,
+            "input_tokens": int(r.input_tokens),
+            "output_tokens": int(r.output_tokens),
+            "cost": format_credits(int(r.cost)),
+        }
+        for r in rows
+    ]

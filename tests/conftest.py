@@ -1,0 +1,169 @@
+"""Fixtures for the integration tests: one real PostgreSQL, one served app, fresh users.
+
+Every test that touches the server gets fresh accounts (unique emails) instead of a rolled-back
+transaction: the gateway commits on its own connections, exactly as in production. After each
+such test the ledger's invariants are checked over the whole database.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import uuid
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass, field
+from decimal import Decimal
+from pathlib import Path
+from typing import Any
+
+import httpx
+import pytest
+from sqlalchemy.ext.asyncio import create_async_engine
+from support import ServerThread, test_database_url
+from tollgate_server.app import create_app
+from tollgate_server.services.invariants import find_violations, pending_generations
+from tollgate_server.settings import Settings
+
+ADMIN_EMAIL = "root@example.com"
+ADMIN_PASSWORD = "admin-password-123"
+PASSWORD = "client-password-123"
+JWT_SECRET = "test-secret-" + "x" * 40
+
+
+@pytest.fixture(scope="session")
+def database_url() -> Iterator[str]:
+    with test_database_url() as url:
+        yield url
+
+
+def make_settings(database_url: str, data_dir: Path, **overrides: Any) -> Settings:
+    values: dict[str, Any] = {
+        "database_url": database_url,
+        "data_dir": data_dir,
+        "environment": "test",
+        "jwt_secret": JWT_SECRET,
+        "admin_email": ADMIN_EMAIL,
+        "admin_password": ADMIN_PASSWORD,
+        "login_max_failures": 5,
+        "keepalive_seconds": 15.0,
+        "sweep_interval_seconds": 3600.0,
+    }
+    values.update(overrides)
+    return Settings(**values)
+
+
+@pytest.fixture(scope="session")
+def settings(database_url: str, tmp_path_factory: pytest.TempPathFactory) -> Settings:
+    return make_settings(database_url, tmp_path_factory.mktemp("data"))
+
+
+@pytest.fixture(scope="session")
+def provider_env() -> dict[str, str]:
+    """Upstream configuration for the served app; the fake upstream fills it in."""
+    return {}
+
+
+@pytest.fixture(scope="session")
+def server(settings: Settings, provider_env: dict[str, str]) -> Iterator[ServerThread]:
+    app = create_app(settings, provider_env=provider_env)
+    with ServerThread(app) as running:
+        yield running
+
+
+@pytest.fixture
+def api(server: ServerThread) -> Iterator[httpx.Client]:
+    with httpx.Client(base_url=server.url, timeout=30) as client:
+        yield client
+
+
+def _login(client: httpx.Client, email: str, password: str) -> dict[str, Any]:
+    response = client.post("/v1/auth/login", json={"email": email, "password": password})
+    assert response.status_code == 200, response.text
+    return response.json()
+
+
+@pytest.fixture(scope="session")
+def admin_headers(server: ServerThread) -> dict[str, str]:
+    with httpx.Client(base_url=server.url, timeout=30) as client:
+        tokens = _login(client, ADMIN_EMAIL, ADMIN_PASSWORD)
+    return {"Authorization": f"Bearer {tokens['access_token']}"}
+
+
+@dataclass
+class User:
+    id: str
+    email: str
+    password: str
+    tokens: dict[str, Any]
+    headers: dict[str, str] = field(default_factory=dict)
+
+    @property
+    def token(self) -> str:
+        return str(self.tokens["access_token"])
+
+
+@pytest.fixture
+def make_user(api: httpx.Client, admin_headers: dict[str, str]) -> Callable[..., User]:
+    """Register, optionally fund, and log in a fresh client account."""
+
+    def make(credits: str | int | Decimal | None = None, *, admin: bool = False) -> User:
+        email = f"user-{uuid.uuid4().hex[:12]}@example.com"
+        created = api.post("/v1/auth/register", json={"email": email, "password": PASSWORD})
+        assert created.status_code == 201, created.text
+        account_id = created.json()["id"]
+        if admin:
+            promoted = api.patch(
+                f"/v1/admin/users/{account_id}", json={"role": "admin"}, headers=admin_headers
+            )
+            assert promoted.status_code == 200, promoted.text
+        if credits is not None:
+            grant(api, admin_headers, account_id, str(credits))
+        tokens = _login(api, email, PASSWORD)
+        return User(
+            id=account_id,
+            email=email,
+            password=PASSWORD,
+            tokens=tokens,
+            headers={"Authorization": f"Bearer {tokens['access_token']}"},
+        )
+
+    return make
+
+
+def grant(
+    api: httpx.Client, admin_headers: dict[str, str], account_id: str, amount: str
+) -> dict[str, Any]:
+    response = api.post(
+        f"/v1/admin/users/{account_id}/credits",
+        json={"amount": amount, "reason": "test grant"},
+        headers={**admin_headers, "Idempotency-Key": uuid.uuid4().hex},
+    )
+    assert response.status_code == 201, response.text
+    return response.json()
+
+
+async def _check_ledger(url: str) -> tuple[dict[str, list[tuple[object, ...]]], int]:
+    engine = create_async_engine(url)
+    try:
+        async with engine.connect() as conn:
+            for _ in range(100):  # give settlements of just-ended streams a moment
+                pending = await pending_generations(conn)
+                if pending == 0:
+                    break
+                await asyncio.sleep(0.05)
+                await conn.rollback()
+            return await find_violations(conn), pending
+    finally:
+        await engine.dispose()
+
+
+@pytest.fixture(autouse=True)
+def ledger_invariants(request: pytest.FixtureRequest) -> Iterator[None]:
+    """After every test that used the database: the ledger's invariants hold and nothing is
+    left holding credits."""
+    yield
+    if "database_url" not in request.fixturenames:
+        return
+    url = request.getfixturevalue("database_url")
+    violations, pending = asyncio.run(_check_ledger(url))
+    assert violations == {}, f"ledger invariants broken: {violations}"
+    assert pending == 0, f"{pending} generations still hold credits after the test"
