@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import errno
 import os
+import signal
 import socket
 from typing import Any
 
@@ -62,6 +63,10 @@ def check_port(host: str, port: int) -> None:
             raise ConfigurationError(f"--host: cannot listen on {host}:{port} ({exc})") from None
 
 
+def _exit_quietly(signum: int, frame: object) -> None:
+    raise SystemExit(0)
+
+
 def run_server(*, settings: Settings, host: str, port: int, workers: int, log_level: str) -> None:
     import uvicorn
 
@@ -75,6 +80,11 @@ def run_server(*, settings: Settings, host: str, port: int, workers: int, log_le
         print(
             f"Tollgate on http://{host}:{port}  (Swagger UI: http://{host}:{port}/docs)", flush=True
         )
+        # uvicorn shuts down gracefully on SIGTERM/SIGINT, then re-raises the signal so the
+        # process dies of it. Turning that into SystemExit lets the `finally` below stop the
+        # embedded database, and exits with status 0.
+        signal.signal(signal.SIGTERM, _exit_quietly)
+        signal.signal(signal.SIGINT, _exit_quietly)
         uvicorn.run(
             "tollgate_server.app:app_from_env",
             factory=True,
