@@ -109,11 +109,13 @@ async def _start_runtime(
         jwt_secret=settings.resolved_jwt_secret(),
         catalogue=Catalogue(engine),
     )
+    from tollgate_server.services.shutdown import install_drain_on_signals
     from tollgate_server.services.startup import on_startup
 
     try:
         await runtime.catalogue.start()
         await on_startup(runtime)
+        install_drain_on_signals(runtime)
     except BaseException:
         await _stop_runtime(runtime)
         raise
@@ -121,6 +123,9 @@ async def _start_runtime(
 
 
 async def _stop_runtime(runtime: Runtime) -> None:
+    from tollgate_server.services.shutdown import finish_draining
+
+    await finish_draining(runtime)
     for task in runtime.background:
         task.cancel()
     await asyncio.gather(*runtime.background, return_exceptions=True)

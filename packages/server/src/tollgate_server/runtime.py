@@ -18,6 +18,7 @@ from tollgate_server.settings import Settings
 
 if TYPE_CHECKING:
     from tollgate_server.services.catalogue import Catalogue
+    from tollgate_server.services.gateway import GenerationResponse
 
 
 @dataclass(eq=False)
@@ -33,5 +34,6 @@ class Runtime:
     catalogue: Catalogue
     draining: bool = False
     """Set on SIGTERM: /readyz answers 503 and new generations are refused."""
-    active_streams: set[asyncio.Task[object]] = field(default_factory=set)
+    active_streams: set[GenerationResponse] = field(default_factory=set)
+    """Generations admitted and not yet settled in this process."""
     background: list[asyncio.Task[None]] = field(default_factory=list)

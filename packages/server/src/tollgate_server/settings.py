@@ -64,6 +64,8 @@ class Settings(BaseSettings):
     max_page_size: int = 100
     max_concurrent_generations: int = 16
     """Generations one account may run at once."""
+    requests_per_minute: int = 600
+    """Generation requests per minute per account (or per API key); 0 turns the limit off."""
 
     upstream_connect_timeout: float = 10.0
     upstream_first_token_timeout: float = 60.0

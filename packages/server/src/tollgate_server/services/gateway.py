@@ -164,6 +164,15 @@ class GenerationResponse:
         self.started = time.perf_counter()
         self._send: Send | None = None
         self.log: dict[str, Any] = {}
+        self.work: asyncio.Task[None] | None = None
+        self.stop_reason: str | None = None
+        """Set when the server ends this generation itself (``"shutdown"``)."""
+
+    def stop(self, reason: str) -> None:
+        """End the generation from outside (shutdown): it settles for what it produced."""
+        self.stop_reason = reason
+        if self.work is not None and not self.work.done():
+            self.work.cancel()
 
     # --- ASGI entry ---------------------------------------------------------------------
 
@@ -201,11 +210,17 @@ class GenerationResponse:
                 )
             )
             return
-        work = asyncio.create_task(self._run())
-        self.runtime.active_streams.add(work)
+        work = self.work = asyncio.create_task(self._run())
+        self.runtime.active_streams.add(self)
         listener = asyncio.create_task(_wait_for_disconnect(receive))
         try:
-            await asyncio.wait({work, listener}, return_when=asyncio.FIRST_COMPLETED)
+            try:
+                await asyncio.wait({work, listener}, return_when=asyncio.FIRST_COMPLETED)
+            except asyncio.CancelledError:
+                # The server is tearing this request down: end the generation, let it settle.
+                self.stop("shutdown")
+                await asyncio.shield(asyncio.wait({work}))
+                raise
             if not work.done():
                 # The client hung up: cancelling `work` closes the upstream connection.
                 work.cancel()
@@ -213,7 +228,7 @@ class GenerationResponse:
                 await work
         finally:
             listener.cancel()
-            self.runtime.active_streams.discard(work)
+            self.runtime.active_streams.discard(self)
 
     async def _admit(self) -> None:
         plan = self.plan
@@ -240,6 +255,10 @@ class GenerationResponse:
                 admission,
                 strict=self.settings.strict_balance,
                 max_running=self.settings.max_concurrent_generations,
+                rate_subject=(
+                    f"key:{plan.api_key_id}" if plan.api_key_id else f"account:{plan.account_id}"
+                ),
+                requests_per_minute=self.settings.requests_per_minute,
             )
 
     # --- the generation -----------------------------------------------------------------
@@ -263,7 +282,19 @@ class GenerationResponse:
         except _ClientGone:
             status = "client_disconnected"
         except asyncio.CancelledError:
-            status = "client_disconnected"
+            if self.stop_reason == "shutdown":
+                status, error_code = "shutdown", "service_unavailable"
+                await self._fail(
+                    ApiError(
+                        503,
+                        "service_unavailable",
+                        "the server is shutting down; this generation was ended and charged for "
+                        "what it produced",
+                        headers={"Retry-After": "1"},
+                    )
+                )
+            else:
+                status = "client_disconnected"
             raise
         except Exception:
             logger.exception("generation %s failed", self.plan.generation_id)

@@ -27,12 +27,20 @@ from tollgate_server.errors import ApiError, not_found
 # --- admission and settlement (raw asyncpg: the hot path) ----------------------------------
 
 ADMIT_SQL = """
-WITH acc AS (
+WITH rate AS (
+    -- Requests per minute per account or key: a fixed one-minute window shared by every
+    -- server process. Skipped entirely when the limit is off ($17 = 0).
+    INSERT INTO rate_windows AS w (subject, window_start, count)
+    SELECT $16, date_trunc('minute', now()), 1 WHERE $17 > 0
+    ON CONFLICT (subject, window_start) DO UPDATE SET count = w.count + 1
+    RETURNING count
+), acc AS (
     UPDATE accounts
     SET held = held + $2, running = running + 1
     WHERE id = $1
       AND NOT disabled
       AND running < $15
+      AND ($17 = 0 OR (SELECT count FROM rate) <= $17)
       AND CASE WHEN $3 THEN balance - held >= $2 ELSE balance - held > 0 END
     RETURNING id, balance, held
 ), gen AS (
@@ -53,7 +61,13 @@ WITH acc AS (
 SELECT balance, held FROM acc
 """
 
-REFUSAL_SQL = "SELECT balance, held, running, disabled FROM accounts WHERE id = $1"
+REFUSAL_SQL = """
+SELECT balance, held, running, disabled,
+       (SELECT count FROM rate_windows
+        WHERE subject = $2 AND window_start = date_trunc('minute', now())) AS requests,
+       60 - extract(second FROM now())::int AS window_left
+FROM accounts WHERE id = $1
+"""
 
 SETTLE_SQL = """
 WITH gen AS (
@@ -113,9 +127,19 @@ class Outcome:
 
 
 async def admit(
-    conn: asyncpg.Connection, admission: Admission, *, strict: bool, max_running: int
+    conn: asyncpg.Connection,
+    admission: Admission,
+    *,
+    strict: bool,
+    max_running: int,
+    rate_subject: str = "",
+    requests_per_minute: int = 0,
 ) -> None:
-    """Take the hold in one guarded statement, or raise the 402/403/429 that explains why not."""
+    """Take the hold in one guarded statement, or raise the 402/403/429 that explains why not.
+
+    `rate_subject` names the per-minute request counter (the key, or the account);
+    `requests_per_minute` 0 turns the limit off.
+    """
     row = await conn.fetchrow(
         ADMIT_SQL,
         admission.account_id,
@@ -133,13 +157,22 @@ async def admit(
         admission.prompt_tokens,
         admission.deadline_seconds,
         max_running,
+        rate_subject,
+        requests_per_minute,
     )
     if row is not None:
         return
     # Refused: one more read, off the happy path, to say why.
-    state = await conn.fetchrow(REFUSAL_SQL, admission.account_id)
+    state = await conn.fetchrow(REFUSAL_SQL, admission.account_id, rate_subject)
     if state is None or state["disabled"]:
         raise ApiError(403, "account_disabled", "this account is disabled")
+    if requests_per_minute and (state["requests"] or 0) > requests_per_minute:
+        raise ApiError(
+            429,
+            "rate_limited",
+            f"at most {requests_per_minute} requests a minute",
+            headers={"Retry-After": str(max(1, state["window_left"]))},
+        )
     if state["running"] >= max_running:
         raise ApiError(
             429,

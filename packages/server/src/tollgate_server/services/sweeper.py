@@ -33,6 +33,10 @@ async def sweep_once(runtime: Runtime) -> int:
             outcome = Outcome(status="interrupted", usage=None, charge=0, error_code="interrupted")
             if await settle(conn, row["id"], outcome):
                 swept += 1
+        # Per-minute request counters are useless once their minute is over.
+        await conn.execute(
+            "DELETE FROM rate_windows WHERE window_start < now() - interval '5 minutes'"
+        )
     if swept:
         logger.warning("released %d holds left by generations that never ended", swept)
     return swept
