@@ -32,6 +32,7 @@ from dataclasses import dataclass
 from typing import Any
 
 import orjson
+from starlette.responses import Response
 from starlette.types import Message, Receive, Scope, Send
 from tollgate_core import (
     GenerationRequest,
@@ -143,14 +144,19 @@ class _ClientGone(Exception):
 _END = object()
 
 
-class GenerationResponse:
+class GenerationResponse(Response):
     """The ASGI response that admits, runs and settles one generation.
 
     It owns the whole life of the generation so that it can watch the client's connection from
-    the moment of admission: a hang-up cancels the upstream call at once.
+    the moment of admission: a hang-up cancels the upstream call at once. It subclasses
+    Starlette's `Response` only so FastAPI passes it through untouched; it writes its own
+    messages.
     """
 
     def __init__(self, runtime: Runtime, plan: Plan) -> None:
+        # Deliberately not calling Response.__init__: there is no body to render.
+        self.background = None
+        self.raw_headers = []
         self.runtime = runtime
         self.plan = plan
         self.settings = runtime.settings
@@ -165,6 +171,7 @@ class GenerationResponse:
         self._send: Send | None = None
         self.log: dict[str, Any] = {}
         self.work: asyncio.Task[None] | None = None
+        self.settled = False
         self.stop_reason: str | None = None
         """Set when the server ends this generation itself (``"shutdown"``)."""
 
@@ -381,6 +388,8 @@ class GenerationResponse:
         assert self.end is not None
         usage = self._usage()
         charge = self._charge(usage)
+        # Settle before the last byte: a client that has its answer sees its balance charged.
+        await self._settle_shielded("completed", None)
         finish_reason = self.end.finish_reason
         if finish_reason in ("error", "cancelled"):
             finish_reason = "stop"
@@ -441,6 +450,9 @@ class GenerationResponse:
         )
 
     async def _settle_shielded(self, status: str, error_code: str | None) -> None:
+        if self.settled:
+            return
+        self.settled = True
         outcome = self._outcome(status, error_code)
         usage = outcome.usage
         self.log.update(

@@ -150,5 +150,4 @@ async def chat_completions(
         allowed_models=caller.key.models if caller.key else None,
         body=body,
     )
-    # A plain ASGI app: FastAPI passes it through as the response.
-    return GenerationResponse(runtime, plan)  # type: ignore[return-value]
+    return GenerationResponse(runtime, plan)
