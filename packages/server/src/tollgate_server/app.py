@@ -124,8 +124,11 @@ async def _start_runtime(
 
 async def _stop_runtime(runtime: Runtime) -> None:
     from tollgate_server.services.shutdown import finish_draining
+    from tollgate_server.services.sweeper import unregister_instance
 
     await finish_draining(runtime)
+    with contextlib.suppress(Exception):
+        await unregister_instance(runtime)
     for task in runtime.background:
         task.cancel()
     await asyncio.gather(*runtime.background, return_exceptions=True)

@@ -7,6 +7,7 @@ Nothing here exists at import time.
 from __future__ import annotations
 
 import asyncio
+import uuid
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING
 
@@ -32,6 +33,8 @@ class Runtime:
     """Configured upstreams by name (a model's `provider` field)."""
     jwt_secret: str
     catalogue: Catalogue
+    instance_id: uuid.UUID = field(default_factory=uuid.uuid4)
+    """This process, as registered in `instances` for the sweeper."""
     draining: bool = False
     """Set on SIGTERM: /readyz answers 503 and new generations are refused."""
     active_streams: set[GenerationResponse] = field(default_factory=set)

@@ -74,6 +74,10 @@ class Settings(BaseSettings):
     keepalive_seconds: float = 15.0
     """Seconds of upstream silence after which a stream gets an SSE comment."""
     sweep_interval_seconds: float = 30.0
+    heartbeat_seconds: float = 5.0
+    instance_stale_seconds: float = 30.0
+    """A server process whose heartbeat is older than this is taken for dead, and the holds of
+    its generations are released."""
     shutdown_grace_seconds: float = 20.0
 
     @field_validator("jwt_secret")

@@ -188,10 +188,27 @@ class Generation(Base):
     first_token_ms: Mapped[int | None] = mapped_column(Integer)
     duration_ms: Mapped[int | None] = mapped_column(Integer)
     created_at: Mapped[datetime] = _now()
+    instance_id: Mapped[uuid.UUID | None] = mapped_column(UUID(as_uuid=True))
+    """The server process running it (see `Instance`); not a foreign key, so a dead instance's
+    row can be deleted while its generations remain."""
     deadline_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), nullable=False)
     """After this a still-running generation can only belong to a dead process: the sweeper
     settles it."""
     settled_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))
+
+
+class Instance(Base):
+    """A running server process, alive while its heartbeat is fresh.
+
+    A generation names the instance that runs it; when that instance's heartbeat goes stale
+    (the process died), any other instance's sweeper releases the generation's hold.
+    """
+
+    __tablename__ = "instances"
+
+    id: Mapped[uuid.UUID] = mapped_column(UUID(as_uuid=True), primary_key=True)
+    started_at: Mapped[datetime] = _now()
+    heartbeat_at: Mapped[datetime] = _now()
 
 
 class LedgerEntry(Base):

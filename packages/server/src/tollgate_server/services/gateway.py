@@ -137,6 +137,14 @@ async def plan_generation(
     )
 
 
+SHUTDOWN_ERROR = ApiError(
+    503,
+    "service_unavailable",
+    "the server is shutting down; this generation was ended and charged for what it produced",
+    headers={"Retry-After": "1"},
+)
+
+
 class _ClientGone(Exception):
     """The client hung up; raised where a send failed."""
 
@@ -255,6 +263,7 @@ class GenerationResponse(Response):
             max_tokens=plan.request.max_tokens,
             prompt_tokens=plan.prompt_tokens,
             deadline_seconds=self.settings.max_generation_seconds + DEADLINE_MARGIN_SECONDS,
+            instance_id=self.runtime.instance_id,
         )
         async with raw_connection(self.runtime.engine) as conn:
             await ledger.admit(
@@ -271,46 +280,35 @@ class GenerationResponse(Response):
     # --- the generation -----------------------------------------------------------------
 
     async def _run(self) -> None:
-        status, error_code = "client_disconnected", None
+        # Each path settles before its last byte reaches the client, so a client that has
+        # seen the end of its answer (or of its error) also sees its balance settled.
+        status, error_code, failure = "client_disconnected", None, None
         try:
             await self._generate()
             status = "completed"
         except UpstreamError as exc:
             status = "upstream_timeout" if isinstance(exc, UpstreamTimeout) else "upstream_error"
-            error_code = exc.code
-            await self._fail(upstream_api_error(exc))
+            error_code, failure = exc.code, upstream_api_error(exc)
         except _GenerationTimeout:
-            status, error_code = "generation_timeout", "generation_timeout"
-            await self._fail(
-                ApiError(
-                    504, "generation_timeout", "the generation ran past the maximum generation time"
-                )
+            status = error_code = "generation_timeout"
+            failure = ApiError(
+                504, "generation_timeout", "the generation ran past the maximum generation time"
             )
         except _ClientGone:
             status = "client_disconnected"
         except asyncio.CancelledError:
             if self.stop_reason == "shutdown":
-                status, error_code = "shutdown", "service_unavailable"
-                await self._fail(
-                    ApiError(
-                        503,
-                        "service_unavailable",
-                        "the server is shutting down; this generation was ended and charged for "
-                        "what it produced",
-                        headers={"Retry-After": "1"},
-                    )
-                )
-            else:
-                status = "client_disconnected"
+                await self._settle_shielded("shutdown", "service_unavailable")
+                await self._fail(SHUTDOWN_ERROR)
             raise
         except Exception:
             logger.exception("generation %s failed", self.plan.generation_id)
             status, error_code = "error", "internal_error"
-            await self._fail(
-                ApiError(500, "internal_error", "internal error; quote the request id")
-            )
+            failure = ApiError(500, "internal_error", "internal error; quote the request id")
         finally:
             await self._settle_shielded(status, error_code)
+        if failure is not None:
+            await self._fail(failure)
 
     async def _generate(self) -> None:
         queue: asyncio.Queue[object] = asyncio.Queue()

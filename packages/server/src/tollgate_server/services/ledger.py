@@ -46,10 +46,10 @@ WITH rate AS (
 ), gen AS (
     INSERT INTO generations (
         id, account_id, api_key_id, model_id, model_name, price_id, input_price, output_price,
-        hold, stream, max_tokens, prompt_tokens_estimate, status, deadline_at
+        hold, stream, max_tokens, prompt_tokens_estimate, status, deadline_at, instance_id
     )
     SELECT $4, acc.id, $5, $6, $7, $8, $9, $10, $2, $11, $12, $13, 'running',
-           now() + make_interval(secs => $14)
+           now() + make_interval(secs => $14), $18
     FROM acc
     RETURNING id
 ), entry AS (
@@ -110,6 +110,8 @@ class Admission:
     max_tokens: int
     prompt_tokens: int
     deadline_seconds: float
+    instance_id: uuid.UUID | None = None
+    """The server process that runs it: when that process dies, the sweeper releases it."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -159,6 +161,7 @@ async def admit(
         max_running,
         rate_subject,
         requests_per_minute,
+        admission.instance_id,
     )
     if row is not None:
         return
