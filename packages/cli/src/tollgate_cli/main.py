@@ -1,4 +1,9 @@
-"""The `tollgate` command."""
+"""The `tollgate` command: `serve`, and admin commands by noun.
+
+Each noun lives in its own module and calls the same `tollgate_server.services` as the API. The
+modules import the server lazily, inside the commands, so `--help` and shell completion stay
+fast. Failures become one line on stderr (see `tollgate_cli.errors.CliGroup`).
+"""
 
 from __future__ import annotations
 
@@ -6,32 +11,23 @@ import sys
 from typing import Annotated
 
 import typer
-from tollgate_core import ConfigurationError, TollgateError
+
+from tollgate_cli import credits, db, keys, models, providers, users
+from tollgate_cli.errors import CliGroup
 
 app = typer.Typer(
     name="tollgate",
+    cls=CliGroup,
     help="Tollgate: an LLM gateway with an exact credit ledger.",
     no_args_is_help=True,
     pretty_exceptions_enable=False,
 )
-db_app = typer.Typer(help="The database schema.", no_args_is_help=True)
-app.add_typer(db_app, name="db")
-
-
-def fail(message: str) -> None:
-    """One line on stderr and exit status 1: never a traceback for a user's mistake."""
-    typer.echo(f"error: {message}", err=True)
-    raise typer.Exit(1)
-
-
-def load() -> object:
-    from tollgate_server.settings import load_settings
-
-    try:
-        return load_settings()
-    except ConfigurationError as exc:
-        fail(exc.message)
-        raise  # unreachable
+app.add_typer(db.app, name="db")
+app.add_typer(users.app, name="users")
+app.add_typer(credits.app, name="credits")
+app.add_typer(models.app, name="models")
+app.add_typer(keys.app, name="keys")
+app.add_typer(providers.app, name="providers")
 
 
 @app.command()
@@ -45,42 +41,15 @@ def serve(
 
     Example: tollgate serve --port 8000
     """
-    from tollgate_server.settings import Settings
+    from tollgate_server.settings import load_settings
 
     from tollgate_cli.serve import run_server
 
-    settings = load()
-    assert isinstance(settings, Settings)
+    settings = load_settings()
     try:
         run_server(settings=settings, host=host, port=port, workers=workers, log_level=log_level)
-    except TollgateError as exc:
-        fail(exc.message)
     except KeyboardInterrupt:
         pass
-
-
-@db_app.command("upgrade")
-def db_upgrade() -> None:
-    """Bring the schema to the newest migration.
-
-    Example: TOLLGATE_DATABASE_URL=postgresql+asyncpg://u@host/db tollgate db upgrade
-    """
-    from tollgate_server.settings import Settings
-
-    from tollgate_cli.serve import migrate, resolve_database
-
-    settings = load()
-    assert isinstance(settings, Settings)
-    try:
-        url, embedded = resolve_database(settings)
-        try:
-            migrate(url)
-        finally:
-            if embedded is not None:
-                embedded.cleanup()
-    except TollgateError as exc:
-        fail(exc.message)
-    typer.echo("schema is at the newest migration")
 
 
 def main() -> None:  # pragma: no cover - console entry for `python -m tollgate_cli`
