@@ -58,12 +58,17 @@ def test_serve_on_embedded_postgres_keeps_data_across_restarts(tmp_path: Path) -
     url = f"http://127.0.0.1:{port}"
     env = _env(tmp_path / "data")
     email = "keeper@example.com"
-    first = subprocess.Popen([*CLI, "serve", "--port", str(port)], env=env,
-                             stdout=subprocess.PIPE, stderr=subprocess.STDOUT)
+    first = subprocess.Popen(
+        [*CLI, "serve", "--port", str(port)],
+        env=env,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+    )
     try:
         _wait_ready(url, first)
-        created = httpx.post(f"{url}/v1/auth/register",
-                             json={"email": email, "password": "password-123"})
+        created = httpx.post(
+            f"{url}/v1/auth/register", json={"email": email, "password": "password-123"}
+        )
         assert created.status_code == 201
     finally:
         _stop(first)
@@ -71,27 +76,41 @@ def test_serve_on_embedded_postgres_keeps_data_across_restarts(tmp_path: Path) -
     banner = first.stdout.read().decode() if first.stdout else ""
     assert f"http://127.0.0.1:{port}/docs" in banner
 
-    second = subprocess.Popen([*CLI, "serve", "--port", str(port)], env=env,
-                              stdout=subprocess.PIPE, stderr=subprocess.STDOUT)
+    second = subprocess.Popen(
+        [*CLI, "serve", "--port", str(port)],
+        env=env,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+    )
     try:
         seconds = _wait_ready(url, second)
         assert seconds < 30
-        login = httpx.post(f"{url}/v1/auth/login",
-                           json={"email": email, "password": "password-123"})
+        login = httpx.post(
+            f"{url}/v1/auth/login", json={"email": email, "password": "password-123"}
+        )
         assert login.status_code == 200, "the account did not survive the restart"
     finally:
         _stop(second)
 
 
 def _run_serve(tmp_path: Path, *args: str, **env: str) -> subprocess.CompletedProcess[str]:
-    return subprocess.run([*CLI, "serve", *args], env=_env(tmp_path, **env),
-                          capture_output=True, text=True, timeout=60)
+    return subprocess.run(
+        [*CLI, "serve", *args],
+        env=_env(tmp_path, **env),
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
 
 
 def _one_line(result: subprocess.CompletedProcess[str]) -> str:
-    lines = [line for line in result.stderr.splitlines()
-             if line.strip() and "RuntimeDirWarning" not in line
-             and "return Path(self.user_runtime_dir)" not in line]
+    lines = [
+        line
+        for line in result.stderr.splitlines()
+        if line.strip()
+        and "RuntimeDirWarning" not in line
+        and "return Path(self.user_runtime_dir)" not in line
+    ]
     assert result.returncode == 1, result.stderr
     assert len(lines) == 1, result.stderr
     assert "Traceback" not in result.stderr
@@ -99,8 +118,12 @@ def _one_line(result: subprocess.CompletedProcess[str]) -> str:
 
 
 def test_unreachable_database_is_one_line(tmp_path: Path) -> None:
-    result = _run_serve(tmp_path, "--port", str(_free_port()),
-                        TOLLGATE_DATABASE_URL="postgresql+asyncpg://postgres@127.0.0.1:1/none")
+    result = _run_serve(
+        tmp_path,
+        "--port",
+        str(_free_port()),
+        TOLLGATE_DATABASE_URL="postgresql+asyncpg://postgres@127.0.0.1:1/none",
+    )
     assert "TOLLGATE_DATABASE_URL" in _one_line(result)
 
 
@@ -114,6 +137,10 @@ def test_port_in_use_is_one_line(tmp_path: Path) -> None:
         taken.bind(("127.0.0.1", 0))
         taken.listen()
         port = taken.getsockname()[1]
-        result = _run_serve(tmp_path, "--port", str(port),
-                            TOLLGATE_DATABASE_URL="postgresql+asyncpg://postgres@127.0.0.1:1/x")
+        result = _run_serve(
+            tmp_path,
+            "--port",
+            str(port),
+            TOLLGATE_DATABASE_URL="postgresql+asyncpg://postgres@127.0.0.1:1/x",
+        )
     assert "--port" in _one_line(result)
