@@ -21,7 +21,7 @@ RegisterProvider = Callable[[type[Provider]], None]
 
 
 @hookspec
-def register_providers(register: RegisterProvider) -> None:  # type: ignore[empty-body]
+def register_providers(register: RegisterProvider) -> None:
     """Called once at start-up (server and CLI) to collect provider classes.
 
     Call ``register(SomeProvider)`` once for each provider class the plugin offers. The return

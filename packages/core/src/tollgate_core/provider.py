@@ -46,6 +46,11 @@ class Provider(ABC):
     env_vars: ClassVar[tuple[str, ...]] = ()
     """Environment variables that configure this provider, listed by `tollgate providers list`."""
 
+    supported_extras: ClassVar[frozenset[str]] = frozenset()
+    """The OpenAI request fields, beyond those `GenerationRequest` names, that this provider can
+    carry in `GenerationRequest.extra` (such as ``"seed"``). The server passes only these; a
+    provider refuses any other extra with `UpstreamBadRequest`."""
+
     def __init__(self, *, config: ProviderConfig, http: aiohttp.ClientSession) -> None:
         self.config = config
         self.http = http

@@ -1,0 +1,463 @@
+"""The three wire formats the fake upstream speaks: OpenAI chat, Gemini and Anthropic messages.
+
+Each dialect turns one planned `Reply` into the vendor's JSON body, or into the frames of its
+event stream, and knows the vendor's error shapes. The shapes follow the vendors' documented
+responses closely enough to validate against their official SDK types.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Iterator, Mapping
+from dataclasses import dataclass
+from typing import Any, ClassVar, Literal, NamedTuple
+
+from tollgate_core.types import Usage
+
+ProtocolName = Literal["openai", "gemini", "anthropic"]
+
+
+def dumps(value: object) -> bytes:
+    """Compact JSON, as the vendors send it."""
+    return json.dumps(value, separators=(",", ":"), ensure_ascii=False).encode()
+
+
+@dataclass(slots=True)
+class Reply:
+    """What the fake is about to answer, before it is put into a vendor's format."""
+
+    id: str
+    model: str
+    created: int
+    deltas: list[str]
+    """The text, one element per chunk: ``["tok0", " tok1", ...]``."""
+    finish: str
+    """Tollgate's finish reason, already adjusted to one the dialect can express."""
+    usage: Usage | None
+    """The usage reported, in Tollgate's inclusive buckets; None with ``no_usage``."""
+    cache_write: int = 0
+
+    @property
+    def text(self) -> str:
+        return "".join(self.deltas)
+
+
+class Frame(NamedTuple):
+    """One write of an event stream."""
+
+    data: bytes
+    text: str | None = None
+    """The text delta this frame carries, if it is a delta frame."""
+    usage: bool = False
+    """True for the frame that carries the final usage."""
+
+
+class Dialect:
+    """Base of the three wire formats."""
+
+    name: ClassVar[ProtocolName]
+    key_header: ClassVar[str]
+    """The header that carries the API key, as the vendor spells it."""
+    finish_names: ClassVar[Mapping[str, str]]
+    """Tollgate finish reason -> the vendor's spelling."""
+
+    def api_key(self, headers: Mapping[str, str], query: Mapping[str, str]) -> str | None:
+        """The key the request carried in the vendor's header (not anywhere else)."""
+        return headers.get(self.key_header.lower()) or None
+
+    def check_headers(self, headers: Mapping[str, str]) -> str | None:
+        """A reason to refuse the request with a 400 because a required header is missing."""
+        return None
+
+    def effective_finish(self, finish: str) -> str:
+        return finish if finish in self.finish_names else "stop"
+
+    def texts(self, body: Mapping[str, Any]) -> tuple[list[str], str]:
+        """Every message's text (for the input count) and the last user message's text."""
+        raise NotImplementedError
+
+    def max_tokens(self, body: Mapping[str, Any]) -> int | None:
+        raise NotImplementedError
+
+    def error_body(self, status: int, message: str) -> dict[str, Any]:
+        raise NotImplementedError
+
+    def completion(self, reply: Reply) -> dict[str, Any]:
+        raise NotImplementedError
+
+    def stream_frames(self, reply: Reply, body: Mapping[str, Any]) -> Iterator[Frame]:
+        raise NotImplementedError
+
+    def stream_error(self, status: int, message: str) -> bytes:
+        raise NotImplementedError
+
+
+def _bearer(headers: Mapping[str, str]) -> str | None:
+    auth = headers.get("authorization", "")
+    if auth[:7].lower() == "bearer ":
+        return auth[7:].strip() or None
+    return None
+
+
+def _parts_text(content: object, *, key: str = "text") -> str:
+    """Text of a content that is a string or a list of text parts/blocks."""
+    if isinstance(content, str):
+        return content
+    if isinstance(content, list):
+        return " ".join(
+            str(part.get(key, "")) for part in content if isinstance(part, dict) and key in part
+        )
+    return ""
+
+
+class OpenAIDialect(Dialect):
+    name = "openai"
+    key_header = "Authorization"
+    finish_names: ClassVar[Mapping[str, str]] = {
+        "stop": "stop",
+        "length": "length",
+        "content_filter": "content_filter",
+        "tool_calls": "tool_calls",
+    }
+    _error_types: ClassVar[Mapping[int, str]] = {
+        400: "invalid_request_error",
+        401: "invalid_request_error",
+        403: "permission_error",
+        404: "invalid_request_error",
+        429: "rate_limit_error",
+    }
+
+    def api_key(self, headers: Mapping[str, str], query: Mapping[str, str]) -> str | None:
+        return _bearer(headers)
+
+    def texts(self, body: Mapping[str, Any]) -> tuple[list[str], str]:
+        texts: list[str] = []
+        last_user = ""
+        for message in body.get("messages") or ():
+            text = _parts_text(message.get("content"))
+            texts.append(text)
+            if message.get("role") == "user":
+                last_user = text
+        return texts, last_user
+
+    def max_tokens(self, body: Mapping[str, Any]) -> int | None:
+        value = body.get("max_completion_tokens") or body.get("max_tokens")
+        return int(value) if value is not None else None
+
+    def error_body(self, status: int, message: str) -> dict[str, Any]:
+        return {
+            "error": {
+                "message": message,
+                "type": self._error_types.get(status, "server_error"),
+                "param": None,
+                "code": "invalid_api_key" if status == 401 else None,
+            }
+        }
+
+    def _usage(self, usage: Usage) -> dict[str, Any]:
+        return {
+            "prompt_tokens": usage.input_tokens,
+            "completion_tokens": usage.output_tokens,
+            "total_tokens": usage.input_tokens + usage.output_tokens,
+            "prompt_tokens_details": {
+                "cached_tokens": usage.cached_input_tokens,
+                "audio_tokens": 0,
+            },
+            "completion_tokens_details": {
+                "reasoning_tokens": usage.reasoning_tokens,
+                "audio_tokens": 0,
+                "accepted_prediction_tokens": 0,
+                "rejected_prediction_tokens": 0,
+            },
+        }
+
+    def completion(self, reply: Reply) -> dict[str, Any]:
+        body: dict[str, Any] = {
+            "id": reply.id,
+            "object": "chat.completion",
+            "created": reply.created,
+            "model": reply.model,
+            "choices": [
+                {
+                    "index": 0,
+                    "message": {"role": "assistant", "content": reply.text, "refusal": None},
+                    "logprobs": None,
+                    "finish_reason": self.finish_names[reply.finish],
+                }
+            ],
+            "system_fingerprint": "fp_fake",
+        }
+        if reply.usage is not None:
+            body["usage"] = self._usage(reply.usage)
+        return body
+
+    def _chunk(
+        self, reply: Reply, choices: list[dict[str, Any]], usage: dict[str, Any] | None
+    ) -> bytes:
+        chunk = {
+            "id": reply.id,
+            "object": "chat.completion.chunk",
+            "created": reply.created,
+            "model": reply.model,
+            "system_fingerprint": "fp_fake",
+            "choices": choices,
+            "usage": usage,
+        }
+        return b"data: " + dumps(chunk) + b"\n\n"
+
+    def stream_frames(self, reply: Reply, body: Mapping[str, Any]) -> Iterator[Frame]:
+        def choice(delta: dict[str, Any], finish: str | None = None) -> list[dict[str, Any]]:
+            return [{"index": 0, "delta": delta, "logprobs": None, "finish_reason": finish}]
+
+        yield Frame(self._chunk(reply, choice({"role": "assistant", "content": ""}), None))
+        for text in reply.deltas:
+            yield Frame(self._chunk(reply, choice({"content": text}), None), text=text)
+        yield Frame(self._chunk(reply, choice({}, self.finish_names[reply.finish]), None))
+        options = body.get("stream_options") or {}
+        # Like OpenAI: usage only when asked for, on a last chunk whose `choices` is empty.
+        if reply.usage is not None and options.get("include_usage"):
+            yield Frame(self._chunk(reply, [], self._usage(reply.usage)), usage=True)
+        yield Frame(b"data: [DONE]\n\n")
+
+    def stream_error(self, status: int, message: str) -> bytes:
+        # OpenAI-compatible servers (vLLM and friends) put the status in `code`.
+        error = self.error_body(status, message)
+        error["error"]["code"] = status
+        return b"data: " + dumps(error) + b"\n\n"
+
+
+class GeminiDialect(Dialect):
+    name = "gemini"
+    key_header = "x-goog-api-key"
+    finish_names: ClassVar[Mapping[str, str]] = {
+        "stop": "STOP",
+        "length": "MAX_TOKENS",
+        "content_filter": "SAFETY",
+    }
+    _statuses: ClassVar[Mapping[int, str]] = {
+        400: "INVALID_ARGUMENT",
+        401: "UNAUTHENTICATED",
+        403: "PERMISSION_DENIED",
+        404: "NOT_FOUND",
+        429: "RESOURCE_EXHAUSTED",
+        500: "INTERNAL",
+        503: "UNAVAILABLE",
+        504: "DEADLINE_EXCEEDED",
+    }
+
+    def texts(self, body: Mapping[str, Any]) -> tuple[list[str], str]:
+        texts: list[str] = []
+        system = body.get("systemInstruction") or body.get("system_instruction")
+        if system:
+            texts.append(_parts_text(system.get("parts")))
+        last_user = ""
+        for content in body.get("contents") or ():
+            text = _parts_text(content.get("parts"))
+            texts.append(text)
+            if content.get("role", "user") == "user":
+                last_user = text
+        return texts, last_user
+
+    def max_tokens(self, body: Mapping[str, Any]) -> int | None:
+        value = (body.get("generationConfig") or {}).get("maxOutputTokens")
+        return int(value) if value is not None else None
+
+    def error_body(self, status: int, message: str) -> dict[str, Any]:
+        return {
+            "error": {
+                "code": status,
+                "message": message,
+                "status": self._statuses.get(status, "UNKNOWN"),
+            }
+        }
+
+    def _usage(self, usage: Usage) -> dict[str, Any]:
+        # Gemini counts thoughts apart from candidates; the cached count is inside the prompt's.
+        data: dict[str, Any] = {
+            "promptTokenCount": usage.input_tokens,
+            "candidatesTokenCount": max(0, usage.output_tokens - usage.reasoning_tokens),
+            "totalTokenCount": usage.input_tokens + usage.output_tokens,
+            "promptTokensDetails": [{"modality": "TEXT", "tokenCount": usage.input_tokens}],
+        }
+        if usage.cached_input_tokens:
+            data["cachedContentTokenCount"] = usage.cached_input_tokens
+        if usage.reasoning_tokens:
+            data["thoughtsTokenCount"] = usage.reasoning_tokens
+        return data
+
+    def _response(
+        self, reply: Reply, text: str, *, finish: bool, usage: dict[str, Any] | None
+    ) -> dict[str, Any]:
+        candidate: dict[str, Any] = {
+            "content": {"parts": [{"text": text}], "role": "model"},
+            "index": 0,
+        }
+        if finish:
+            candidate["finishReason"] = self.finish_names[reply.finish]
+        body: dict[str, Any] = {
+            "candidates": [candidate],
+            "modelVersion": reply.model,
+            "responseId": reply.id,
+        }
+        if usage is not None:
+            body["usageMetadata"] = usage
+        return body
+
+    def completion(self, reply: Reply) -> dict[str, Any]:
+        usage = self._usage(reply.usage) if reply.usage is not None else None
+        return self._response(reply, reply.text, finish=True, usage=usage)
+
+    def stream_frames(self, reply: Reply, body: Mapping[str, Any]) -> Iterator[Frame]:
+        # Like Gemini: every chunk carries usageMetadata, but only the last one is complete.
+        # The finish reason comes on a last chunk of its own (Gemini sometimes puts it on the
+        # last text chunk instead), so that "after N chunks" cuts before it in every protocol.
+        partial = (
+            None
+            if reply.usage is None
+            else {
+                "promptTokenCount": reply.usage.input_tokens,
+                "totalTokenCount": reply.usage.input_tokens,
+            }
+        )
+        for text in reply.deltas:
+            chunk = self._response(reply, text, finish=False, usage=partial)
+            yield Frame(self._sse(chunk), text=text)
+        final = None if reply.usage is None else self._usage(reply.usage)
+        chunk = self._response(reply, "", finish=True, usage=final)
+        yield Frame(self._sse(chunk), usage=final is not None)
+
+    @staticmethod
+    def _sse(chunk: Mapping[str, Any]) -> bytes:
+        return b"data: " + dumps(chunk) + b"\r\n\r\n"
+
+    def stream_error(self, status: int, message: str) -> bytes:
+        return self._sse(self.error_body(status, message))
+
+
+class AnthropicDialect(Dialect):
+    name = "anthropic"
+    key_header = "x-api-key"
+    finish_names: ClassVar[Mapping[str, str]] = {
+        "stop": "end_turn",
+        "length": "max_tokens",
+        "content_filter": "refusal",
+        "tool_calls": "tool_use",
+    }
+    _error_types: ClassVar[Mapping[int, str]] = {
+        400: "invalid_request_error",
+        401: "authentication_error",
+        402: "billing_error",
+        403: "permission_error",
+        404: "not_found_error",
+        413: "request_too_large",
+        429: "rate_limit_error",
+        504: "timeout_error",
+        529: "overloaded_error",
+    }
+
+    def api_key(self, headers: Mapping[str, str], query: Mapping[str, str]) -> str | None:
+        # Anthropic takes x-api-key; its newer SDKs send the key as a bearer token instead.
+        return headers.get("x-api-key") or _bearer(headers)
+
+    def check_headers(self, headers: Mapping[str, str]) -> str | None:
+        if not headers.get("anthropic-version"):
+            return "anthropic-version: header is required"
+        return None
+
+    def texts(self, body: Mapping[str, Any]) -> tuple[list[str], str]:
+        texts: list[str] = []
+        if body.get("system"):
+            texts.append(_parts_text(body["system"]))
+        last_user = ""
+        for message in body.get("messages") or ():
+            text = _parts_text(message.get("content"))
+            texts.append(text)
+            if message.get("role") == "user":
+                last_user = text
+        return texts, last_user
+
+    def max_tokens(self, body: Mapping[str, Any]) -> int | None:
+        value = body.get("max_tokens")
+        return int(value) if value is not None else None
+
+    def error_body(self, status: int, message: str) -> dict[str, Any]:
+        return {
+            "type": "error",
+            "error": {"type": self._error_types.get(status, "api_error"), "message": message},
+            "request_id": "req_fake",
+        }
+
+    def _usage(self, reply: Reply, usage: Usage, *, output: int) -> dict[str, Any]:
+        # Anthropic's input_tokens excludes the tokens read from or written to the cache.
+        data: dict[str, Any] = {
+            "input_tokens": usage.input_tokens - usage.cached_input_tokens - reply.cache_write,
+            "cache_creation_input_tokens": reply.cache_write,
+            "cache_read_input_tokens": usage.cached_input_tokens,
+            "output_tokens": output,
+        }
+        if usage.reasoning_tokens:
+            data["output_tokens_details"] = {"thinking_tokens": usage.reasoning_tokens}
+        return data
+
+    def _message(
+        self, reply: Reply, content: list[dict[str, Any]], *, done: bool
+    ) -> dict[str, Any]:
+        message: dict[str, Any] = {
+            "id": reply.id,
+            "type": "message",
+            "role": "assistant",
+            "model": reply.model,
+            "content": content,
+            "stop_reason": self.finish_names[reply.finish] if done else None,
+            "stop_sequence": None,
+        }
+        if reply.usage is not None:
+            # In message_start, output_tokens is a small running count; message_delta has the
+            # cumulative total, which a client must not add to it.
+            output = reply.usage.output_tokens if done else min(1, reply.usage.output_tokens)
+            message["usage"] = self._usage(reply, reply.usage, output=output)
+        return message
+
+    def completion(self, reply: Reply) -> dict[str, Any]:
+        return self._message(reply, [{"type": "text", "text": reply.text}], done=True)
+
+    @staticmethod
+    def _event(name: str, data: Mapping[str, Any]) -> bytes:
+        return b"event: " + name.encode() + b"\ndata: " + dumps(data) + b"\n\n"
+
+    def stream_frames(self, reply: Reply, body: Mapping[str, Any]) -> Iterator[Frame]:
+        event = self._event
+        start = self._message(reply, [], done=False)
+        yield Frame(event("message_start", {"type": "message_start", "message": start}))
+        block = {"type": "text", "text": ""}
+        start_block = {"type": "content_block_start", "index": 0, "content_block": block}
+        yield Frame(event("content_block_start", start_block))
+        yield Frame(event("ping", {"type": "ping"}))
+        for text in reply.deltas:
+            delta = {
+                "type": "content_block_delta",
+                "index": 0,
+                "delta": {"type": "text_delta", "text": text},
+            }
+            yield Frame(event("content_block_delta", delta), text=text)
+        yield Frame(event("content_block_stop", {"type": "content_block_stop", "index": 0}))
+        message_delta: dict[str, Any] = {
+            "type": "message_delta",
+            "delta": {"stop_reason": self.finish_names[reply.finish], "stop_sequence": None},
+        }
+        if reply.usage is not None:
+            message_delta["usage"] = self._usage(
+                reply, reply.usage, output=reply.usage.output_tokens
+            )
+        yield Frame(event("message_delta", message_delta), usage=reply.usage is not None)
+        yield Frame(event("message_stop", {"type": "message_stop"}))
+
+    def stream_error(self, status: int, message: str) -> bytes:
+        return self._event("error", self.error_body(status, message))
+
+
+DIALECTS: Mapping[ProtocolName, Dialect] = {
+    "openai": OpenAIDialect(),
+    "gemini": GeminiDialect(),
+    "anthropic": AnthropicDialect(),
+}

@@ -1,0 +1,129 @@
+"""tollgate_core.upstream: safe messages, redaction and the mapping of failures."""
+
+from __future__ import annotations
+
+import aiohttp
+import pytest
+from tollgate_core import (
+    UpstreamAuthenticationError,
+    UpstreamBadRequest,
+    UpstreamRateLimited,
+    UpstreamTimeout,
+    UpstreamUnavailable,
+)
+from tollgate_core.upstream import (
+    MAX_VENDOR_MESSAGE,
+    check_extras,
+    parse_retry_after,
+    redact,
+    safe_message,
+    status_error,
+    stream_error,
+    transport_error,
+    vendor_error_message,
+)
+
+
+@pytest.mark.parametrize(
+    "secret",
+    [
+        "sk-proj-AbCdEf0123456789",
+        "sk-ant-api03-AbCdEf0123456789",
+        "AIzaSyA-0123456789abcdefghijk",
+        "tg-0123456789abcdef",
+        "Bearer eyJhbGciOiJIUzI1NiJ9.payload.sig",
+        "bearer opaque_token_value",
+    ],
+)
+def test_key_shaped_tokens_are_redacted(secret: str) -> None:
+    text = redact(f"invalid credentials ({secret}), try again")
+    assert secret not in text and "[redacted]" in text
+
+
+def test_the_configured_key_is_redacted_whatever_its_shape() -> None:
+    assert redact("key=plainsecret!", ["plainsecret", None, ""]) == "key=[redacted]!"
+
+
+@pytest.mark.parametrize("text", ["task-runner failed", "the disk-0123456789 is full", "tg-1"])
+def test_ordinary_words_survive(text: str) -> None:
+    assert redact(text) == text
+
+
+def test_safe_message_redacts_before_cutting() -> None:
+    key = "sk-" + "a" * 40
+    message = safe_message("upstream answered 400", "x" * (MAX_VENDOR_MESSAGE - 10) + " " + key)
+    assert "sk-" not in message
+    assert len(message) <= len("upstream answered 400: ") + MAX_VENDOR_MESSAGE
+    assert safe_message("upstream answered 500", "") == "upstream answered 500"
+    assert safe_message("p", "two\n  lines") == "p: two lines"
+
+
+@pytest.mark.parametrize(
+    ("body", "message"),
+    [
+        (b'{"error":{"message":"m1","type":"x"}}', "m1"),
+        (b'[{"error":{"code":400,"message":"m2"}}]', "m2"),
+        (b'{"type":"error","error":{"type":"x","message":"m3"}}', "m3"),
+        (b'{"error":"m4"}', "m4"),
+        (b'{"message":"m5"}', "m5"),
+        (b'{"detail":"m6"}', "m6"),
+        (b"<html>502 Bad Gateway</html>", ""),
+        (b'{"error":{"code":1}}', ""),
+    ],
+)
+def test_vendor_error_message(body: bytes, message: str) -> None:
+    assert vendor_error_message(body) == message
+
+
+def test_retry_after() -> None:
+    assert parse_retry_after("3") == 3.0
+    assert parse_retry_after(" 1.5 ") == 1.5
+    assert parse_retry_after(None) is None
+    assert parse_retry_after("soon") is None
+    assert parse_retry_after("-4") == 0.0
+    date = "Wed, 21 Oct 2015 07:28:00 GMT"
+    assert parse_retry_after(date, now=1445412470.0) == 10.0
+
+
+@pytest.mark.parametrize(
+    ("status", "error_class"),
+    [
+        (400, UpstreamBadRequest),
+        (404, UpstreamBadRequest),
+        (401, UpstreamAuthenticationError),
+        (403, UpstreamAuthenticationError),
+        (429, UpstreamRateLimited),
+        (500, UpstreamUnavailable),
+        (529, UpstreamUnavailable),
+        (504, UpstreamTimeout),
+    ],
+)
+def test_status_error(status: int, error_class: type[Exception]) -> None:
+    error = status_error(status, "for sk-mine-0123456789", secrets=["sk-mine-0123456789"])
+    assert isinstance(error, error_class)
+    assert str(error) == f"upstream answered {status}: for [redacted]"
+
+
+def test_status_error_keeps_retry_after() -> None:
+    error = status_error(429, "slow down", retry_after=2.0)
+    assert isinstance(error, UpstreamRateLimited) and error.retry_after == 2.0
+
+
+def test_stream_error() -> None:
+    error = stream_error(529, "Overloaded")
+    assert isinstance(error, UpstreamUnavailable)
+    assert str(error) == "upstream failed mid-stream (529): Overloaded"
+
+
+def test_transport_errors() -> None:
+    assert isinstance(transport_error(TimeoutError()), UpstreamTimeout)
+    assert isinstance(transport_error(aiohttp.ServerTimeoutError("t")), UpstreamTimeout)
+    reset = transport_error(ConnectionResetError("reset by sk-abcdefgh12345"))
+    assert isinstance(reset, UpstreamUnavailable) and "sk-abc" not in str(reset)
+    assert isinstance(transport_error(aiohttp.ServerDisconnectedError()), UpstreamUnavailable)
+
+
+def test_check_extras() -> None:
+    check_extras({"seed": 1}, frozenset({"seed"}), upstream="X")
+    with pytest.raises(UpstreamBadRequest, match="X upstreams do not support: n, tools"):
+        check_extras({"tools": [], "n": 2, "seed": 1}, frozenset({"seed"}), upstream="X")

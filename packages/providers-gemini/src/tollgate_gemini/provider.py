@@ -1,0 +1,131 @@
+"""`GeminiProvider`: Google's Gemini API (generateContent) over the server's session."""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator, Mapping
+from typing import ClassVar
+from urllib.parse import quote
+
+import aiohttp
+import orjson
+from tollgate_core import (
+    Completion,
+    GenerationRequest,
+    Provider,
+    ProviderConfig,
+    StreamEvent,
+    TextDelta,
+)
+from tollgate_core.sse import SSEDecoder
+from tollgate_core.upstream import (
+    TRANSPORT_ERRORS,
+    end_response,
+    incomplete_stream_error,
+    post,
+    response_error,
+    transport_error,
+)
+
+from tollgate_gemini import wire
+
+
+class GeminiProvider(Provider):
+    """Gemini models through ``generateContent`` and ``streamGenerateContent?alt=sse``.
+
+    The key travels in the ``x-goog-api-key`` header, never in the URL, so it cannot end up in
+    a proxy's or a server's access log.
+    """
+
+    kind: ClassVar[str] = "gemini"
+    env_vars: ClassVar[tuple[str, ...]] = ("GEMINI_API_KEY", "GOOGLE_API_KEY", "GEMINI_BASE_URL")
+    supported_extras: ClassVar[frozenset[str]] = wire.SUPPORTED_EXTRAS
+
+    def __init__(self, *, config: ProviderConfig, http: aiohttp.ClientSession) -> None:
+        super().__init__(config=config, http=http)
+        base = config.base_url.rstrip("/")
+        # Accept a base URL given with its API version as well as without.
+        if not base.endswith(("/v1beta", "/v1", "/v1alpha")):
+            base = f"{base}/{wire.API_VERSION}"
+        self._models_url = f"{base}/models/"
+        headers = {"Content-Type": "application/json"}
+        if config.api_key:
+            headers["x-goog-api-key"] = config.api_key
+        self._headers = headers
+        self._stream_headers = {**headers, "Accept": "text/event-stream"}
+        self._secrets = (config.api_key,)
+
+    @classmethod
+    def configs_from_env(cls, env: Mapping[str, str]) -> list[ProviderConfig]:
+        """One upstream named ``gemini``: ``GEMINI_API_KEY`` or else ``GOOGLE_API_KEY``, and
+        ``GEMINI_BASE_URL`` (default ``https://generativelanguage.googleapis.com``)."""
+        return [
+            ProviderConfig(
+                name="gemini",
+                base_url=(env.get("GEMINI_BASE_URL") or wire.DEFAULT_BASE_URL).rstrip("/"),
+                api_key=env.get("GEMINI_API_KEY") or env.get("GOOGLE_API_KEY") or None,
+            )
+        ]
+
+    def _url(self, model: str, method: str) -> str:
+        return self._models_url + quote(wire.model_path(model), safe="-._~") + method
+
+    async def stream(self, request: GenerationRequest) -> AsyncIterator[StreamEvent]:
+        """Stream a generation: text deltas, then one `StreamEnd` with the last usage seen."""
+        response = await post(
+            self.http,
+            self._url(request.model, ":streamGenerateContent?alt=sse"),
+            body=orjson.dumps(wire.build_body(request)),
+            headers=self._stream_headers,
+            secrets=self._secrets,
+        )
+        parser = wire.ChunkParser(self._secrets)
+        decoder = SSEDecoder()
+        complete = False
+        try:
+            if response.status >= 300:
+                error = await response_error(
+                    response, secrets=self._secrets, status_of=wire.error_status
+                )
+                complete = True
+                raise error
+            # Gemini has no terminal event: the stream ends with the body, and usage may
+            # still come after the chunk with the finish reason, so read to the end.
+            async for line in response.content:
+                event = decoder.feed(line)
+                if event is not None and (text := parser.feed(event.data)):
+                    yield TextDelta(text)
+            if (event := decoder.flush()) is not None and (text := parser.feed(event.data)):
+                yield TextDelta(text)
+            complete = True
+        except TRANSPORT_ERRORS as exc:
+            raise transport_error(exc, secrets=self._secrets) from exc
+        finally:
+            end_response(response, complete=complete)
+        if not parser.finished:
+            raise incomplete_stream_error()
+        yield parser.end()
+
+    async def generate(self, request: GenerationRequest) -> Completion:
+        """One non-streaming ``generateContent`` call."""
+        response = await post(
+            self.http,
+            self._url(request.model, ":generateContent"),
+            body=orjson.dumps(wire.build_body(request)),
+            headers=self._headers,
+            secrets=self._secrets,
+        )
+        complete = False
+        try:
+            if response.status >= 300:
+                error = await response_error(
+                    response, secrets=self._secrets, status_of=wire.error_status
+                )
+                complete = True
+                raise error
+            data = await response.read()
+            complete = True
+        except TRANSPORT_ERRORS as exc:
+            raise transport_error(exc, secrets=self._secrets) from exc
+        finally:
+            end_response(response, complete=complete)
+        return wire.parse_completion(data, self._secrets)

@@ -1,0 +1,188 @@
+"""`OpenAIProvider`: OpenAI and OpenAI-compatible chat completions over the server's session."""
+
+from __future__ import annotations
+
+import re
+from collections.abc import AsyncIterator, Mapping
+from typing import ClassVar
+
+import aiohttp
+import orjson
+from tollgate_core import (
+    Completion,
+    ConfigurationError,
+    GenerationRequest,
+    Provider,
+    ProviderConfig,
+    StreamEvent,
+    TextDelta,
+)
+from tollgate_core.sse import SSEDecoder
+from tollgate_core.upstream import (
+    TRANSPORT_ERRORS,
+    end_response,
+    incomplete_stream_error,
+    post,
+    response_error,
+    transport_error,
+)
+
+from tollgate_openai import wire
+
+_UPSTREAM_NAME = re.compile(r"[a-z0-9][a-z0-9_-]*")
+
+
+class OpenAIProvider(Provider):
+    """Chat completions on any OpenAI-compatible upstream.
+
+    One config is always named ``openai`` (``OPENAI_BASE_URL``, ``OPENAI_API_KEY``); more
+    compatible upstreams are listed in ``TOLLGATE_OPENAI_UPSTREAMS`` (see `configs_from_env`).
+    """
+
+    kind: ClassVar[str] = "openai"
+    env_vars: ClassVar[tuple[str, ...]] = (
+        "OPENAI_API_KEY",
+        "TOLLGATE_OPENAI_API_KEY",
+        "OPENAI_BASE_URL",
+        "TOLLGATE_OPENAI_MAX_TOKENS_FIELD",
+        "TOLLGATE_OPENAI_UPSTREAMS",
+        "TOLLGATE_UPSTREAM_<NAME>_BASE_URL",
+        "TOLLGATE_UPSTREAM_<NAME>_API_KEY",
+        "TOLLGATE_UPSTREAM_<NAME>_MAX_TOKENS_FIELD",
+    )
+    supported_extras: ClassVar[frozenset[str]] = wire.SUPPORTED_EXTRAS
+
+    def __init__(self, *, config: ProviderConfig, http: aiohttp.ClientSession) -> None:
+        super().__init__(config=config, http=http)
+        self._url = config.base_url.rstrip("/") + "/chat/completions"
+        headers = {"Content-Type": "application/json"}
+        if config.api_key:
+            headers["Authorization"] = f"Bearer {config.api_key}"
+        self._headers = headers
+        self._stream_headers = {**headers, "Accept": "text/event-stream"}
+        self._secrets = (config.api_key,)
+        self._max_tokens_field = config.options.get("max_tokens_field", "max_tokens")
+
+    @classmethod
+    def configs_from_env(cls, env: Mapping[str, str]) -> list[ProviderConfig]:
+        """The ``openai`` upstream, then each named upstream of ``TOLLGATE_OPENAI_UPSTREAMS``.
+
+        ``openai`` reads ``OPENAI_BASE_URL`` (default: the brief's endpoint) and
+        ``TOLLGATE_OPENAI_API_KEY`` or else ``OPENAI_API_KEY``.
+        ``TOLLGATE_OPENAI_UPSTREAMS="groq,local"`` adds upstreams named ``groq`` and ``local``,
+        each read from ``TOLLGATE_UPSTREAM_<NAME>_BASE_URL`` (required) and
+        ``TOLLGATE_UPSTREAM_<NAME>_API_KEY`` (optional; a local server may need none), where
+        ``<NAME>`` is the name upper-cased with ``-`` as ``_``.
+        ``..._MAX_TOKENS_FIELD=max_completion_tokens`` suits OpenAI's reasoning models.
+
+        Raises:
+            ConfigurationError: for a malformed or repeated name, a missing base URL, or an
+                unknown max-tokens field; the message names the variable to fix.
+        """
+        configs = [
+            ProviderConfig(
+                name="openai",
+                base_url=(env.get("OPENAI_BASE_URL") or wire.DEFAULT_BASE_URL).rstrip("/"),
+                api_key=env.get("TOLLGATE_OPENAI_API_KEY") or env.get("OPENAI_API_KEY") or None,
+                options=_options(env, "TOLLGATE_OPENAI_MAX_TOKENS_FIELD"),
+            )
+        ]
+        for raw in env.get("TOLLGATE_OPENAI_UPSTREAMS", "").split(","):
+            name = raw.strip().lower()
+            if not name:
+                continue
+            if not _UPSTREAM_NAME.fullmatch(name):
+                raise ConfigurationError(
+                    f"TOLLGATE_OPENAI_UPSTREAMS: {name!r} is not a valid upstream name "
+                    "(use letters, digits, '-' and '_')"
+                )
+            if any(config.name == name for config in configs):
+                raise ConfigurationError(
+                    f"TOLLGATE_OPENAI_UPSTREAMS: the upstream name {name!r} is used twice"
+                )
+            prefix = f"TOLLGATE_UPSTREAM_{name.upper().replace('-', '_')}_"
+            base_url = env.get(prefix + "BASE_URL")
+            if not base_url:
+                raise ConfigurationError(
+                    f"set {prefix}BASE_URL for the upstream {name!r} "
+                    "listed in TOLLGATE_OPENAI_UPSTREAMS"
+                )
+            configs.append(
+                ProviderConfig(
+                    name=name,
+                    base_url=base_url.rstrip("/"),
+                    api_key=env.get(prefix + "API_KEY") or None,
+                    options=_options(env, prefix + "MAX_TOKENS_FIELD"),
+                )
+            )
+        return configs
+
+    async def stream(self, request: GenerationRequest) -> AsyncIterator[StreamEvent]:
+        """Stream a chat completion: text deltas, then one `StreamEnd` with the usage."""
+        body = wire.build_body(request, stream=True, max_tokens_field=self._max_tokens_field)
+        response = await post(
+            self.http,
+            self._url,
+            body=orjson.dumps(body),
+            headers=self._stream_headers,
+            secrets=self._secrets,
+        )
+        parser = wire.ChunkParser(self._secrets)
+        decoder = SSEDecoder()
+        complete = False
+        try:
+            if response.status >= 300:
+                error = await response_error(response, secrets=self._secrets)
+                complete = True
+                raise error
+            async for line in response.content:
+                event = decoder.feed(line)
+                if event is not None and (text := parser.feed(event.data)):
+                    yield TextDelta(text)
+                if parser.done:
+                    break
+            else:
+                if (event := decoder.flush()) is not None and (text := parser.feed(event.data)):
+                    yield TextDelta(text)
+            # After [DONE] the body is normally over too; if not, close rather than wait.
+            complete = response.content.is_eof()
+        except TRANSPORT_ERRORS as exc:
+            raise transport_error(exc, secrets=self._secrets) from exc
+        finally:
+            end_response(response, complete=complete)
+        if not parser.finished:
+            raise incomplete_stream_error()
+        yield parser.end()
+
+    async def generate(self, request: GenerationRequest) -> Completion:
+        """One non-streaming chat completion (``stream: false``)."""
+        body = wire.build_body(request, stream=False, max_tokens_field=self._max_tokens_field)
+        response = await post(
+            self.http,
+            self._url,
+            body=orjson.dumps(body),
+            headers=self._headers,
+            secrets=self._secrets,
+        )
+        complete = False
+        try:
+            if response.status >= 300:
+                error = await response_error(response, secrets=self._secrets)
+                complete = True
+                raise error
+            data = await response.read()
+            complete = True
+        except TRANSPORT_ERRORS as exc:
+            raise transport_error(exc, secrets=self._secrets) from exc
+        finally:
+            end_response(response, complete=complete)
+        return wire.parse_completion(data, self._secrets)
+
+
+def _options(env: Mapping[str, str], variable: str) -> dict[str, str]:
+    field = env.get(variable)
+    if not field:
+        return {}
+    if field not in wire.MAX_TOKENS_FIELDS:
+        raise ConfigurationError(f"{variable} must be one of {', '.join(wire.MAX_TOKENS_FIELDS)}")
+    return {"max_tokens_field": field}

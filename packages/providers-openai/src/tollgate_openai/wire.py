@@ -1,0 +1,274 @@
+"""OpenAI chat completions on the wire: request bodies, chunks, usage, finish reasons, errors.
+
+Pure functions and a small stream parser, no I/O, so every edge case is testable without a
+network. Requests are already OpenAI-shaped; the work here is mostly in reading the answers.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Mapping
+from typing import Any
+
+import orjson
+from tollgate_core import (
+    Completion,
+    FinishReason,
+    GenerationRequest,
+    Message,
+    StreamEnd,
+    UpstreamError,
+    UpstreamUnavailable,
+    Usage,
+)
+from tollgate_core.upstream import check_extras, stream_error
+
+DEFAULT_BASE_URL = "https://bothub.chat/api/v2/openai/v1"
+
+MAX_TOKENS_FIELDS = ("max_tokens", "max_completion_tokens")
+"""How an upstream is told the output limit. OpenAI's reasoning models accept only
+``max_completion_tokens``; many compatible servers accept only ``max_tokens`` (the default)."""
+
+SUPPORTED_EXTRAS = frozenset(
+    {
+        "frequency_penalty",
+        "presence_penalty",
+        "seed",
+        "logit_bias",
+        "response_format",
+        "reasoning_effort",
+        "service_tier",
+    }
+)
+"""OpenAI request fields carried through `GenerationRequest.extra` unchanged."""
+
+UNSUPPORTED_FIELDS = (
+    "n",
+    "logprobs",
+    "top_logprobs",
+    "tools",
+    "tool_choice",
+    "functions",
+    "function_call",
+    "parallel_tool_calls",
+    "audio",
+    "modalities",
+    "prediction",
+)
+"""OpenAI request fields this provider cannot carry: Tollgate's types hold one text choice,
+with no tool calls, log-probabilities or audio."""
+
+_FINISH_REASONS: Mapping[str, FinishReason] = {
+    "stop": "stop",
+    "length": "length",
+    "content_filter": "content_filter",
+    "tool_calls": "tool_calls",
+    "function_call": "tool_calls",
+}
+
+_ERROR_TYPE_STATUS: Mapping[str, int] = {
+    "invalid_request_error": 400,
+    "authentication_error": 401,
+    "invalid_api_key": 401,
+    "permission_error": 403,
+    "not_found_error": 404,
+    "rate_limit_error": 429,
+    "rate_limit_exceeded": 429,
+    "insufficient_quota": 429,
+    "requests": 429,
+    "tokens": 429,
+}
+
+
+def build_body(
+    request: GenerationRequest, *, stream: bool, max_tokens_field: str = "max_tokens"
+) -> dict[str, Any]:
+    """The JSON body of a chat completions request.
+
+    Raises:
+        UpstreamBadRequest: when `request.extra` holds a field this provider cannot carry.
+    """
+    if request.extra:
+        check_extras(request.extra, SUPPORTED_EXTRAS, upstream="OpenAI")
+    body: dict[str, Any] = {
+        "model": request.model,
+        "messages": [_message(message) for message in request.messages],
+        max_tokens_field: request.max_tokens,
+    }
+    if request.temperature is not None:
+        body["temperature"] = request.temperature
+    if request.top_p is not None:
+        body["top_p"] = request.top_p
+    if request.stop:
+        body["stop"] = list(request.stop)
+    if request.user is not None:
+        body["user"] = request.user
+    if request.extra:
+        body.update(request.extra)
+    if stream:
+        body["stream"] = True
+        # Without this OpenAI sends no usage at all in a stream.
+        body["stream_options"] = {"include_usage": True}
+    return body
+
+
+def _message(message: Message) -> dict[str, Any]:
+    data: dict[str, Any] = {"role": message.role, "content": message.content}
+    if message.name is not None:
+        data["name"] = message.name
+    return data
+
+
+def _int(value: object) -> int:
+    # Absent, null or malformed counts are 0; bool is an int subclass and is refused too.
+    if isinstance(value, int) and not isinstance(value, bool):
+        return value
+    if isinstance(value, float):
+        return int(value)
+    return 0
+
+
+def parse_usage(data: object) -> Usage | None:
+    """Normalise an OpenAI ``usage`` object; None when it is absent or null.
+
+    OpenAI's buckets are already inclusive: ``prompt_tokens`` includes the cached tokens and
+    ``completion_tokens`` the reasoning tokens.
+    """
+    if not isinstance(data, dict) or (
+        "prompt_tokens" not in data and "completion_tokens" not in data
+    ):
+        return None
+    prompt_details = data.get("prompt_tokens_details") or {}
+    completion_details = data.get("completion_tokens_details") or {}
+    details: dict[str, int] = {}
+    for source, key, name in (
+        (prompt_details, "audio_tokens", "input_audio_tokens"),
+        (completion_details, "audio_tokens", "output_audio_tokens"),
+        (completion_details, "accepted_prediction_tokens", "accepted_prediction_tokens"),
+        (completion_details, "rejected_prediction_tokens", "rejected_prediction_tokens"),
+    ):
+        if isinstance(source, dict) and (count := _int(source.get(key))):
+            details[name] = count
+    return Usage(
+        input_tokens=_int(data.get("prompt_tokens")),
+        output_tokens=_int(data.get("completion_tokens")),
+        cached_input_tokens=_int(prompt_details.get("cached_tokens"))
+        if isinstance(prompt_details, dict)
+        else 0,
+        reasoning_tokens=_int(completion_details.get("reasoning_tokens"))
+        if isinstance(completion_details, dict)
+        else 0,
+        details=details,
+    )
+
+
+def map_finish_reason(value: object) -> FinishReason:
+    """OpenAI's finish reason as Tollgate's; unknown or missing reasons read as ``stop``."""
+    if isinstance(value, str):
+        return _FINISH_REASONS.get(value, "stop")
+    return "stop"
+
+
+def error_status(error: Mapping[str, Any]) -> int:
+    """The HTTP status an OpenAI error object stands for (mid-stream errors carry none)."""
+    code = error.get("code")
+    if isinstance(code, str) and code.isdigit():
+        code = int(code)
+    if isinstance(code, int) and 400 <= code <= 599:
+        return code
+    for key in (error.get("type"), code):
+        if isinstance(key, str) and key in _ERROR_TYPE_STATUS:
+            return _ERROR_TYPE_STATUS[key]
+    return 500
+
+
+def error_from_object(error: object, secrets: Iterable[str | None]) -> UpstreamError:
+    """The core error for an ``{"error": ...}`` object sent inside a 200 answer or a stream."""
+    if isinstance(error, dict):
+        message = error.get("message")
+        return stream_error(
+            error_status(error), message if isinstance(message, str) else "", secrets=secrets
+        )
+    return stream_error(500, error if isinstance(error, str) else "", secrets=secrets)
+
+
+def loads(data: bytes) -> Any:
+    """Parse JSON from the upstream; malformed JSON is an upstream failure, not our bug."""
+    try:
+        return orjson.loads(data)
+    except orjson.JSONDecodeError:
+        raise UpstreamUnavailable("upstream sent malformed JSON") from None
+
+
+class ChunkParser:
+    """Reads the ``data:`` payloads of a chat completions stream, one at a time."""
+
+    __slots__ = ("_secrets", "done", "finish_reason", "usage")
+
+    def __init__(self, secrets: Iterable[str | None] = ()) -> None:
+        self._secrets = tuple(secrets)
+        self.done = False
+        """True once ``data: [DONE]`` arrived."""
+        self.finish_reason: str | None = None
+        """The vendor's finish reason, once a choice reported one."""
+        self.usage: Usage | None = None
+
+    @property
+    def finished(self) -> bool:
+        """Whether the stream reached its end: ``[DONE]``, or at least a finish reason (some
+        compatible servers end the body without ``[DONE]``)."""
+        return self.done or self.finish_reason is not None
+
+    def feed(self, data: bytes) -> str | None:
+        """Parse one payload; returns its text delta, if any.
+
+        Raises:
+            UpstreamError: for an ``{"error": ...}`` chunk.
+        """
+        if data == b"[DONE]":
+            self.done = True
+            return None
+        chunk = loads(data)
+        if not isinstance(chunk, dict):
+            return None
+        if (error := chunk.get("error")) is not None:
+            raise error_from_object(error, self._secrets)
+        if (usage := parse_usage(chunk.get("usage"))) is not None:
+            self.usage = usage
+        choices = chunk.get("choices")
+        if not choices:
+            return None
+        choice = choices[0]
+        if reason := choice.get("finish_reason"):
+            self.finish_reason = reason
+        delta = choice.get("delta")
+        if not delta:
+            return None
+        # A refusal (structured outputs) is the only text the model produced: pass it on.
+        text = delta.get("content") or delta.get("refusal")
+        return text if isinstance(text, str) and text else None
+
+    def end(self) -> StreamEnd:
+        """The `StreamEnd` for what was parsed."""
+        return StreamEnd(finish_reason=map_finish_reason(self.finish_reason), usage=self.usage)
+
+
+def parse_completion(data: bytes, secrets: Iterable[str | None] = ()) -> Completion:
+    """Parse a non-streaming chat completion body.
+
+    Raises:
+        UpstreamError: for an ``{"error": ...}`` body sent with a 200 status.
+    """
+    body = loads(data)
+    if not isinstance(body, dict):
+        raise UpstreamUnavailable("upstream sent an unexpected answer")
+    if (error := body.get("error")) is not None:
+        raise error_from_object(error, secrets)
+    choices = body.get("choices") or [{}]
+    choice = choices[0] if isinstance(choices[0], dict) else {}
+    message = choice.get("message") or {}
+    text = message.get("content") or message.get("refusal") or ""
+    return Completion(
+        text=text if isinstance(text, str) else "",
+        finish_reason=map_finish_reason(choice.get("finish_reason")),
+        usage=parse_usage(body.get("usage")),
+    )
