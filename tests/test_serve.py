@@ -2,101 +2,42 @@
 
 from __future__ import annotations
 
-import os
-import signal
 import socket
 import subprocess
-import sys
-import time
 from pathlib import Path
 
 import httpx
 import pytest
-
-CLI = [sys.executable, "-c", "from tollgate_cli.main import app; app()"]
-
-
-def _free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
-
-
-def _env(data_dir: Path, **extra: str) -> dict[str, str]:
-    env = {k: v for k, v in os.environ.items() if not k.startswith("TOLLGATE_")}
-    env.update({"TOLLGATE_DATA_DIR": str(data_dir), **extra})
-    return env
-
-
-def _wait_ready(url: str, process: subprocess.Popen[bytes], seconds: float = 60) -> float:
-    started = time.monotonic()
-    while time.monotonic() - started < seconds:
-        if process.poll() is not None:
-            out = process.stdout.read().decode() if process.stdout else ""
-            raise AssertionError(f"serve exited early: {out}")
-        try:
-            if httpx.get(f"{url}/readyz", timeout=1).status_code == 200:
-                return time.monotonic() - started
-        except httpx.HTTPError:
-            pass
-        time.sleep(0.2)
-    raise AssertionError("serve did not become ready")
-
-
-def _stop(process: subprocess.Popen[bytes]) -> None:
-    process.send_signal(signal.SIGTERM)
-    try:
-        process.wait(timeout=30)
-    except subprocess.TimeoutExpired:
-        process.kill()
-        raise
+from support import CLI, ServeProcess, free_port, serve_env
 
 
 @pytest.mark.e2e
 def test_serve_on_embedded_postgres_keeps_data_across_restarts(tmp_path: Path) -> None:
-    port = _free_port()
-    url = f"http://127.0.0.1:{port}"
-    env = _env(tmp_path / "data")
+    env = serve_env(TOLLGATE_DATA_DIR=str(tmp_path / "data"))
     email = "keeper@example.com"
-    first = subprocess.Popen(
-        [*CLI, "serve", "--port", str(port)],
-        env=env,
-        stdout=subprocess.PIPE,
-        stderr=subprocess.STDOUT,
-    )
-    try:
-        _wait_ready(url, first)
+    first = ServeProcess(env)
+    with first:
         created = httpx.post(
-            f"{url}/v1/auth/register", json={"email": email, "password": "password-123"}
+            f"{first.url}/v1/auth/register", json={"email": email, "password": "password-123"}
         )
         assert created.status_code == 201
-    finally:
-        _stop(first)
-    assert first.returncode == 0
-    banner = first.stdout.read().decode() if first.stdout else ""
-    assert f"http://127.0.0.1:{port}/docs" in banner
+        assert first.stop() == 0
+    assert f"{first.url}/docs" in first.output()
 
-    second = subprocess.Popen(
-        [*CLI, "serve", "--port", str(port)],
-        env=env,
-        stdout=subprocess.PIPE,
-        stderr=subprocess.STDOUT,
-    )
-    try:
-        seconds = _wait_ready(url, second)
-        assert seconds < 30
+    second = ServeProcess(env)
+    second.port = first.port
+    with second:
         login = httpx.post(
-            f"{url}/v1/auth/login", json={"email": email, "password": "password-123"}
+            f"{second.url}/v1/auth/login", json={"email": email, "password": "password-123"}
         )
         assert login.status_code == 200, "the account did not survive the restart"
-    finally:
-        _stop(second)
+        assert second.stop() == 0
 
 
 def _run_serve(tmp_path: Path, *args: str, **env: str) -> subprocess.CompletedProcess[str]:
     return subprocess.run(
         [*CLI, "serve", *args],
-        env=_env(tmp_path, **env),
+        env=serve_env(TOLLGATE_DATA_DIR=str(tmp_path), **env),
         capture_output=True,
         text=True,
         timeout=60,
@@ -104,13 +45,7 @@ def _run_serve(tmp_path: Path, *args: str, **env: str) -> subprocess.CompletedPr
 
 
 def _one_line(result: subprocess.CompletedProcess[str]) -> str:
-    lines = [
-        line
-        for line in result.stderr.splitlines()
-        if line.strip()
-        and "RuntimeDirWarning" not in line
-        and "return Path(self.user_runtime_dir)" not in line
-    ]
+    lines = [line for line in result.stderr.splitlines() if line.strip()]
     assert result.returncode == 1, result.stderr
     assert len(lines) == 1, result.stderr
     assert "Traceback" not in result.stderr
@@ -121,7 +56,7 @@ def test_unreachable_database_is_one_line(tmp_path: Path) -> None:
     result = _run_serve(
         tmp_path,
         "--port",
-        str(_free_port()),
+        str(free_port()),
         TOLLGATE_DATABASE_URL="postgresql+asyncpg://postgres@127.0.0.1:1/none",
     )
     assert "TOLLGATE_DATABASE_URL" in _one_line(result)

@@ -48,11 +48,9 @@ def not_found(what: str = "object") -> ApiError:
 def upstream_api_error(exc: UpstreamError) -> ApiError:
     """The client-facing form of an upstream failure. `exc.message` is already safe to show."""
     headers: dict[str, str] = {}
-    code = exc.code
     if isinstance(exc, UpstreamRateLimited):
-        code = "rate_limited"
         headers["Retry-After"] = str(max(1, int(exc.retry_after or 1)))
-    return ApiError(exc.status, code, exc.message, headers=headers)
+    return ApiError(exc.status, exc.code, exc.message, headers=headers)
 
 
 def database_unavailable(exc: BaseException) -> bool:

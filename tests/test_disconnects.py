@@ -1,0 +1,182 @@
+"""Clients that hang up, over real sockets: the upstream is stopped at once and the generation
+is charged by the written policy (see `tollgate_server.services.gateway`)."""
+
+from __future__ import annotations
+
+import socket
+import time
+import uuid
+from collections.abc import Callable
+from decimal import Decimal
+
+import httpx
+import orjson
+import pytest
+from conftest import User
+from tollgate_core.fake_upstream import FakeUpstream, UpstreamRecord
+
+pytestmark = [pytest.mark.postgres, pytest.mark.e2e]
+
+PROVIDERS = ["openai", "gemini", "anthropic"]
+
+
+def _record_for(upstream: FakeUpstream, marker: str, timeout: float = 5) -> UpstreamRecord:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        for record in list(upstream.records):
+            if marker in orjson.dumps(record.body).decode():
+                return record
+        time.sleep(0.01)
+    raise AssertionError("the upstream never saw the request")
+
+
+def _settled(api: httpx.Client, user: User, timeout: float = 5) -> dict[str, object]:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        data = api.get("/v1/generations", headers=user.headers).json()["data"]
+        if data and data[0]["status"] != "running":
+            return data[0]  # type: ignore[no-any-return]
+        time.sleep(0.05)
+    raise AssertionError("the generation was not settled")
+
+
+def _balance(api: httpx.Client, user: User) -> dict[str, str]:
+    return api.get("/v1/balance", headers=user.headers).json()  # type: ignore[no-any-return]
+
+
+@pytest.mark.parametrize("provider", PROVIDERS)
+def test_hang_up_after_a_few_chunks(
+    provider: str,
+    api: httpx.Client,
+    server: object,
+    make_user: Callable[..., User],
+    test_models: dict[str, str],
+    upstream: FakeUpstream,
+) -> None:
+    user = make_user(credits=1000)
+    marker = uuid.uuid4().hex
+    body = {
+        "model": test_models[provider],
+        "stream": True,
+        "max_tokens": 200,
+        "messages": [{"role": "user", "content": f"{marker} [[fake:chunks=100,delay_ms=50]]"}],
+    }
+    with (
+        httpx.Client(base_url=api.base_url, timeout=30) as client,
+        client.stream("POST", "/v1/chat/completions", json=body, headers=user.headers) as response,
+    ):
+        assert response.status_code == 200
+        deltas = 0
+        for line in response.iter_lines():
+            if '"delta":{"content":' in line:
+                deltas += 1
+                if deltas == 3:
+                    break
+    record = _record_for(upstream, marker)
+    assert record.wait_disconnected(2.0), "the upstream connection was not closed"
+    generation = _settled(api, user)
+    assert generation["status"] == "client_disconnected"
+    assert generation["estimated"] is True
+    out = int(generation["output_tokens"])  # type: ignore[arg-type]
+    assert 3 <= out < 100
+    # Prompt estimate at 1 credit plus the deltas received at 2 credits, nothing more.
+    expected = int(generation["input_tokens"]) + 2 * out  # type: ignore[arg-type]
+    assert Decimal(str(generation["cost"])) == expected
+    assert _balance(api, user) == {
+        "balance": str(1000 - expected),
+        "held": "0",
+        "available": str(1000 - expected),
+    }
+
+
+def test_hang_up_just_before_the_final_usage_chunk(
+    api: httpx.Client,
+    make_user: Callable[..., User],
+    test_models: dict[str, str],
+    upstream: FakeUpstream,
+) -> None:
+    user = make_user(credits=1000)
+    marker = uuid.uuid4().hex
+    # All three chunks arrive, then the upstream goes quiet before its usage and end.
+    body = {
+        "model": test_models["openai"],
+        "stream": True,
+        "messages": [
+            {"role": "user", "content": f"{marker} [[fake:chunks=3,stall_after=3,stall_s=20]]"}
+        ],
+    }
+    with (
+        httpx.Client(base_url=api.base_url, timeout=30) as client,
+        client.stream("POST", "/v1/chat/completions", json=body, headers=user.headers) as response,
+    ):
+        deltas = 0
+        for line in response.iter_lines():
+            if '"delta":{"content":' in line:
+                deltas += 1
+                if deltas == 3:
+                    break
+    record = _record_for(upstream, marker)
+    assert record.wait_disconnected(2.0)
+    generation = _settled(api, user)
+    assert generation["status"] == "client_disconnected"
+    assert 3 <= int(generation["output_tokens"]) <= 5  # type: ignore[call-overload]
+    assert generation["estimated"] is True
+
+
+def test_hang_up_before_the_first_byte(
+    api: httpx.Client,
+    server: object,
+    make_user: Callable[..., User],
+    test_models: dict[str, str],
+    upstream: FakeUpstream,
+) -> None:
+    user = make_user(credits=1000)
+    marker = uuid.uuid4().hex
+    body = orjson.dumps(
+        {
+            "model": test_models["openai"],
+            "stream": True,
+            "messages": [{"role": "user", "content": f"{marker} [[fake:stall_first_s=20]]"}],
+        }
+    )
+    host, port = str(api.base_url.host), int(api.base_url.port or 80)
+    with socket.create_connection((host, port)) as sock:
+        sock.sendall(
+            b"POST /v1/chat/completions HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\n"
+            + f"Authorization: Bearer {user.token}\r\nContent-Length: {len(body)}\r\n\r\n".encode()
+            + body
+        )
+        record = _record_for(upstream, marker)
+    # The socket is closed without a byte of the answer read.
+    assert record.wait_disconnected(2.0)
+    generation = _settled(api, user)
+    assert generation["status"] == "client_disconnected"
+    assert generation["output_tokens"] == 0
+    # The upstream had the prompt: it is charged at its estimate; nothing was generated.
+    assert Decimal(str(generation["cost"])) == int(generation["input_tokens"])  # type: ignore[arg-type]
+    assert _balance(api, user)["held"] == "0"
+
+
+def test_non_streaming_client_hang_up_stops_the_upstream(
+    api: httpx.Client,
+    make_user: Callable[..., User],
+    test_models: dict[str, str],
+    upstream: FakeUpstream,
+) -> None:
+    user = make_user(credits=1000)
+    marker = uuid.uuid4().hex
+    with (
+        pytest.raises(httpx.ReadTimeout),
+        httpx.Client(base_url=api.base_url, timeout=0.5) as client,
+    ):
+        client.post(
+            "/v1/chat/completions",
+            headers=user.headers,
+            json={
+                "model": test_models["anthropic"],
+                "messages": [{"role": "user", "content": f"{marker} [[fake:stall_first_s=20]]"}],
+            },
+        )
+    record = _record_for(upstream, marker)
+    assert record.wait_disconnected(2.0)
+    assert _settled(api, user)["status"] == "client_disconnected"
