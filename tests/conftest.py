@@ -8,8 +8,9 @@ such test the ledger's invariants are checked over the whole database.
 from __future__ import annotations
 
 import asyncio
+import re
 import uuid
-from collections.abc import Callable, Iterator
+from collections.abc import AsyncIterator, Callable, Iterator
 from dataclasses import dataclass, field
 from decimal import Decimal
 from pathlib import Path
@@ -222,3 +223,51 @@ def ledger_invariants(request: pytest.FixtureRequest) -> Iterator[None]:
     violations, pending = asyncio.run(_check_ledger(url))
     assert violations == {}, f"ledger invariants broken: {violations}"
     assert pending == 0, f"{pending} generations still hold credits after the test"
+
+
+# --- no secret in any response body -----------------------------------------------------------
+
+_API_KEY = re.compile(rb"tg-[A-Za-z0-9_-]{20,}")
+_FORBIDDEN = [JWT_SECRET.encode(), b"$argon2", *(k.encode() for k in UPSTREAM_KEYS.values())]
+_issued_keys: set[bytes] = set()
+
+
+def _scan(request: httpx.Request | None, status: int, content: bytes) -> None:
+    for secret in _FORBIDDEN:
+        assert secret not in content, f"a response body carries a secret ({secret[:6]!r}...)"
+    creating = (
+        request is not None
+        and request.method == "POST"
+        and request.url.path == "/v1/keys"
+        and status == 201
+    )
+    for key in _API_KEY.findall(content):
+        assert creating and key not in _issued_keys, "a response body repeats an API key"
+        _issued_keys.add(key)
+
+
+@pytest.fixture(autouse=True, scope="session")
+def no_secrets_in_responses() -> Iterator[None]:
+    """Every response any test reads, through httpx or an SDK built on it, is checked: no
+    password hash, JWT secret or upstream key, and an API key only in the answer that
+    created it."""
+    # Every way of reading a body (read, iter_bytes, iter_lines, SDKs) goes through these.
+    iter_raw, aiter_raw = httpx.Response.iter_raw, httpx.Response.aiter_raw
+
+    def checked_iter_raw(self: httpx.Response, chunk_size: int | None = None) -> Iterator[bytes]:
+        for chunk in iter_raw(self, chunk_size):
+            _scan(self._request, self.status_code, chunk)
+            yield chunk
+
+    async def checked_aiter_raw(
+        self: httpx.Response, chunk_size: int | None = None
+    ) -> AsyncIterator[bytes]:
+        async for chunk in aiter_raw(self, chunk_size):
+            _scan(self._request, self.status_code, chunk)
+            yield chunk
+
+    patch = pytest.MonkeyPatch()
+    patch.setattr(httpx.Response, "iter_raw", checked_iter_raw)
+    patch.setattr(httpx.Response, "aiter_raw", checked_aiter_raw)
+    yield
+    patch.undo()

@@ -566,3 +566,54 @@ def test_every_command_has_help_with_an_example(cli: Cli) -> None:
             assert f"Example: tollgate {group} {command}" in out or (
                 f"tollgate {group} {command}" in out and "Example:" in out
             ), f"{group} {command} --help has no example"
+
+
+def test_a_price_set_with_the_cli_is_charged_on_the_next_generation(
+    database_url: str,
+    api: httpx.Client,
+    make_user: Callable[..., User],
+    admin_headers: dict[str, str],
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    from decimal import Decimal
+
+    from tollgate_cli.main import app
+    from typer.testing import CliRunner
+
+    name = f"cli-priced-{uuid.uuid4().hex[:6]}"
+    monkeypatch.setenv("TOLLGATE_DATABASE_URL", database_url)
+    runner = CliRunner()
+    added = runner.invoke(
+        app,
+        [
+            "models",
+            "add",
+            name,
+            "--provider",
+            "openai",
+            "--upstream-model",
+            "x",
+            "--input-price",
+            "1000000",
+            "--output-price",
+            "1000000",
+            "--context-window",
+            "4000",
+            "--max-output-tokens",
+            "100",
+        ],
+    )
+    assert added.exit_code == 0, added.output
+    repriced = runner.invoke(
+        app, ["models", "set-price", name, "--input-price", "3000000", "--output-price", "5000000"]
+    )
+    assert repriced.exit_code == 0, repriced.output
+    user = make_user(credits=1000)
+    response = api.post(
+        "/v1/chat/completions",
+        headers=user.headers,
+        json={"model": name, "messages": [{"role": "user", "content": "hello there"}]},
+    )
+    assert response.status_code == 200, response.text
+    # 4 input tokens at 3 credits and 5 output tokens at 5 credits: the CLI's new price.
+    assert Decimal(response.json()["usage"]["cost"]) == 4 * 3 + 5 * 5

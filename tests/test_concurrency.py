@@ -25,7 +25,8 @@ MAX_TOKENS = 50
 
 
 def _content(marker: str) -> str:
-    return f"{marker} [[fake:chunks=5,delay_ms=40]]"
+    # Long enough (2 s) that every request of the race arrives while the admitted ones run.
+    return f"{marker} [[fake:chunks=5,delay_ms=400]]"
 
 
 def _hold(marker: str) -> int:

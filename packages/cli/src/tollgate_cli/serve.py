@@ -63,6 +63,28 @@ def check_port(host: str, port: int) -> None:
             raise ConfigurationError(f"--host: cannot listen on {host}:{port} ({exc})") from None
 
 
+def log_config(level: str) -> dict[str, Any]:
+    """uvicorn's logging set-up plus Tollgate's loggers: one JSON line per request on
+    ``tollgate.access`` at INFO, warnings and errors of the rest."""
+    import copy
+
+    from uvicorn.config import LOGGING_CONFIG
+
+    config = copy.deepcopy(LOGGING_CONFIG)
+    config["formatters"]["plain"] = {"format": "%(levelname)s:     %(name)s %(message)s"}
+    config["handlers"]["tollgate"] = {
+        "formatter": "plain",
+        "class": "logging.StreamHandler",
+        "stream": "ext://sys.stderr",
+    }
+    config["loggers"]["tollgate"] = {
+        "handlers": ["tollgate"],
+        "level": level.upper(),
+        "propagate": False,
+    }
+    return config
+
+
 def _exit_quietly(signum: int, frame: object) -> None:
     raise SystemExit(0)
 
@@ -94,7 +116,9 @@ def run_server(*, settings: Settings, host: str, port: int, workers: int, log_le
             log_level=log_level,
             access_log=False,
             proxy_headers=False,
-            timeout_graceful_shutdown=int(settings.shutdown_grace_seconds),
+            # Longer than our own drain, so uvicorn never cuts a settling generation short.
+            timeout_graceful_shutdown=int(settings.shutdown_grace_seconds) + 10,
+            log_config=log_config(log_level),
         )
     finally:
         if embedded is not None:

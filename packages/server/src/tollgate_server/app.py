@@ -17,6 +17,7 @@ from tollgate_server.api.errors import install_error_handlers
 from tollgate_server.api.openapi import install_docs
 from tollgate_server.api.routes import ROUTERS
 from tollgate_server.db.engine import make_engine, make_sessionmaker
+from tollgate_server.logs import install_redaction
 from tollgate_server.middleware import RequestContextMiddleware
 from tollgate_server.runtime import Runtime
 from tollgate_server.services.catalogue import Catalogue
@@ -99,6 +100,13 @@ async def _start_runtime(
     )
     report = load_providers(plugins=plugins)
     providers = build_providers(report, env, http)
+    install_redaction(
+        [
+            settings.resolved_jwt_secret(),
+            settings.admin_password.get_secret_value() if settings.admin_password else None,
+            *(provider.config.api_key for provider in providers.values()),
+        ]
+    )
     runtime = Runtime(
         settings=settings,
         engine=engine,

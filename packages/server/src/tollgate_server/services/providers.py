@@ -28,6 +28,12 @@ def build_providers(
             logger.error("provider %s skipped: %s", kind, exc)
             continue
         for config in configs:
+            if not config.api_key:
+                # Installed but not configured: its models answer 503 model_unavailable.
+                logger.info(
+                    "upstream %s has no key configured; its models are unavailable", config.name
+                )
+                continue
             if config.name in providers:
                 logger.error("upstream name %s is configured twice; keeping the first", config.name)
                 continue
