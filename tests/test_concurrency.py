@@ -13,7 +13,7 @@ from pathlib import Path
 import httpx
 import pytest
 from conftest import User, ensure_test_models, make_settings
-from support import ServerThread
+from support import ServeProcess, ServerThread, serve_env
 from tollgate_core.fake_upstream import FakeUpstream
 from tollgate_server.app import create_app
 
@@ -104,6 +104,7 @@ def test_fifty_at_once_against_two_and_a_half(
     # 2.5 holds -> 1.5 -> 0.5 -> -0.5: three admitted, the fourth finds nothing available.
     assert statuses == Counter({200: 3, 402: 47})
     assert seen == 3
+    assert final > -_hold("x" * 32)
     assert final > -_hold("x" * 32), "never below zero by more than one generation's hold"
 
 
@@ -135,3 +136,39 @@ def test_strict_mode_never_goes_negative(
     assert statuses == Counter({200: 2, 402: 48})
     assert seen == 2
     assert final >= 0
+
+
+@pytest.fixture(scope="module")
+def two_workers(
+    database_url: str, tmp_path_factory: pytest.TempPathFactory, upstream: FakeUpstream
+) -> Iterator[ServeProcess]:
+    from conftest import ADMIN_EMAIL, ADMIN_PASSWORD, JWT_SECRET, upstream_env
+
+    env = serve_env(
+        TOLLGATE_DATABASE_URL=database_url,
+        TOLLGATE_DATA_DIR=str(tmp_path_factory.mktemp("workers")),
+        TOLLGATE_JWT_SECRET=JWT_SECRET,
+        TOLLGATE_ADMIN_EMAIL=ADMIN_EMAIL,
+        TOLLGATE_ADMIN_PASSWORD=ADMIN_PASSWORD,
+        **upstream_env(upstream),
+    )
+    with ServeProcess(env, "--workers", "2") as running:
+        yield running
+        running.stop()
+
+
+def test_two_worker_processes_give_the_same_guarantee(
+    two_workers: ServeProcess,
+    make_user: Callable[..., User],
+    test_models: dict[str, str],
+    upstream: FakeUpstream,
+    admin_headers: dict[str, str],
+) -> None:
+    user = make_user()
+    with httpx.Client(base_url=two_workers.url, timeout=60) as client:
+        statuses, seen, final = _run_race(
+            client, user, test_models["openai"], upstream, Decimal("2.5")
+        )
+    assert statuses == Counter({200: 3, 402: 47})
+    assert seen == 3
+    assert final > -_hold("x" * 32)

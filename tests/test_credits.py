@@ -160,3 +160,45 @@ def test_ledger_rows_cannot_be_changed(
             await conn.close()
 
     asyncio.run(tamper())
+
+
+def test_usage_totals_by_model_and_day(
+    api: httpx.Client, make_user: Callable[..., User], test_models: dict[str, str]
+) -> None:
+    user = make_user(credits=1000)
+    for model in (test_models["openai"], test_models["openai"], test_models["gemini"]):
+        assert (
+            api.post(
+                "/v1/chat/completions",
+                headers=user.headers,
+                json={"model": model, "messages": [{"role": "user", "content": "hello there"}]},
+            ).status_code
+            == 200
+        )
+    rows = api.get("/v1/usage", headers=user.headers).json()["data"]
+    by_model = {r["model"]: r for r in rows}
+    assert by_model[test_models["openai"]]["generations"] == 2
+    assert by_model[test_models["openai"]]["output_tokens"] == 10
+    assert by_model[test_models["openai"]]["cost"] == "28"
+    assert by_model[test_models["gemini"]]["cost"] == "14"
+
+
+def test_signup_grant_is_a_ledger_entry(
+    database_url: str, tmp_path: object, provider_env: dict[str, str]
+) -> None:
+    from pathlib import Path
+
+    from conftest import PASSWORD, make_settings
+    from support import ServerThread
+    from tollgate_server.app import create_app
+
+    settings = make_settings(database_url, Path(str(tmp_path)), signup_grant="2.5")
+    with ServerThread(create_app(settings, provider_env=provider_env)) as server:
+        with httpx.Client(base_url=server.url) as client:
+            email = f"grant-{uuid.uuid4().hex[:8]}@example.com"
+            created = client.post("/v1/auth/register", json={"email": email, "password": PASSWORD})
+            assert created.json()["balance"] == "2.5"
+            token = client.post("/v1/auth/login", json={"email": email, "password": PASSWORD})
+            headers = {"Authorization": f"Bearer {token.json()['access_token']}"}
+            entries = client.get("/v1/ledger", headers=headers).json()["data"]
+    assert [(e["kind"], e["amount"]) for e in entries] == [("grant", "2.5")]
