@@ -90,7 +90,8 @@ async def _start_runtime(
 ) -> Runtime:
     if not settings.database_url:
         raise RuntimeError("create_app needs TOLLGATE_DATABASE_URL; `tollgate serve` sets it")
-    engine = make_engine(settings.database_url, pool_size=settings.db_pool_size)
+    engine = make_engine(settings.database_url, pool_size=max(2, settings.db_pool_size // 4))
+    hot_engine = make_engine(settings.database_url, pool_size=settings.db_pool_size, pre_ping=False)
     http = aiohttp.ClientSession(
         connector=connector or aiohttp.TCPConnector(limit=0, ttl_dns_cache=300),
         timeout=aiohttp.ClientTimeout(total=None, sock_connect=settings.upstream_connect_timeout),
@@ -110,6 +111,7 @@ async def _start_runtime(
     runtime = Runtime(
         settings=settings,
         engine=engine,
+        hot_engine=hot_engine,
         sessions=make_sessionmaker(engine),
         http=http,
         plugins=report,
@@ -143,6 +145,7 @@ async def _stop_runtime(runtime: Runtime) -> None:
     await runtime.catalogue.stop()
     await runtime.http.close()
     await runtime.engine.dispose()
+    await runtime.hot_engine.dispose()
 
 
 def app_from_env() -> Any:

@@ -26,6 +26,9 @@ if TYPE_CHECKING:
 class Runtime:
     settings: Settings
     engine: AsyncEngine
+    """For sessions (accounts, admin, reads): pre-pinged connections."""
+    hot_engine: AsyncEngine
+    """For the generation path's raw statements: no pre-ping, a retry instead."""
     sessions: async_sessionmaker[AsyncSession]
     http: aiohttp.ClientSession
     plugins: PluginReport

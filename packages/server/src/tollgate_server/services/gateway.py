@@ -47,7 +47,7 @@ from tollgate_core import (
     settlement_charge,
 )
 
-from tollgate_server.db.raw import raw_connection
+from tollgate_server.db.raw import raw_connection, run_with_retry
 from tollgate_server.errors import ApiError, database_unavailable, upstream_api_error
 from tollgate_server.openai_format import ChatCompletionCreate, ChunkWriter, completion_body
 from tollgate_server.runtime import Runtime
@@ -265,8 +265,9 @@ class GenerationResponse(Response):
             deadline_seconds=self.settings.max_generation_seconds + DEADLINE_MARGIN_SECONDS,
             instance_id=self.runtime.instance_id,
         )
-        async with raw_connection(self.runtime.engine) as conn:
-            await ledger.admit(
+        await run_with_retry(
+            self.runtime.hot_engine,
+            lambda conn: ledger.admit(
                 conn,
                 admission,
                 strict=self.settings.strict_balance,
@@ -275,7 +276,8 @@ class GenerationResponse(Response):
                     f"key:{plan.api_key_id}" if plan.api_key_id else f"account:{plan.account_id}"
                 ),
                 requests_per_minute=self.settings.requests_per_minute,
-            )
+            ),
+        )
 
     # --- the generation -----------------------------------------------------------------
 
@@ -470,7 +472,7 @@ class GenerationResponse(Response):
         delay = 0.2
         for attempt in range(SETTLE_ATTEMPTS):
             try:
-                async with raw_connection(self.runtime.engine) as conn:
+                async with raw_connection(self.runtime.hot_engine) as conn:
                     await ledger.settle(conn, self.plan.generation_id, outcome)
                 return
             except Exception as exc:

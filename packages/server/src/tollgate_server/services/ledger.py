@@ -142,7 +142,29 @@ async def admit(
     `rate_subject` names the per-minute request counter (the key, or the account);
     `requests_per_minute` 0 turns the limit off.
     """
-    row = await conn.fetchrow(
+    try:
+        row = await _admit_row(
+            conn, admission, strict, max_running, rate_subject, requests_per_minute
+        )
+    except asyncpg.UniqueViolationError as exc:
+        if exc.constraint_name == "pk_generations":
+            return  # a retry of an admission whose first attempt had committed
+        raise
+    if row is not None:
+        return
+    # Refused: one more read, off the happy path, to say why.
+    await _explain_refusal(conn, admission, strict, max_running, rate_subject, requests_per_minute)
+
+
+async def _admit_row(
+    conn: asyncpg.Connection,
+    admission: Admission,
+    strict: bool,
+    max_running: int,
+    rate_subject: str,
+    requests_per_minute: int,
+) -> asyncpg.Record | None:
+    return await conn.fetchrow(
         ADMIT_SQL,
         admission.account_id,
         admission.hold,
@@ -163,9 +185,16 @@ async def admit(
         requests_per_minute,
         admission.instance_id,
     )
-    if row is not None:
-        return
-    # Refused: one more read, off the happy path, to say why.
+
+
+async def _explain_refusal(
+    conn: asyncpg.Connection,
+    admission: Admission,
+    strict: bool,
+    max_running: int,
+    rate_subject: str,
+    requests_per_minute: int,
+) -> None:
     state = await conn.fetchrow(REFUSAL_SQL, admission.account_id, rate_subject)
     if state is None or state["disabled"]:
         raise ApiError(403, "account_disabled", "this account is disabled")
