@@ -17,10 +17,12 @@ from tollgate_server.api.errors import install_error_handlers
 from tollgate_server.api.openapi import install_docs
 from tollgate_server.api.routes import ROUTERS
 from tollgate_server.db.engine import make_engine, make_sessionmaker
+from tollgate_server.db.listener import Listener
 from tollgate_server.logs import install_redaction
 from tollgate_server.middleware import RequestContextMiddleware
 from tollgate_server.runtime import Runtime
 from tollgate_server.services.catalogue import Catalogue
+from tollgate_server.services.keys import KeyCache
 from tollgate_server.services.providers import build_providers
 from tollgate_server.settings import Settings, load_settings
 
@@ -108,6 +110,7 @@ async def _start_runtime(
             *(provider.config.api_key for provider in providers.values()),
         ]
     )
+    listener = Listener(engine)
     runtime = Runtime(
         settings=settings,
         engine=engine,
@@ -117,13 +120,16 @@ async def _start_runtime(
         plugins=report,
         providers=providers,
         jwt_secret=settings.resolved_jwt_secret(),
-        catalogue=Catalogue(engine),
+        listener=listener,
+        catalogue=Catalogue(engine, listener),
+        keys=KeyCache(hot_engine, listener),
     )
     from tollgate_server.services.shutdown import install_drain_on_signals
     from tollgate_server.services.startup import on_startup
 
     try:
-        await runtime.catalogue.start()
+        await runtime.listener.start()
+        await runtime.catalogue.reload()
         await on_startup(runtime)
         install_drain_on_signals(runtime)
     except BaseException:
@@ -142,7 +148,7 @@ async def _stop_runtime(runtime: Runtime) -> None:
     for task in runtime.background:
         task.cancel()
     await asyncio.gather(*runtime.background, return_exceptions=True)
-    await runtime.catalogue.stop()
+    await runtime.listener.stop()
     await runtime.http.close()
     await runtime.engine.dispose()
     await runtime.hot_engine.dispose()

@@ -18,8 +18,10 @@ from tollgate_core import PluginReport, Provider
 from tollgate_server.settings import Settings
 
 if TYPE_CHECKING:
+    from tollgate_server.db.listener import Listener
     from tollgate_server.services.catalogue import Catalogue
     from tollgate_server.services.gateway import GenerationResponse
+    from tollgate_server.services.keys import KeyCache
 
 
 @dataclass(eq=False)
@@ -35,7 +37,9 @@ class Runtime:
     providers: dict[str, Provider]
     """Configured upstreams by name (a model's `provider` field)."""
     jwt_secret: str
+    listener: Listener
     catalogue: Catalogue
+    keys: KeyCache
     instance_id: uuid.UUID = field(default_factory=uuid.uuid4)
     """This process, as registered in `instances` for the sweeper."""
     draining: bool = False

@@ -22,11 +22,10 @@ from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer, OAuth2Pas
 from sqlalchemy import text
 from sqlalchemy.ext.asyncio import AsyncSession
 
-from tollgate_server.db.raw import run_with_retry
 from tollgate_server.errors import forbidden, unauthenticated
 from tollgate_server.runtime import Runtime
 from tollgate_server.security.tokens import API_KEY_PREFIX, InvalidToken, decode_token
-from tollgate_server.services.keys import KeyIdentity, identify_key
+from tollgate_server.services.keys import KeyIdentity
 
 
 def get_runtime(request: Request) -> Runtime:
@@ -105,7 +104,7 @@ async def get_caller(
     token = _credentials(bearer, oauth)
     if not token.startswith(API_KEY_PREFIX):
         return _user_from_token(token, runtime)
-    identity = await run_with_retry(runtime.hot_engine, lambda conn: identify_key(conn, token))
+    identity = await runtime.keys.identify(token)
     if identity is None:
         raise unauthenticated("invalid, revoked or expired API key")
     return Principal(account_id=identity.account_id, key=identity)

@@ -3,22 +3,23 @@
 Reads hit memory. Any change to `models` or `model_prices`, from this process, another worker or
 the CLI, fires a PostgreSQL NOTIFY (a trigger in the schema); every server LISTENs and reloads
 before its next request. If the listening connection drops, the cache is marked stale and
-reloaded, so a missed notification can delay a change by one reload, never lose it.
+reloaded, so a missed notification can delay a change by one reload, never lose it (see
+`tollgate_server.db.listener`).
 """
 
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import logging
 import time
 from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
 
-import asyncpg
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
 from tollgate_core import Price
+
+from tollgate_server.db.listener import Listener
 
 logger = logging.getLogger("tollgate.catalogue")
 
@@ -93,28 +94,13 @@ async def read_catalogue(conn: AsyncConnection) -> dict[str, CatalogueModel]:
 class Catalogue:
     """Models by name, from memory, kept fresh by LISTEN/NOTIFY."""
 
-    def __init__(self, engine: AsyncEngine) -> None:
+    def __init__(self, engine: AsyncEngine, listener: Listener) -> None:
         self._engine = engine
         self._models: dict[str, CatalogueModel] = {}
         self._loaded_at = 0.0
         self._stale = True
         self._lock = asyncio.Lock()
-        self._listener: asyncpg.Connection | None = None
-        self._watch: asyncio.Task[None] | None = None
-
-    async def start(self) -> None:
-        await self._listen()
-        await self.reload()
-        self._watch = asyncio.create_task(self._watch_listener(), name="catalogue-listener")
-
-    async def stop(self) -> None:
-        if self._watch is not None:
-            self._watch.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await self._watch
-        if self._listener is not None and not self._listener.is_closed():
-            with contextlib.suppress(Exception):
-                await self._listener.close(timeout=2)
+        listener.subscribe(CHANNEL, self.invalidate)
 
     def invalidate(self) -> None:
         self._stale = True
@@ -136,24 +122,3 @@ class Catalogue:
 
     async def get(self, name: str) -> CatalogueModel | None:
         return (await self.models()).get(name)
-
-    def _on_notify(self, *_args: object) -> None:
-        self._stale = True
-
-    async def _listen(self) -> None:
-        url = self._engine.url.set(drivername="postgresql")
-        dsn = url.render_as_string(hide_password=False)
-        try:
-            self._listener = await asyncpg.connect(dsn)
-            await self._listener.add_listener(CHANNEL, self._on_notify)
-        except (OSError, asyncpg.PostgresError) as exc:
-            logger.warning("catalogue listener not connected (%s); will retry", exc)
-            self._listener = None
-
-    async def _watch_listener(self) -> None:
-        while True:
-            await asyncio.sleep(1.0)
-            if self._listener is None or self._listener.is_closed():
-                # Notifications may have been missed while the connection was down.
-                self._stale = True
-                await self._listen()

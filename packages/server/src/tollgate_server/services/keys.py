@@ -2,18 +2,24 @@
 
 from __future__ import annotations
 
+import asyncio
+import logging
+import time
 import uuid
 from dataclasses import dataclass
-from datetime import datetime
+from datetime import UTC, datetime
 from typing import Any
 
-import asyncpg
 from sqlalchemy import text
-from sqlalchemy.ext.asyncio import AsyncSession
+from sqlalchemy.ext.asyncio import AsyncEngine, AsyncSession
 
+from tollgate_server.db.listener import Listener
+from tollgate_server.db.raw import run_with_retry
 from tollgate_server.errors import not_found
 from tollgate_server.schemas import ApiKeyCreate
 from tollgate_server.security.tokens import hash_api_key, new_api_key
+
+logger = logging.getLogger("tollgate.keys")
 
 KEY_COLUMNS = "id, name, prefix, models, expires_at, revoked_at, last_used_at, created_at"
 
@@ -85,20 +91,72 @@ class KeyIdentity:
     models: tuple[str, ...] | None
 
 
+KEYS_CHANNEL = "tollgate_keys"
+CACHE_SECONDS = 30.0
+"""Longest a key is trusted from memory; a revocation anywhere is announced at once anyway."""
+TOUCH_SECONDS = 60.0
+"""`last_used_at` is written at most this often per key, never on every request."""
+MAX_CACHED = 10_000
+
 LOOKUP_SQL = """
-UPDATE api_keys SET last_used_at = now()
-WHERE key_hash = $1 AND revoked_at IS NULL AND (expires_at IS NULL OR expires_at > now())
-RETURNING id, account_id, models
+SELECT id, account_id, models, expires_at FROM api_keys
+WHERE key_hash = $1 AND revoked_at IS NULL
 """
+TOUCH_SQL = "UPDATE api_keys SET last_used_at = now() WHERE id = $1"
 
 
-async def identify_key(conn: asyncpg.Connection, secret: str) -> KeyIdentity | None:
-    """The key's identity, or None when it is unknown, revoked or expired."""
-    row = await conn.fetchrow(LOOKUP_SQL, hash_api_key(secret))
-    if row is None:
-        return None
-    models = tuple(row["models"]) if row["models"] is not None else None
-    return KeyIdentity(key_id=row["id"], account_id=row["account_id"], models=models)
+@dataclass(slots=True)
+class _Cached:
+    identity: KeyIdentity
+    expires_at: datetime | None
+    cached_at: float
+    touched_at: float
+
+
+class KeyCache:
+    """API keys by hash, from memory: no database round trip for a key seen in the last
+    `CACHE_SECONDS`. Revoking or changing a key fires a NOTIFY (a trigger in the schema) that
+    empties every server's cache before its next request."""
+
+    def __init__(self, engine: AsyncEngine, listener: Listener) -> None:
+        self._engine = engine
+        self._entries: dict[bytes, _Cached] = {}
+        self._touches: set[asyncio.Task[None]] = set()
+        listener.subscribe(KEYS_CHANNEL, self.clear)
+
+    def clear(self) -> None:
+        self._entries.clear()
+
+    async def identify(self, secret: str) -> KeyIdentity | None:
+        """The key's identity, or None when it is unknown, revoked or expired."""
+        digest = hash_api_key(secret)
+        now = time.monotonic()
+        entry = self._entries.get(digest)
+        if entry is None or now - entry.cached_at > CACHE_SECONDS:
+            row = await run_with_retry(self._engine, lambda conn: conn.fetchrow(LOOKUP_SQL, digest))
+            if row is None:
+                self._entries.pop(digest, None)
+                return None
+            models = tuple(row["models"]) if row["models"] is not None else None
+            identity = KeyIdentity(key_id=row["id"], account_id=row["account_id"], models=models)
+            if len(self._entries) >= MAX_CACHED:
+                self._entries.clear()
+            entry = _Cached(identity, row["expires_at"], cached_at=now, touched_at=0.0)
+            self._entries[digest] = entry
+        if key_expired(entry.expires_at, datetime.now(UTC)):
+            return None
+        if now - entry.touched_at > TOUCH_SECONDS:
+            entry.touched_at = now
+            task = asyncio.create_task(self._touch(entry.identity.key_id))
+            self._touches.add(task)
+            task.add_done_callback(self._touches.discard)
+        return entry.identity
+
+    async def _touch(self, key_id: uuid.UUID) -> None:
+        try:
+            await run_with_retry(self._engine, lambda conn: conn.execute(TOUCH_SQL, key_id))
+        except Exception:  # bookkeeping only: never fail a request for it
+            logger.warning("could not record the use of key %s", key_id)
 
 
 def key_expired(expires_at: datetime | None, now: datetime) -> bool:
