@@ -202,3 +202,16 @@ def test_signup_grant_is_a_ledger_entry(
             headers = {"Authorization": f"Bearer {token.json()['access_token']}"}
             entries = client.get("/v1/ledger", headers=headers).json()["data"]
     assert [(e["kind"], e["amount"]) for e in entries] == [("grant", "2.5")]
+
+
+def test_large_amounts_are_exact(
+    api: httpx.Client, make_user: Callable[..., User], admin_headers: dict[str, str]
+) -> None:
+    user = make_user()
+    # Far beyond a 32-bit integer of micro-credits (2,147 credits).
+    big = _post(api, admin_headers, user, "987654321.345678", key=uuid.uuid4().hex)
+    assert big.status_code == 201, big.text
+    assert api.get("/v1/balance", headers=user.headers).json()["balance"] == "987654321.345678"
+    down = _post(api, admin_headers, user, "-987654309", key=uuid.uuid4().hex)
+    assert down.status_code == 201, down.text
+    assert api.get("/v1/balance", headers=user.headers).json()["balance"] == "12.345678"

@@ -427,3 +427,22 @@ def test_sigterm_lets_streams_finish_then_ends_the_rest(
     assert finished["status"] == "completed"
     assert ended["status"] == "shutdown"
     assert Decimal(ended["cost"]) > 0
+
+
+def test_a_generation_running_across_sweeps_is_still_charged(
+    custom_server: Callable[..., Any], make_user: Callable[..., User], test_models: object
+) -> None:
+    """The sweeper releases only generations of dead processes, never a live one's."""
+    user = make_user(credits=1000)
+    with custom_server(
+        sweep_interval_seconds=0.1, heartbeat_seconds=0.1, instance_stale_seconds=2
+    ) as client:
+        response = client.post(
+            "/v1/chat/completions",
+            headers=user.headers,
+            json=_ask("hi [[fake:chunks=8,delay_ms=100]]", stream=False),
+        )
+        assert response.status_code == 200
+        generation = _last_generation(client, user)
+    assert generation["status"] == "completed"
+    assert Decimal(generation["cost"]) == generation["input_tokens"] + 2 * 8

@@ -329,8 +329,11 @@ async def post_credits(
         row = (
             await session.execute(
                 text(
-                    "UPDATE accounts SET balance = balance + :amount, updated_at = now() "
-                    "WHERE id = :id AND (:amount > 0 OR balance + :amount - held >= 0) "
+                    # Amounts are BIGINT micro-credits: an unadorned parameter would be bound
+                    # as a 32-bit integer and refuse anything above 2,147 credits.
+                    "UPDATE accounts SET balance = balance + CAST(:amount AS BIGINT), "
+                    "updated_at = now() WHERE id = :id "
+                    "AND (CAST(:amount AS BIGINT) > 0 OR balance + CAST(:amount AS BIGINT) - held >= 0) "
                     "RETURNING balance, held"
                 ),
                 {"amount": micro, "id": account_id},
@@ -351,7 +354,8 @@ async def post_credits(
                 text(
                     "INSERT INTO ledger_entries (account_id, kind, amount, held_delta, "
                     "balance_after, held_after, actor_id, reason, idempotency_key, "
-                    "request_hash) VALUES (:account, :kind, :amount, 0, :balance, :held, "
+                    "request_hash) VALUES (:account, :kind, CAST(:amount AS BIGINT), 0, "
+                    "CAST(:balance AS BIGINT), CAST(:held AS BIGINT), "
                     f":actor, :reason, :key, :hash) RETURNING {ENTRY_COLUMNS}"
                 ),
                 {

@@ -25,6 +25,10 @@ async def on_startup(runtime: Runtime) -> None:
                 settings=settings,
             )
     runtime.catalogue.invalidate()
+    # Registered before anything runs: the sweepers of every process treat generations of an
+    # unregistered or silent instance as orphans.
+    await sweeper.register_instance(runtime)
+    runtime.background.append(asyncio.create_task(sweeper.run_heartbeat(runtime), name="heartbeat"))
     # Holds left by a process that died are released before new traffic arrives.
     await sweeper.sweep_once(runtime)
     runtime.background.append(asyncio.create_task(sweeper.run_sweeper(runtime), name="sweeper"))
