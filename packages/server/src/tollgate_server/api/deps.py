@@ -28,7 +28,9 @@ from tollgate_server.security.tokens import API_KEY_PREFIX, InvalidToken, decode
 from tollgate_server.services.keys import KeyIdentity
 
 
-def get_runtime(request: Request) -> Runtime:
+async def get_runtime(request: Request) -> Runtime:
+    # async on purpose: FastAPI runs a plain `def` dependency in a thread pool, a thread hop
+    # on every request.
     runtime: Runtime = request.app.state.runtime
     return runtime
 

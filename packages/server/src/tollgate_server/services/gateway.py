@@ -149,9 +149,6 @@ class _ClientGone(Exception):
     """The client hung up; raised where a send failed."""
 
 
-_END = object()
-
-
 class GenerationResponse(Response):
     """The ASGI response that admits, runs and settles one generation.
 
@@ -180,6 +177,9 @@ class GenerationResponse(Response):
         self.log: dict[str, Any] = {}
         self.work: asyncio.Task[None] | None = None
         self.settled = False
+        self._write_lock = asyncio.Lock()
+        """Deltas and keep-alive comments come from two tasks; messages must not interleave."""
+        self.last_write = 0.0
         self.stop_reason: str | None = None
         """Set when the server ends this generation itself (``"shutdown"``)."""
 
@@ -313,76 +313,72 @@ class GenerationResponse(Response):
             await self._fail(failure)
 
     async def _generate(self) -> None:
-        queue: asyncio.Queue[object] = asyncio.Queue()
-        reader = asyncio.create_task(self._read_upstream(queue))
-        try:
-            await self._forward(queue)
-        finally:
-            if not reader.done():
-                reader.cancel()
-            with contextlib.suppress(BaseException):
-                await reader
-
-    async def _read_upstream(self, queue: asyncio.Queue[object]) -> None:
-        self.upstream_called = True
-        try:
-            async for event in self.plan.provider.stream(self.plan.request):
-                queue.put_nowait(event)
-        except Exception as exc:  # handed to the forwarding side, which decides
-            queue.put_nowait(exc)
-        finally:
-            queue.put_nowait(_END)
-
-    async def _forward(self, queue: asyncio.Queue[object]) -> None:
-        settings = self.settings
         writer = ChunkWriter(generation_id=self.plan.generation_id, model=self.plan.model.name)
+        self.last_write = asyncio.get_running_loop().time()
+        keepalive = asyncio.create_task(self._keep_alive(writer)) if self.plan.stream else None
+        try:
+            await self._forward(writer)
+        finally:
+            if keepalive is not None:
+                keepalive.cancel()
+
+    async def _forward(self, writer: ChunkWriter) -> None:
+        """Pass the upstream's events on as they come, under the first-token, idle and total
+        time limits: one timeout whose deadline moves with each event, no task or queue per
+        event."""
+        settings = self.settings
         loop = asyncio.get_running_loop()
-        last_event = loop.time()
         give_up_at = (
-            self.started - time.perf_counter() + loop.time() + (settings.max_generation_seconds)
+            loop.time() + settings.max_generation_seconds - (time.perf_counter() - self.started)
         )
-        while True:
+        first_deadline = min(loop.time() + settings.upstream_first_token_timeout, give_up_at)
+        events = self.plan.provider.stream(self.plan.request)
+        self.upstream_called = True
+        limit: asyncio.Timeout | None = None
+        try:
+            async with asyncio.timeout_at(first_deadline) as limit:
+                async for event in events:
+                    if isinstance(event, TextDelta):
+                        if self.first_token_at is None:
+                            self.first_token_at = time.perf_counter()
+                        self.text_parts.append(event.text)
+                        self.chunks += 1
+                        if self.plan.stream:
+                            await self._write_delta(writer, event.text)
+                        limit.reschedule(
+                            min(loop.time() + settings.upstream_idle_timeout, give_up_at)
+                        )
+                    else:
+                        self.end = event
+        except TimeoutError:
+            # Which limit fired is the one that was scheduled (timers may fire a hair early).
+            if limit is not None and (limit.when() or 0) >= give_up_at:
+                raise _GenerationTimeout() from None
+            which = "first token" if self.first_token_at is None else "next chunk"
             silence = (
                 settings.upstream_first_token_timeout
                 if self.first_token_at is None
                 else settings.upstream_idle_timeout
             )
-            wake = min(last_event + silence, give_up_at, loop.time() + settings.keepalive_seconds)
-            try:
-                async with asyncio.timeout_at(wake):
-                    item = await queue.get()
-            except TimeoutError:
-                now = loop.time()
-                if now >= give_up_at:
-                    raise _GenerationTimeout() from None
-                if now >= last_event + silence:
-                    which = "first token" if self.first_token_at is None else "next chunk"
-                    raise UpstreamTimeout(
-                        f"the upstream sent no {which} in {silence:g} s"
-                    ) from None
-                if self.plan.stream:
-                    await self._start_stream(writer)
-                    await self._write(ChunkWriter.KEEPALIVE)
-                continue
-            last_event = loop.time()
-            if isinstance(item, TextDelta):
-                if self.first_token_at is None:
-                    self.first_token_at = time.perf_counter()
-                    if self.plan.stream:
-                        await self._start_stream(writer)
-                self.text_parts.append(item.text)
-                self.chunks += 1
-                if self.plan.stream:
-                    await self._write(writer.delta(item.text))
-            elif isinstance(item, StreamEnd):
-                self.end = item
-            elif isinstance(item, BaseException):
-                raise item
-            elif item is _END:
-                break
+            raise UpstreamTimeout(f"the upstream sent no {which} in {silence:g} s") from None
+        finally:
+            # Closing the generator closes the upstream connection if it had not finished.
+            await events.aclose()  # type: ignore[attr-defined]
         if self.end is None:
             raise UpstreamError("the upstream ended the stream without finishing it")
         await self._finish(writer)
+
+    async def _keep_alive(self, writer: ChunkWriter) -> None:
+        """During long silences (a slow first token, a pause mid-stream) send SSE comments so
+        that proxies and clients keep the connection open."""
+        interval = self.settings.keepalive_seconds
+        loop = asyncio.get_running_loop()
+        while True:
+            await asyncio.sleep(max(0.0, self.last_write + interval - loop.time()))
+            if loop.time() - self.last_write >= interval:
+                async with self._write_lock:
+                    await self._start_stream_locked(writer)
+                    await self._send_body(ChunkWriter.KEEPALIVE)
 
     async def _finish(self, writer: ChunkWriter) -> None:
         assert self.end is not None
@@ -394,10 +390,12 @@ class GenerationResponse(Response):
         if finish_reason in ("error", "cancelled"):
             finish_reason = "stop"
         if self.plan.stream:
-            await self._start_stream(writer)
-            await self._write(writer.finish(finish_reason))
-            await self._write(writer.usage(usage, charge))
-            await self._write(ChunkWriter.DONE, more=False)
+            async with self._write_lock:
+                await self._start_stream_locked(writer)
+                await self._send_body(
+                    writer.finish(finish_reason) + writer.usage(usage, charge) + ChunkWriter.DONE,
+                    more=False,
+                )
             return
         body = completion_body(
             generation_id=self.plan.generation_id,
@@ -407,8 +405,9 @@ class GenerationResponse(Response):
             usage=usage,
             cost=charge,
         )
-        await self._start(200, "application/json")
-        await self._write(body, more=False)
+        async with self._write_lock:
+            await self._start(200, "application/json")
+            await self._send_body(body, more=False)
 
     # --- usage and settlement -----------------------------------------------------------
 
@@ -498,12 +497,22 @@ class GenerationResponse(Response):
         self.headers_sent = True
         await self._raw_send({"type": "http.response.start", "status": status, "headers": headers})
 
-    async def _start_stream(self, writer: ChunkWriter) -> None:
+    async def _start_stream_locked(self, writer: ChunkWriter) -> None:
         if not self.headers_sent:
             await self._start(200, "text/event-stream")
-            await self._write(writer.role())
+            await self._send_body(writer.role())
+
+    async def _write_delta(self, writer: ChunkWriter, text: str) -> None:
+        async with self._write_lock:
+            await self._start_stream_locked(writer)
+            await self._send_body(writer.delta(text))
 
     async def _write(self, data: bytes, *, more: bool = True) -> None:
+        async with self._write_lock:
+            await self._send_body(data, more=more)
+
+    async def _send_body(self, data: bytes, *, more: bool = True) -> None:
+        self.last_write = asyncio.get_running_loop().time()
         await self._raw_send({"type": "http.response.body", "body": data, "more_body": more})
 
     async def _raw_send(self, message: Message) -> None:

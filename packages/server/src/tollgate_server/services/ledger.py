@@ -332,9 +332,8 @@ async def post_credits(
                     # Amounts are BIGINT micro-credits: an unadorned parameter would be bound
                     # as a 32-bit integer and refuse anything above 2,147 credits.
                     "UPDATE accounts SET balance = balance + CAST(:amount AS BIGINT), "
-                    "updated_at = now() WHERE id = :id "
-                    "AND (CAST(:amount AS BIGINT) > 0 OR balance + CAST(:amount AS BIGINT) - held >= 0) "
-                    "RETURNING balance, held"
+                    "updated_at = now() WHERE id = :id AND (CAST(:amount AS BIGINT) > 0 "
+                    "OR balance + CAST(:amount AS BIGINT) - held >= 0) RETURNING balance, held"
                 ),
                 {"amount": micro, "id": account_id},
             )
