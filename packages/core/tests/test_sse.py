@@ -37,3 +37,33 @@ def test_an_event_name_does_not_leak_into_the_next_event() -> None:
 
 def test_a_last_event_without_blank_line_is_flushed() -> None:
     assert decode(b"data: tail") == [SSEEvent(None, b"tail")]
+
+
+async def _events_from(chunks: list[bytes]) -> list[tuple[str | None, bytes]]:
+    import asyncio
+
+    import aiohttp
+    from tollgate_core.sse import iter_events
+
+    class Protocol:
+        _reading_paused = False
+
+        def pause_reading(self, **_: object) -> None: ...
+        def resume_reading(self, **_: object) -> None: ...
+
+    reader = aiohttp.StreamReader(Protocol(), 2**16, loop=asyncio.get_running_loop())  # type: ignore[arg-type]
+    for chunk in chunks:
+        reader.feed_data(chunk)
+    reader.feed_eof()
+    return [(e.event, e.data) for e in [event async for event in iter_events(reader)]]
+
+
+def test_iter_events_joins_lines_split_across_network_reads() -> None:
+    import asyncio
+
+    body = b'event: a\r\ndata: {"x": 1}\r\n\r\ndata: two\ndata: lines\n\ndata: [DONE]'
+    expected = [("a", b'{"x": 1}'), (None, b"two\nlines"), (None, b"[DONE]")]
+    for cut in range(1, len(body)):
+        chunks = [body[:cut], body[cut:]]
+        assert asyncio.run(_events_from(chunks)) == expected, cut
+    assert asyncio.run(_events_from([bytes([b]) for b in body])) == expected

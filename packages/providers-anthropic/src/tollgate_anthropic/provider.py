@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from collections.abc import AsyncIterator, Mapping
+from contextlib import aclosing
 from typing import ClassVar
 
 import aiohttp
@@ -15,7 +16,7 @@ from tollgate_core import (
     StreamEvent,
     TextDelta,
 )
-from tollgate_core.sse import SSEDecoder
+from tollgate_core.sse import iter_events
 from tollgate_core.upstream import (
     TRANSPORT_ERRORS,
     end_response,
@@ -68,23 +69,18 @@ class AnthropicProvider(Provider):
             secrets=self._secrets,
         )
         parser = wire.EventParser(self._secrets)
-        decoder = SSEDecoder()
         complete = False
         try:
             if response.status >= 300:
                 error = await response_error(response, secrets=self._secrets)
                 complete = True
                 raise error
-            async for line in response.content:
-                event = decoder.feed(line)
-                if event is not None and (text := parser.feed(event.event, event.data)):
-                    yield TextDelta(text)
-                if parser.done:
-                    break
-            else:
-                event = decoder.flush()
-                if event is not None and (text := parser.feed(event.event, event.data)):
-                    yield TextDelta(text)
+            async with aclosing(iter_events(response.content)) as events:
+                async for event in events:
+                    if text := parser.feed(event.event, event.data):
+                        yield TextDelta(text)
+                    if parser.done:
+                        break
             # After message_stop the body is normally over too; if not, close rather than wait.
             complete = response.content.is_eof()
         except TRANSPORT_ERRORS as exc:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from collections.abc import AsyncIterator, Mapping
+from contextlib import aclosing
 from typing import ClassVar
 from urllib.parse import quote
 
@@ -16,7 +17,7 @@ from tollgate_core import (
     StreamEvent,
     TextDelta,
 )
-from tollgate_core.sse import SSEDecoder
+from tollgate_core.sse import iter_events
 from tollgate_core.upstream import (
     TRANSPORT_ERRORS,
     end_response,
@@ -79,7 +80,6 @@ class GeminiProvider(Provider):
             secrets=self._secrets,
         )
         parser = wire.ChunkParser(self._secrets)
-        decoder = SSEDecoder()
         complete = False
         try:
             if response.status >= 300:
@@ -90,12 +90,10 @@ class GeminiProvider(Provider):
                 raise error
             # Gemini has no terminal event: the stream ends with the body, and usage may
             # still come after the chunk with the finish reason, so read to the end.
-            async for line in response.content:
-                event = decoder.feed(line)
-                if event is not None and (text := parser.feed(event.data)):
-                    yield TextDelta(text)
-            if (event := decoder.flush()) is not None and (text := parser.feed(event.data)):
-                yield TextDelta(text)
+            async with aclosing(iter_events(response.content)) as events:
+                async for event in events:
+                    if text := parser.feed(event.data):
+                        yield TextDelta(text)
             complete = True
         except TRANSPORT_ERRORS as exc:
             raise transport_error(exc, secrets=self._secrets) from exc

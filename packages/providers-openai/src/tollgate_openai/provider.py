@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import re
 from collections.abc import AsyncIterator, Mapping
+from contextlib import aclosing
 from typing import ClassVar
 
 import aiohttp
@@ -17,7 +18,7 @@ from tollgate_core import (
     StreamEvent,
     TextDelta,
 )
-from tollgate_core.sse import SSEDecoder
+from tollgate_core.sse import iter_events
 from tollgate_core.upstream import (
     TRANSPORT_ERRORS,
     end_response,
@@ -128,22 +129,18 @@ class OpenAIProvider(Provider):
             secrets=self._secrets,
         )
         parser = wire.ChunkParser(self._secrets)
-        decoder = SSEDecoder()
         complete = False
         try:
             if response.status >= 300:
                 error = await response_error(response, secrets=self._secrets)
                 complete = True
                 raise error
-            async for line in response.content:
-                event = decoder.feed(line)
-                if event is not None and (text := parser.feed(event.data)):
-                    yield TextDelta(text)
-                if parser.done:
-                    break
-            else:
-                if (event := decoder.flush()) is not None and (text := parser.feed(event.data)):
-                    yield TextDelta(text)
+            async with aclosing(iter_events(response.content)) as events:
+                async for event in events:
+                    if text := parser.feed(event.data):
+                        yield TextDelta(text)
+                    if parser.done:
+                        break
             # After [DONE] the body is normally over too; if not, close rather than wait.
             complete = response.content.is_eof()
         except TRANSPORT_ERRORS as exc:
