@@ -351,3 +351,42 @@ def test_every_route_but_the_public_ones_requires_authentication(
                 as_client = api.request(method.upper(), path, json={}, headers=client.headers)
                 assert as_client.status_code == 403, (method, template)
     assert checked >= 15
+
+
+def test_login_rehashes_a_password_hashed_with_weaker_parameters(
+    database_url: str, api: httpx.Client, make_user: Callable[..., User]
+) -> None:
+    import asyncio
+
+    import asyncpg
+    from argon2 import PasswordHasher
+    from support import asyncpg_dsn
+
+    user = make_user()
+    weak = PasswordHasher(time_cost=1, memory_cost=8 * 1024, parallelism=1).hash(PASSWORD)
+
+    async def swap_and_read(new_hash: str | None) -> str:
+        conn = await asyncpg.connect(asyncpg_dsn(database_url))
+        try:
+            if new_hash:
+                await conn.execute(
+                    "UPDATE accounts SET password_hash = $1 WHERE id = $2",
+                    new_hash,
+                    uuid.UUID(user.id),
+                )
+            return str(
+                await conn.fetchval(
+                    "SELECT password_hash FROM accounts WHERE id = $1", uuid.UUID(user.id)
+                )
+            )
+        finally:
+            await conn.close()
+
+    asyncio.run(swap_and_read(weak))
+    assert (
+        api.post("/v1/auth/login", json={"email": user.email, "password": PASSWORD}).status_code
+        == 200
+    )
+    stored = asyncio.run(swap_and_read(None))
+    assert stored != weak
+    assert "m=19456,t=2,p=1" in stored

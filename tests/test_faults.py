@@ -281,7 +281,7 @@ def test_database_restart_is_survived(
             ).json()
             client.post(
                 f"/v1/admin/users/{created['id']}/credits",
-                json={"amount": "1000", "reason": "t"},
+                json={"amount": "100000", "reason": "t"},
                 headers={**admin, "Idempotency-Key": uuid.uuid4().hex},
             )
             token = client.post(
@@ -291,7 +291,30 @@ def test_database_restart_is_survived(
             ask = _ask("hi", stream=False)
             assert client.post("/v1/chat/completions", headers=headers, json=ask).status_code == 200
 
+            # Load runs through the whole outage: every answer is a 200 or a clean 503.
+            statuses: list[int] = []
+            stop_load = threading.Event()
+
+            def load() -> None:
+                with httpx.Client(base_url=server.url, timeout=30) as loader:
+                    while not stop_load.is_set():
+                        statuses.append(
+                            loader.post(
+                                "/v1/chat/completions", headers=headers, json=ask
+                            ).status_code
+                        )
+
+            loaders = [threading.Thread(target=load) for _ in range(4)]
+            for thread in loaders:
+                thread.start()
+            time.sleep(0.3)
             cluster.stop()
+            time.sleep(0.5)
+            stop_load.set()
+            for thread in loaders:
+                thread.join()
+            assert set(statuses) <= {200, 503}, statuses
+            assert 503 in statuses and 200 in statuses
             seen = len(upstream.records)
             down = client.post("/v1/chat/completions", headers=headers, json=ask)
             assert down.status_code == 503
@@ -302,6 +325,16 @@ def test_database_restart_is_survived(
 
             cluster.start()
             # The pool finds its connections dead and replaces them: no error is served.
+            stop_load.clear()
+            statuses.clear()
+            loaders = [threading.Thread(target=load) for _ in range(4)]
+            for thread in loaders:
+                thread.start()
+            time.sleep(1.0)
+            stop_load.set()
+            for thread in loaders:
+                thread.join()
+            assert statuses and set(statuses) == {200}, statuses
             for _ in range(5):
                 again = client.post("/v1/chat/completions", headers=headers, json=ask)
                 assert again.status_code == 200, again.text

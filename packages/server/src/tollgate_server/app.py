@@ -18,6 +18,7 @@ from tollgate_server.api.openapi import install_docs
 from tollgate_server.api.routes import ROUTERS
 from tollgate_server.db.engine import make_engine, make_sessionmaker
 from tollgate_server.db.listener import Listener
+from tollgate_server.db.raw import create_hot_pool
 from tollgate_server.logs import install_redaction
 from tollgate_server.middleware import RequestContextMiddleware
 from tollgate_server.runtime import Runtime
@@ -95,7 +96,11 @@ async def _start_runtime(
     if not settings.database_url:
         raise RuntimeError("create_app needs TOLLGATE_DATABASE_URL; `tollgate serve` sets it")
     engine = make_engine(settings.database_url, pool_size=max(2, settings.db_pool_size // 4))
-    hot_engine = make_engine(settings.database_url, pool_size=settings.db_pool_size, pre_ping=False)
+    try:
+        hot_pool = await create_hot_pool(settings.database_url, size=settings.db_pool_size)
+    except BaseException:
+        await engine.dispose()
+        raise
     http = aiohttp.ClientSession(
         connector=connector or aiohttp.TCPConnector(limit=0, ttl_dns_cache=300),
         timeout=aiohttp.ClientTimeout(total=None, sock_connect=settings.upstream_connect_timeout),
@@ -116,7 +121,7 @@ async def _start_runtime(
     runtime = Runtime(
         settings=settings,
         engine=engine,
-        hot_engine=hot_engine,
+        hot_pool=hot_pool,
         sessions=make_sessionmaker(engine),
         http=http,
         plugins=report,
@@ -124,7 +129,7 @@ async def _start_runtime(
         jwt_secret=settings.resolved_jwt_secret(),
         listener=listener,
         catalogue=Catalogue(engine, listener),
-        keys=KeyCache(hot_engine, listener),
+        keys=KeyCache(hot_pool, listener),
     )
     from tollgate_server.services.shutdown import install_drain_on_signals
     from tollgate_server.services.startup import on_startup
@@ -153,7 +158,10 @@ async def _stop_runtime(runtime: Runtime) -> None:
     await runtime.listener.stop()
     await runtime.http.close()
     await runtime.engine.dispose()
-    await runtime.hot_engine.dispose()
+    try:
+        await asyncio.wait_for(runtime.hot_pool.close(), timeout=5)
+    except TimeoutError:
+        runtime.hot_pool.terminate()
 
 
 def app_from_env() -> Any:

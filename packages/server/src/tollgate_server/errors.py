@@ -54,22 +54,37 @@ def upstream_api_error(exc: UpstreamError) -> ApiError:
 
 
 def database_unavailable(exc: BaseException) -> bool:
-    """Whether `exc` means the database cannot be reached right now (answer 503, not 500)."""
+    """Whether `exc` means the database cannot be reached right now (answer 503, not 500).
+
+    Follows the chain of causes: SQLAlchemy wraps the driver's error in its own, and the
+    driver's in an adapter's.
+    """
     import asyncpg
     from sqlalchemy.exc import DBAPIError, InterfaceError, OperationalError
 
-    if isinstance(exc, OperationalError | InterfaceError):
-        return True
-    if isinstance(exc, DBAPIError) and exc.connection_invalidated:
-        return True
-    if isinstance(exc, DBAPIError):
-        exc = exc.orig or exc
-    return isinstance(
-        exc,
-        ConnectionError
-        | TimeoutError
-        | asyncpg.exceptions.CannotConnectNowError
-        | asyncpg.exceptions.ConnectionDoesNotExistError
-        | asyncpg.exceptions.AdminShutdownError
-        | asyncpg.exceptions.InterfaceError,
-    ) or (isinstance(exc, OSError) and exc.errno is not None)
+    unreachable = (
+        ConnectionError,
+        TimeoutError,
+        asyncpg.exceptions.CannotConnectNowError,
+        asyncpg.exceptions.AdminShutdownError,
+        asyncpg.exceptions.CrashShutdownError,
+        asyncpg.exceptions.ConnectionDoesNotExistError,
+        asyncpg.exceptions.ConnectionFailureError,
+        asyncpg.exceptions.TooManyConnectionsError,
+        asyncpg.exceptions.InterfaceError,
+        OperationalError,
+        InterfaceError,
+    )
+    current: BaseException | None = exc
+    for _ in range(8):
+        if current is None:
+            return False
+        if isinstance(current, unreachable):
+            return True
+        if isinstance(current, DBAPIError) and current.connection_invalidated:
+            return True
+        if isinstance(current, OSError) and current.errno is not None:
+            return True
+        following = current.orig if isinstance(current, DBAPIError) else None
+        current = following or current.__cause__ or current.__context__
+    return False

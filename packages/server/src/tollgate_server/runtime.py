@@ -12,6 +12,7 @@ from dataclasses import dataclass, field
 from typing import TYPE_CHECKING
 
 import aiohttp
+import asyncpg
 from sqlalchemy.ext.asyncio import AsyncEngine, AsyncSession, async_sessionmaker
 from tollgate_core import PluginReport, Provider
 
@@ -29,8 +30,8 @@ class Runtime:
     settings: Settings
     engine: AsyncEngine
     """For sessions (accounts, admin, reads): pre-pinged connections."""
-    hot_engine: AsyncEngine
-    """For the generation path's raw statements: no pre-ping, a retry instead."""
+    hot_pool: asyncpg.Pool
+    """For the generation path's statements: bare asyncpg (see `tollgate_server.db.raw`)."""
     sessions: async_sessionmaker[AsyncSession]
     http: aiohttp.ClientSession
     plugins: PluginReport
@@ -47,3 +48,5 @@ class Runtime:
     active_streams: set[GenerationResponse] = field(default_factory=set)
     """Generations admitted and not yet settled in this process."""
     background: list[asyncio.Task[None]] = field(default_factory=list)
+    pending_settlements: set[asyncio.Task[None]] = field(default_factory=set)
+    """Settlements waiting for the database to come back (see the gateway)."""

@@ -10,17 +10,16 @@ from sqlalchemy.ext.asyncio import (
 )
 
 
-def make_engine(url: str, *, pool_size: int = 20, pre_ping: bool = True) -> AsyncEngine:
-    """An asyncpg engine.
+def make_engine(url: str, *, pool_size: int = 20) -> AsyncEngine:
+    """An asyncpg engine whose pool survives a PostgreSQL restart (pre-ping on checkout).
 
-    With `pre_ping` its pool survives a PostgreSQL restart by testing each connection on
-    checkout; the hot path's engine goes without (see `tollgate_server.db.raw`).
+    The generation path does not use it: it has a bare asyncpg pool (`tollgate_server.db.raw`).
     """
     return create_async_engine(
         url,
         pool_size=pool_size,
         max_overflow=pool_size,
-        pool_pre_ping=pre_ping,
+        pool_pre_ping=True,
         pool_recycle=3600,
         # The server's own statements are few and fixed; asyncpg caches their plans.
         connect_args={"server_settings": {"application_name": "tollgate"}},

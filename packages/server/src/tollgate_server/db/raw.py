@@ -1,9 +1,10 @@
-"""Pooled asyncpg connections for the hot path's few fixed statements.
+"""A bare asyncpg pool for the hot path's few fixed statements.
 
-The gateway's admission and settlement are single statements; running them on the driver
-connection skips SQLAlchemy's per-statement work. Their pool has no pre-ping (a round trip per
-checkout): instead a statement that finds its connection dead is retried once on a fresh one,
-after the pool has been emptied of connections from before the outage.
+The gateway's admission and settlement (and API key look-ups) are single statements in
+autocommit. They run on their own asyncpg pool, not through SQLAlchemy's: no greenlet hop, no
+pre-ping round trip, and no reset round trip on release (nothing here leaves session state
+behind). A statement that finds its connection dead empties the pool of connections from before
+the outage and is retried once on a fresh one.
 """
 
 from __future__ import annotations
@@ -13,37 +14,44 @@ from collections.abc import AsyncIterator, Awaitable, Callable
 from typing import TypeVar
 
 import asyncpg
-from sqlalchemy.ext.asyncio import AsyncEngine
+from sqlalchemy.engine import make_url
 
 from tollgate_server.errors import database_unavailable
 
 T = TypeVar("T")
 
 
-@contextlib.asynccontextmanager
-async def raw_connection(engine: AsyncEngine) -> AsyncIterator[asyncpg.Connection]:
-    """Check a connection out of `engine`'s pool as a bare asyncpg connection.
+async def _no_reset(connection: asyncpg.Connection) -> None:
+    """Statements here run in autocommit and set nothing: there is nothing to reset."""
 
-    Statements run in autocommit: each is its own transaction, which is what the ledger's
-    single-statement admission and settlement are written for. A connection that failed
-    because the database went away is invalidated, and so is the rest of the pool.
-    """
-    async with engine.connect() as conn:
-        fairy = await conn.get_raw_connection()
-        driver = fairy.driver_connection
-        assert driver is not None
-        try:
-            yield driver
-        except BaseException as exc:
-            if isinstance(exc, Exception) and database_unavailable(exc):
-                await conn.invalidate(exc)
-                # Every pooled connection predates the outage: replace them all.
-                await engine.dispose(close=False)
-            raise
+
+async def create_hot_pool(url: str, *, size: int) -> asyncpg.Pool:
+    """The hot path's pool, from the same SQLAlchemy URL as the engine."""
+    dsn = make_url(url).set(drivername="postgresql").render_as_string(hide_password=False)
+    pool: asyncpg.Pool = await asyncpg.create_pool(
+        dsn,
+        min_size=min(2, size),
+        max_size=size,
+        reset=_no_reset,
+        server_settings={"application_name": "tollgate"},
+    )
+    return pool
+
+
+@contextlib.asynccontextmanager
+async def raw_connection(pool: asyncpg.Pool) -> AsyncIterator[asyncpg.Connection]:
+    """A pooled connection; on a database outage the whole pool is marked for replacement."""
+    try:
+        async with pool.acquire() as conn:
+            yield conn
+    except Exception as exc:
+        if database_unavailable(exc):
+            await pool.expire_connections()
+        raise
 
 
 async def run_with_retry(
-    engine: AsyncEngine, operation: Callable[[asyncpg.Connection], Awaitable[T]]
+    pool: asyncpg.Pool, operation: Callable[[asyncpg.Connection], Awaitable[T]]
 ) -> T:
     """Run `operation` on a pooled connection, once more on a fresh one if the first was dead.
 
@@ -51,10 +59,10 @@ async def run_with_retry(
     either does the same thing or nothing.
     """
     try:
-        async with raw_connection(engine) as conn:
+        async with raw_connection(pool) as conn:
             return await operation(conn)
     except Exception as exc:
         if not database_unavailable(exc):
             raise
-    async with raw_connection(engine) as conn:
+    async with raw_connection(pool) as conn:
         return await operation(conn)

@@ -59,7 +59,6 @@ logger = logging.getLogger("tollgate.gateway")
 DEADLINE_MARGIN_SECONDS = 120.0
 """Added to the maximum generation time for the sweeper's deadline: a live process has settled
 every generation well before it."""
-SETTLE_ATTEMPTS = 6
 
 
 @dataclass(frozen=True, slots=True)
@@ -266,7 +265,7 @@ class GenerationResponse(Response):
             instance_id=self.runtime.instance_id,
         )
         await run_with_retry(
-            self.runtime.hot_engine,
+            self.runtime.hot_pool,
             lambda conn: ledger.admit(
                 conn,
                 admission,
@@ -468,19 +467,21 @@ class GenerationResponse(Response):
             await asyncio.shield(task)
 
     async def _settle(self, outcome: ledger.Outcome) -> None:
-        delay = 0.2
-        for attempt in range(SETTLE_ATTEMPTS):
-            try:
-                async with raw_connection(self.runtime.hot_engine) as conn:
-                    await ledger.settle(conn, self.plan.generation_id, outcome)
+        generation_id = self.plan.generation_id
+        try:
+            await run_with_retry(
+                self.runtime.hot_pool, lambda conn: ledger.settle(conn, generation_id, outcome)
+            )
+            return
+        except Exception as exc:
+            if not database_unavailable(exc):
+                # The hold stays until the sweeper releases it: never a double charge.
+                logger.error("settling generation %s failed: %s", generation_id, exc)
                 return
-            except Exception as exc:
-                if attempt == SETTLE_ATTEMPTS - 1 or not database_unavailable(exc):
-                    # The hold stays until the sweeper releases it: never a double charge.
-                    logger.error("settling generation %s failed: %s", self.plan.generation_id, exc)
-                    return
-                await asyncio.sleep(delay)
-                delay *= 2
+        # The database is away: finish the answer now and settle as soon as it is back.
+        task = asyncio.create_task(settle_when_possible(self.runtime, generation_id, outcome))
+        self.runtime.pending_settlements.add(task)
+        task.add_done_callback(self.runtime.pending_settlements.discard)
 
     # --- writing to the client ----------------------------------------------------------
 
@@ -542,6 +543,28 @@ class GenerationResponse(Response):
                 )
         except _ClientGone:
             pass
+
+
+async def settle_when_possible(
+    runtime: Runtime, generation_id: uuid.UUID, outcome: ledger.Outcome
+) -> None:
+    """Retry a settlement through a database outage, backing off, until the generation's
+    deadline; the settlement's guard makes every retry safe."""
+    loop = asyncio.get_running_loop()
+    give_up_at = loop.time() + runtime.settings.max_generation_seconds + DEADLINE_MARGIN_SECONDS
+    delay = 0.2
+    while loop.time() < give_up_at:
+        await asyncio.sleep(delay)
+        delay = min(delay * 2, 5.0)
+        try:
+            async with raw_connection(runtime.hot_pool) as conn:
+                await ledger.settle(conn, generation_id, outcome)
+            return
+        except Exception as exc:
+            if not database_unavailable(exc):
+                logger.error("settling generation %s failed: %s", generation_id, exc)
+                return
+    logger.error("generation %s could not be settled before its deadline", generation_id)
 
 
 class _GenerationTimeout(Exception):

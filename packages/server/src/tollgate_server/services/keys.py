@@ -10,8 +10,9 @@ from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any
 
+import asyncpg
 from sqlalchemy import text
-from sqlalchemy.ext.asyncio import AsyncEngine, AsyncSession
+from sqlalchemy.ext.asyncio import AsyncSession
 
 from tollgate_server.db.listener import Listener
 from tollgate_server.db.raw import run_with_retry
@@ -118,8 +119,8 @@ class KeyCache:
     `CACHE_SECONDS`. Revoking or changing a key fires a NOTIFY (a trigger in the schema) that
     empties every server's cache before its next request."""
 
-    def __init__(self, engine: AsyncEngine, listener: Listener) -> None:
-        self._engine = engine
+    def __init__(self, pool: asyncpg.Pool, listener: Listener) -> None:
+        self._pool = pool
         self._entries: dict[bytes, _Cached] = {}
         self._touches: set[asyncio.Task[None]] = set()
         listener.subscribe(KEYS_CHANNEL, self.clear)
@@ -133,7 +134,7 @@ class KeyCache:
         now = time.monotonic()
         entry = self._entries.get(digest)
         if entry is None or now - entry.cached_at > CACHE_SECONDS:
-            row = await run_with_retry(self._engine, lambda conn: conn.fetchrow(LOOKUP_SQL, digest))
+            row = await run_with_retry(self._pool, lambda conn: conn.fetchrow(LOOKUP_SQL, digest))
             if row is None:
                 self._entries.pop(digest, None)
                 return None
@@ -154,7 +155,7 @@ class KeyCache:
 
     async def _touch(self, key_id: uuid.UUID) -> None:
         try:
-            await run_with_retry(self._engine, lambda conn: conn.execute(TOUCH_SQL, key_id))
+            await run_with_retry(self._pool, lambda conn: conn.execute(TOUCH_SQL, key_id))
         except Exception:  # bookkeeping only: never fail a request for it
             logger.warning("could not record the use of key %s", key_id)
 

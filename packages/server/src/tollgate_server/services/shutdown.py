@@ -60,6 +60,12 @@ async def drain(runtime: Runtime) -> None:
     left = {g.work for g in runtime.active_streams if g.work is not None}
     if left:
         await asyncio.wait(left)
+    if runtime.pending_settlements:
+        # Settlements held up by a database outage get the grace period too; any still
+        # pending after it leave their holds to the sweeper (released, never charged twice).
+        await asyncio.wait(
+            set(runtime.pending_settlements), timeout=runtime.settings.shutdown_grace_seconds
+        )
 
 
 async def finish_draining(runtime: Runtime) -> None:

@@ -39,7 +39,7 @@ ON CONFLICT (id) DO UPDATE SET heartbeat_at = now()
 async def sweep_once(runtime: Runtime) -> int:
     """Settle every expired generation; returns how many."""
     swept = 0
-    async with raw_connection(runtime.hot_engine) as conn:
+    async with raw_connection(runtime.hot_pool) as conn:
         stale = runtime.settings.instance_stale_seconds
         for row in await conn.fetch(ORPHANS_SQL, stale):
             outcome = Outcome(status="interrupted", usage=None, charge=0, error_code="interrupted")
@@ -61,13 +61,13 @@ async def sweep_once(runtime: Runtime) -> int:
 
 
 async def register_instance(runtime: Runtime) -> None:
-    async with raw_connection(runtime.hot_engine) as conn:
+    async with raw_connection(runtime.hot_pool) as conn:
         await conn.execute(REGISTER_SQL, runtime.instance_id)
 
 
 async def unregister_instance(runtime: Runtime) -> None:
     """After a clean drain nothing of ours runs: remove the row so nobody waits for it."""
-    async with raw_connection(runtime.hot_engine) as conn:
+    async with raw_connection(runtime.hot_pool) as conn:
         await conn.execute("DELETE FROM instances WHERE id = $1", runtime.instance_id)
 
 
