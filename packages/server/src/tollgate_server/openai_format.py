@@ -12,7 +12,15 @@ import uuid
 from typing import Annotated, Any, Literal
 
 import orjson
-from pydantic import BaseModel, ConfigDict, Field, field_validator
+from pydantic import (
+    BaseModel,
+    ConfigDict,
+    Field,
+    StrictBool,
+    StrictFloat,
+    StrictInt,
+    field_validator,
+)
 from tollgate_core import Message, Usage, format_credits
 
 
@@ -36,7 +44,7 @@ class ChatMessage(BaseModel):
 
 class StreamOptions(BaseModel):
     model_config = ConfigDict(extra="forbid")
-    include_usage: bool = Field(
+    include_usage: StrictBool = Field(
         True, description="Accepted for compatibility: the usage chunk is always sent"
     )
 
@@ -60,16 +68,17 @@ class ChatCompletionCreate(BaseModel):
 
     model: str = Field(min_length=1, max_length=200)
     messages: list[ChatMessage] = Field(min_length=1, max_length=2048)
-    max_tokens: int | None = Field(None, ge=1, description="Deprecated alias of the next")
-    max_completion_tokens: int | None = Field(None, ge=1)
-    temperature: float | None = Field(None, ge=0, le=2)
-    top_p: float | None = Field(None, ge=0, le=1)
+    # Strict types: JSON's own, as the OpenAI API takes them ("5" is not 5, 0 is not false).
+    max_tokens: StrictInt | None = Field(None, ge=1, description="Deprecated alias of the next")
+    max_completion_tokens: StrictInt | None = Field(None, ge=1)
+    temperature: StrictFloat | StrictInt | None = Field(None, ge=0, le=2)
+    top_p: StrictFloat | StrictInt | None = Field(None, ge=0, le=1)
     stop: (
         Annotated[str, Field(max_length=200)]
         | list[Annotated[str, Field(min_length=1, max_length=200)]]
         | None
     ) = Field(None, description="Up to 4 stop sequences")
-    stream: bool = False
+    stream: StrictBool = False
     stream_options: StreamOptions | None = None
     user: str | None = Field(None, max_length=256)
 

@@ -7,35 +7,126 @@ silently ignored.
 
 from __future__ import annotations
 
+import re
 import uuid
 from datetime import datetime
 from decimal import Decimal
-from typing import Annotated, Generic, Literal, TypeVar
+from functools import partial
+from typing import Annotated, Any, Generic, Literal, TypeVar
 
-from pydantic import BaseModel, BeforeValidator, ConfigDict, EmailStr, Field, field_validator
+from pydantic import (
+    AfterValidator,
+    BaseModel,
+    BeforeValidator,
+    ConfigDict,
+    EmailStr,
+    Field,
+    Strict,
+    StrictBool,
+    WithJsonSchema,
+    field_validator,
+)
 from tollgate_core import AmountError, parse_credits
 
 T = TypeVar("T")
+
+# Shared by the examples of the OpenAPI document.
+ACCOUNT_ID = "3fa85f64-5717-4562-b3fc-2c963f66afa6"
+CREATED_AT = "2026-11-27T09:30:00Z"
 
 
 class Input(BaseModel):
     model_config = ConfigDict(extra="forbid", str_strip_whitespace=False)
 
 
-def _check_amount(value: object) -> str:
+# Inputs take JSON's own types: pydantic's lax mode would also take 0 for false, "5" for 5 and
+# a number of seconds for a time, which the OpenAPI document does not offer and a client
+# sending them has most likely made a mistake.
+Flag = StrictBool
+Count = Annotated[int, Strict()]
+
+
+def _no_nul(value: str) -> str:
+    # PostgreSQL stores no NUL character, in text or in JSONB: refused here rather than a 500.
+    if "\x00" in value:
+        raise ValueError("must not contain the NUL character (\\u0000)")
+    return value
+
+
+Text = Annotated[str, AfterValidator(_no_nul)]
+"""Any text that reaches the database."""
+
+_RFC3339 = re.compile(r"\d{4}-\d{2}-\d{2}[Tt]\d{2}:\d{2}:\d{2}(\.\d+)?([Zz]|[+-]\d{2}:\d{2})")
+
+
+def _check_timestamp(value: object) -> object:
+    if isinstance(value, datetime) or (isinstance(value, str) and _RFC3339.fullmatch(value)):
+        return value
+    raise ValueError("must be a date and time with a time zone, such as 2030-01-01T00:00:00Z")
+
+
+Timestamp = Annotated[datetime, BeforeValidator(_check_timestamp)]
+"""An RFC 3339 date-time with its offset, as the document's `format: date-time` says."""
+
+AMOUNT_DIGITS = 9
+"""Digits before the decimal point: an amount or a price is below a billion credits, far above
+any real top-up or price, and far enough below the ledger's 64-bit micro-credits that no sum of
+them overflows."""
+_LIMIT = 10**AMOUNT_DIGITS
+_DECIMAL = rf"[0-9]{{1,{AMOUNT_DIGITS}}}(\.[0-9]{{1,6}})?"
+_ZERO = r"^-?0+(\.0+)?$"
+
+
+def _credits(value: object, *, negative: bool) -> str:
+    """Check an amount of credits: a plain decimal string (a Python int or Decimal also does)."""
     if isinstance(value, bool) or not isinstance(value, str | int | Decimal):
         raise ValueError('must be a decimal string such as "12.5"')
     try:
-        parse_credits(value)
+        micro = parse_credits(value)
     except AmountError as exc:
         raise ValueError(str(exc)) from None
+    if micro < 0 and not negative:
+        raise ValueError("prices cannot be negative")
+    if abs(micro) >= parse_credits(_LIMIT):
+        raise ValueError(f"must be less than {_LIMIT} credits")
+    if isinstance(value, str) and not re.fullmatch(f"-?{_DECIMAL}", value):
+        raise ValueError('write it as a plain decimal, such as "12.5" or "-3"')
     return str(value)
+
+
+def _credits_schema(*, negative: bool, zero: bool) -> dict[str, Any]:
+    sign = "-?" if negative else ""
+    text: dict[str, Any] = {"type": "string", "pattern": f"^{sign}{_DECIMAL}$"}
+    number: dict[str, Any] = {
+        "type": "integer",
+        "minimum": -(_LIMIT - 1) if negative else 0,
+        "maximum": _LIMIT - 1,
+    }
+    if not zero:
+        text["not"] = {"pattern": _ZERO}
+        number["not"] = {"const": 0}
+    return {"anyOf": [text, number]}
 
 
 Amount = Annotated[
     str,
-    BeforeValidator(_check_amount),
-    Field(description="Credits as a decimal string, at most 6 decimal places", examples=["12.5"]),
+    BeforeValidator(partial(_credits, negative=True)),
+    WithJsonSchema(_credits_schema(negative=True, zero=False)),
+    Field(
+        description="Credits as a decimal string (or an integer): at most 6 decimal places, "
+        "less than a billion either way, never zero",
+        examples=["12.5"],
+    ),
+]
+Price = Annotated[
+    str,
+    BeforeValidator(partial(_credits, negative=False)),
+    WithJsonSchema(_credits_schema(negative=False, zero=True)),
+    Field(
+        description="Credits per million tokens as a decimal string (or an integer): at most 6 "
+        "decimal places, from 0 to less than a billion",
+        examples=["0.15"],
+    ),
 ]
 Role = Literal["client", "admin"]
 
@@ -49,10 +140,10 @@ Password = Annotated[str, Field(min_length=8, max_length=1024, examples=["correc
 
 
 class Page(BaseModel, Generic[T]):
-    """A page of a list, newest first. Pass `next_cursor` as `cursor` to get the next page."""
+    """A page of a list. Pass `next_cursor` as `cursor` to get the next page."""
 
     data: list[T]
-    next_cursor: str | None = Field(None, description="Absent on the last page")
+    next_cursor: str | None = Field(None, description="null on the last page", examples=["42"])
 
 
 # --- accounts and auth ---------------------------------------------------------------------
@@ -64,44 +155,94 @@ class AccountCreate(Input):
 
 
 class AccountPublic(BaseModel):
-    id: uuid.UUID
-    email: str
-    role: Role
-    disabled: bool
-    created_at: datetime
+    id: uuid.UUID = Field(examples=[ACCOUNT_ID])
+    email: str = Field(examples=["ada@example.com"])
+    role: Role = Field(description="client, or admin", examples=["client"])
+    disabled: bool = Field(description="A disabled account cannot log in or generate")
+    created_at: datetime = Field(examples=[CREATED_AT])
     balance: str = Field(description="Credits, decimal string", examples=["100"])
 
 
+class AccountPage(Page[AccountPublic]):
+    """Accounts ordered by email."""
+
+
 class AccountUpdate(Input):
-    role: Role | None = None
-    disabled: bool | None = None
+    model_config = ConfigDict(json_schema_extra={"examples": [{"role": "admin"}]})
+
+    role: Role | None = Field(None, description="Leave out to keep the role")
+    disabled: Flag | None = Field(
+        None, description="true disables the account and revokes its refresh tokens"
+    )
 
 
 class LoginRequest(Input):
     email: Email = Field(examples=["ada@example.com"])
-    password: Annotated[str, Field(min_length=1, max_length=1024)]
+    password: Annotated[str, Field(min_length=1, max_length=1024, examples=["correct horse 42"])]
+
+
+class TokenRequest(BaseModel):
+    """OAuth2's password grant, as a form: what Swagger UI's Authorize dialog sends.
+
+    Unknown fields are ignored here, unlike in JSON bodies: OAuth2 clients add their own.
+    """
+
+    grant_type: Literal["password"] = Field(
+        "password", description="`password` (the default)", examples=["password"]
+    )
+    username: Text = Field(
+        min_length=1, max_length=320, description="Your email", examples=["ada@example.com"]
+    )
+    password: str = Field(
+        min_length=1,
+        max_length=1024,
+        examples=["correct horse 42"],
+        json_schema_extra={"format": "password"},
+    )
+    scope: str = Field("", max_length=1000, description="Ignored: Tollgate has no scopes")
+    client_id: str = Field("", max_length=200, description="Ignored")
+    client_secret: str = Field(
+        "", max_length=200, description="Ignored", json_schema_extra={"format": "password"}
+    )
 
 
 class TokenPair(BaseModel):
-    access_token: str
-    refresh_token: str
+    access_token: str = Field(
+        description="Send it as `Authorization: Bearer <access_token>`",
+        examples=["eyJhbGciOiJIUzI1NiIsInR5cCI6IkpXVCJ9.eyJzdWIiOi...c2lnbmF0dXJl"],
+    )
+    refresh_token: str = Field(
+        description="Single use: exchange it at /v1/auth/refresh for a new pair",
+        examples=["eyJhbGciOiJIUzI1NiIsInR5cCI6IkpXVCJ9.eyJ0eXAiOi...cmVmcmVzaA"],
+    )
     token_type: Literal["bearer"] = "bearer"
-    expires_in: int = Field(description="Seconds until the access token expires")
+    expires_in: int = Field(description="Seconds until the access token expires", examples=[900])
 
 
 class RefreshRequest(Input):
-    refresh_token: str = Field(min_length=1, max_length=4096)
+    refresh_token: str = Field(
+        min_length=1,
+        max_length=4096,
+        examples=["eyJhbGciOiJIUzI1NiIsInR5cCI6IkpXVCJ9.eyJ0eXAiOi...cmVmcmVzaA"],
+    )
 
 
 # --- API keys ------------------------------------------------------------------------------
 
 
 class ApiKeyCreate(Input):
-    name: str = Field(min_length=1, max_length=200, examples=["my script"])
-    models: list[Annotated[str, Field(min_length=1, max_length=200)]] | None = Field(
-        None, max_length=100, description="Models the key may use; omit for every model"
+    name: Text = Field(min_length=1, max_length=200, examples=["my script"])
+    models: list[Annotated[Text, Field(min_length=1, max_length=200)]] | None = Field(
+        None,
+        max_length=100,
+        description="Models the key may use; omit for every model",
+        examples=[["gpt-4o-mini"]],
     )
-    expires_at: datetime | None = None
+    expires_at: Timestamp | None = Field(
+        None,
+        description="When the key stops working, with a time zone; omit for never",
+        examples=["2030-01-01T00:00:00Z"],
+    )
 
     @field_validator("expires_at")
     @classmethod
@@ -112,18 +253,25 @@ class ApiKeyCreate(Input):
 
 
 class ApiKeyPublic(BaseModel):
-    id: uuid.UUID
-    name: str
-    prefix: str = Field(description="The first characters of the key, to recognise it")
-    models: list[str] | None
-    expires_at: datetime | None
-    revoked_at: datetime | None
-    last_used_at: datetime | None
-    created_at: datetime
+    id: uuid.UUID = Field(examples=["0b5e2f4c-7d1a-4c3e-9f60-2a8d5e7b1c94"])
+    name: str = Field(examples=["my script"])
+    prefix: str = Field(
+        description="The first characters of the key, to recognise it", examples=["tg-4fQx9"]
+    )
+    models: list[str] | None = Field(
+        description="The models the key may use; null for every model", examples=[["gpt-4o-mini"]]
+    )
+    expires_at: datetime | None = Field(examples=["2030-01-01T00:00:00Z"])
+    revoked_at: datetime | None = Field(examples=[None])
+    last_used_at: datetime | None = Field(examples=[None])
+    created_at: datetime = Field(examples=[CREATED_AT])
 
 
 class ApiKeyCreated(ApiKeyPublic):
-    key: str = Field(description="The secret. Shown once: store it now.")
+    key: str = Field(
+        description="The secret. Shown once: store it now.",
+        examples=["tg-4fQx9...(43 characters)"],
+    )
 
 
 # --- credits -------------------------------------------------------------------------------
@@ -139,23 +287,35 @@ LedgerKind = Literal["grant", "topup", "adjustment", "hold", "charge", "release"
 
 
 class LedgerEntryPublic(BaseModel):
-    id: int
-    kind: LedgerKind
-    amount: str = Field(description="Change to the balance")
-    held_delta: str = Field(description="Change to the held credits")
-    balance_after: str
-    held_after: str
-    generation_id: uuid.UUID | None
-    actor_id: uuid.UUID | None
-    reason: str | None
-    created_at: datetime
+    id: int = Field(examples=[42])
+    kind: LedgerKind = Field(
+        description="grant, topup and adjustment change the balance; a generation's hold "
+        "changes `held`, then its one charge (or release) settles it",
+        examples=["topup"],
+    )
+    amount: str = Field(description="Change to the balance", examples=["100"])
+    held_delta: str = Field(description="Change to the held credits", examples=["0"])
+    balance_after: str = Field(examples=["200"])
+    held_after: str = Field(examples=["0"])
+    generation_id: uuid.UUID | None = Field(
+        description="The generation a hold, charge or release belongs to", examples=[None]
+    )
+    actor_id: uuid.UUID | None = Field(
+        description="The admin who granted or adjusted", examples=[ACCOUNT_ID]
+    )
+    reason: str | None = Field(examples=["monthly top-up"])
+    created_at: datetime = Field(examples=[CREATED_AT])
+
+
+class LedgerEntryPage(Page[LedgerEntryPublic]):
+    """Ledger entries, newest first."""
 
 
 class CreditsCreate(Input):
     amount: Amount = Field(
         description="Positive tops up, negative deducts", examples=["100", "-2.5"]
     )
-    reason: str = Field(min_length=1, max_length=500, examples=["monthly top-up"])
+    reason: Text = Field(min_length=1, max_length=500, examples=["monthly top-up"])
 
     @field_validator("amount")
     @classmethod
@@ -171,12 +331,12 @@ class CreditsResult(BaseModel):
 
 
 class UsageDayPublic(BaseModel):
-    day: str = Field(examples=["2026-11-27"])
-    model: str
-    generations: int
-    input_tokens: int
-    output_tokens: int
-    cost: str
+    day: str = Field(description="UTC day", examples=["2026-11-27"])
+    model: str = Field(examples=["gpt-4o-mini"])
+    generations: int = Field(examples=[12])
+    input_tokens: int = Field(examples=[3400])
+    output_tokens: int = Field(examples=[5100])
+    cost: str = Field(description="Credits", examples=["0.00357"])
 
 
 class UsagePublic(BaseModel):
@@ -190,41 +350,103 @@ class ModelCreate(Input):
     name: str = Field(
         min_length=1, max_length=200, pattern=r"^[A-Za-z0-9._:/-]+$", examples=["gpt-4o-mini"]
     )
-    provider: str = Field(min_length=1, max_length=100, examples=["openai"])
-    upstream_model: str = Field(min_length=1, max_length=200, examples=["gpt-4o-mini"])
-    enabled: bool = True
-    free: bool = Field(False, description="Only a free model may have a zero price")
-    context_window: int = Field(gt=0, le=100_000_000, examples=[128000])
-    max_output_tokens: int = Field(gt=0, le=10_000_000, examples=[16384])
-    default_max_tokens: int | None = Field(
+    provider: Text = Field(min_length=1, max_length=100, examples=["openai"])
+    upstream_model: Text = Field(min_length=1, max_length=200, examples=["gpt-4o-mini"])
+    enabled: Flag = True
+    free: Flag = Field(False, description="Only a free model may have a zero price")
+    context_window: Count = Field(gt=0, le=100_000_000, examples=[128000])
+    max_output_tokens: Count = Field(gt=0, le=10_000_000, examples=[16384])
+    default_max_tokens: Count | None = Field(
         None, gt=0, le=10_000_000, description="max_tokens when a request names none"
     )
-    input_price: Amount = Field(description="Credits per million input tokens")
-    output_price: Amount = Field(description="Credits per million output tokens")
+    input_price: Price = Field(description="Credits per million input tokens", examples=["0.15"])
+    output_price: Price = Field(description="Credits per million output tokens", examples=["0.6"])
 
 
 class ModelUpdate(Input):
-    provider: str | None = Field(None, min_length=1, max_length=100)
-    upstream_model: str | None = Field(None, min_length=1, max_length=200)
-    enabled: bool | None = None
-    free: bool | None = None
-    context_window: int | None = Field(None, gt=0, le=100_000_000)
-    max_output_tokens: int | None = Field(None, gt=0, le=10_000_000)
-    default_max_tokens: int | None = Field(None, gt=0, le=10_000_000)
-    input_price: Amount | None = None
-    output_price: Amount | None = None
+    """Only the fields you send change."""
+
+    model_config = ConfigDict(
+        json_schema_extra={"examples": [{"input_price": "0.15", "output_price": "0.6"}]}
+    )
+
+    provider: Text | None = Field(None, min_length=1, max_length=100)
+    upstream_model: Text | None = Field(None, min_length=1, max_length=200)
+    enabled: Flag | None = None
+    free: Flag | None = None
+    context_window: Count | None = Field(None, gt=0, le=100_000_000)
+    max_output_tokens: Count | None = Field(None, gt=0, le=10_000_000)
+    default_max_tokens: Count | None = Field(None, gt=0, le=10_000_000)
+    input_price: Price | None = None
+    output_price: Price | None = None
 
 
 class ModelPublic(BaseModel):
-    name: str
-    provider: str
-    upstream_model: str
+    name: str = Field(description="The name clients ask for", examples=["gpt-4o-mini"])
+    provider: str = Field(examples=["openai"])
+    upstream_model: str = Field(description="The name the provider knows", examples=["gpt-4o-mini"])
     enabled: bool
     free: bool
     available: bool = Field(description="Enabled, priced, and its provider is configured")
-    context_window: int
-    max_output_tokens: int
-    default_max_tokens: int
-    input_price: str | None = Field(description="Credits per million input tokens")
-    output_price: str | None = Field(description="Credits per million output tokens")
-    price_effective_from: datetime | None
+    context_window: int = Field(examples=[128000])
+    max_output_tokens: int = Field(examples=[16384])
+    default_max_tokens: int = Field(examples=[1024])
+    input_price: str | None = Field(
+        description="Credits per million input tokens", examples=["0.15"]
+    )
+    output_price: str | None = Field(
+        description="Credits per million output tokens", examples=["0.6"]
+    )
+    price_effective_from: datetime | None = Field(examples=[CREATED_AT])
+
+
+# --- chat completions (for the OpenAPI document; the gateway writes these bodies as bytes) ---
+
+
+class ChatMessagePublic(BaseModel):
+    role: Literal["assistant"] = "assistant"
+    content: str = Field(examples=["Hello"])
+
+
+class ChoicePublic(BaseModel):
+    index: int = Field(examples=[0])
+    message: ChatMessagePublic
+    finish_reason: str = Field(
+        description="stop, length, or another reason the upstream gave", examples=["stop"]
+    )
+    logprobs: None = None
+
+
+class PromptTokensDetails(BaseModel):
+    cached_tokens: int = Field(examples=[0])
+
+
+class CompletionTokensDetails(BaseModel):
+    reasoning_tokens: int = Field(examples=[0])
+
+
+class CompletionUsagePublic(BaseModel):
+    prompt_tokens: int = Field(description="Includes cached tokens", examples=[9])
+    completion_tokens: int = Field(description="Includes reasoning tokens", examples=[1])
+    total_tokens: int = Field(examples=[10])
+    prompt_tokens_details: PromptTokensDetails
+    completion_tokens_details: CompletionTokensDetails
+    cost: str = Field(description="Credits charged for this generation", examples=["0.000195"])
+    estimated: bool = Field(
+        description="true when Tollgate counted the tokens because the upstream did not"
+    )
+
+
+class ChatCompletionPublic(BaseModel):
+    """OpenAI's chat completion object, plus `usage.cost` and `generation_id`."""
+
+    id: str = Field(examples=["chatcmpl-5f0c2d9e8b1a4e7fa3c619d2b4e6f801"])
+    object: Literal["chat.completion"] = "chat.completion"
+    created: int = Field(description="Unix time", examples=[1764201600])
+    model: str = Field(examples=["gpt-4o-mini"])
+    choices: list[ChoicePublic]
+    usage: CompletionUsagePublic
+    generation_id: uuid.UUID = Field(
+        description="Look it up at /v1/generations/{generation_id}",
+        examples=["5f0c2d9e-8b1a-4e7f-a3c6-19d2b4e6f801"],
+    )

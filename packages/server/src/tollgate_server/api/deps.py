@@ -55,7 +55,7 @@ oauth2_scheme = OAuth2PasswordBearer(
 bearer_scheme = HTTPBearer(
     auto_error=False,
     scheme_name="bearer",
-    description="An access token from /v1/auth/login, or an API key (tg-...) where accepted.",
+    description="An access token from /v1/auth/login.",
 )
 
 

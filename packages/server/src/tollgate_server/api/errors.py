@@ -8,6 +8,7 @@ from typing import Any
 import orjson
 from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
+from fastapi.routing import iter_route_contexts
 from starlette.exceptions import HTTPException as StarletteHTTPException
 from starlette.responses import Response
 from tollgate_core import TollgateError, UpstreamError
@@ -26,6 +27,16 @@ _STATUS_CODES = {
     429: "rate_limited",
     503: "service_unavailable",
 }
+
+
+def allowed_methods(app: FastAPI, path: str) -> list[str]:
+    """Every method some route of `app` answers on `path`, for a 405's Allow header."""
+    methods: set[str] = set()
+    for route in iter_route_contexts(app.routes):
+        regex = getattr(route, "path_regex", None)
+        if regex is not None and regex.match(path) and route.methods:
+            methods |= route.methods
+    return sorted(methods)
 
 
 def request_id_of(request: Request) -> str:
@@ -88,11 +99,27 @@ def install_error_handlers(app: FastAPI) -> None:
 
     @app.exception_handler(StarletteHTTPException)
     async def _http(request: Request, exc: StarletteHTTPException) -> Response:
+        if exc.status_code == 400:
+            # Only the framework raises these, for a body it could not decode (not UTF-8, a
+            # multipart form without its boundary): the same 422 as a body that is text but not
+            # JSON, so that a client has one case to handle, and 400 keeps its one meaning.
+            detail = exc.detail if isinstance(exc.detail, str) else "could not be parsed"
+            return envelope(
+                422,
+                "validation_error",
+                f"body: {detail}",
+                request_id_of(request),
+                extra={"fields": [{"field": "body", "message": detail, "type": "body_unparsable"}]},
+            )
         code = _STATUS_CODES.get(exc.status_code, "error")
         message = exc.detail if isinstance(exc.detail, str) else code.replace("_", " ")
+        headers = dict(exc.headers or {})
         if exc.status_code == 404:
             message = "no such endpoint"
-        return envelope(exc.status_code, code, message, request_id_of(request), headers=exc.headers)
+        if exc.status_code == 405:
+            # Starlette names only the methods of the first route whose path matched.
+            headers["Allow"] = ", ".join(allowed_methods(request.app, request.url.path))
+        return envelope(exc.status_code, code, message, request_id_of(request), headers=headers)
 
     @app.exception_handler(UpstreamError)
     async def _upstream(request: Request, exc: UpstreamError) -> Response:

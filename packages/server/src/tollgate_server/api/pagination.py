@@ -23,6 +23,7 @@ def int_cursor(cursor: str | None) -> int | None:
 
     if cursor is None:
         return None
-    if not cursor.isdigit() or len(cursor) > 18:
+    # isascii: "³".isdigit() is true, and int() refuses it.
+    if not (cursor.isascii() and cursor.isdigit()) or len(cursor) > 18:
         raise ApiError(422, "validation_error", "cursor: not a cursor this list gave out")
     return int(cursor)

@@ -5,25 +5,39 @@ from __future__ import annotations
 import uuid
 from typing import Annotated, Any
 
-from fastapi import APIRouter, Header, Query, status
+from fastapi import APIRouter, Header, Path, Query, status
 
 from tollgate_server.api.deps import AdminDep, RuntimeDep, SessionDep
-from tollgate_server.api.pagination import Cursor, Limit, int_cursor
-from tollgate_server.api.responses import errors
+from tollgate_server.api.pagination import Limit, int_cursor
+from tollgate_server.api.responses import Failure, errors
+from tollgate_server.api.routes.billing import LedgerCursor
 from tollgate_server.schemas import (
+    AccountPage,
     AccountPublic,
     AccountUpdate,
     CreditsCreate,
     CreditsResult,
-    LedgerEntryPublic,
+    LedgerEntryPage,
     ModelCreate,
     ModelPublic,
     ModelUpdate,
-    Page,
+    Text,
 )
 from tollgate_server.services import accounts, ledger, models
 
 router = APIRouter(prefix="/v1/admin", tags=["admin"])
+
+UserId = Annotated[uuid.UUID, Path(description="The account's id")]
+ModelName = Annotated[Text, Path(description="The model's name", examples=["gpt-4o-mini"])]
+
+NOT_ADMIN: dict[int, str | Failure] = {
+    403: Failure(
+        "Not an admin, or an API key instead of an access token (`forbidden`)",
+        "forbidden",
+        "this needs the admin role",
+    )
+}
+NO_ACCOUNT = {404: Failure("No such account (`not_found`)", "not_found", "no such account")}
 
 IdempotencyKey = Annotated[
     str,
@@ -38,16 +52,19 @@ IdempotencyKey = Annotated[
 
 @router.get(
     "/users",
-    response_model=Page[AccountPublic],
+    response_model=AccountPage,
     summary="List accounts",
-    responses=errors(401, 403),
+    responses=errors(401, 403, notes=NOT_ADMIN),
 )
 async def list_users(
     admin: AdminDep,
     session: SessionDep,
-    email: Annotated[str | None, Query(max_length=320, description="Part of an email")] = None,
+    email: Annotated[Text | None, Query(max_length=320, description="Part of an email")] = None,
     limit: Limit = 50,
-    cursor: Cursor = None,
+    cursor: Annotated[
+        Text | None,
+        Query(max_length=400, description="`next_cursor` of the previous page (an email)"),
+    ] = None,
 ) -> Any:
     """Accounts ordered by email, optionally those whose email contains `email`."""
     rows, next_cursor = await accounts.list_accounts(
@@ -60,9 +77,10 @@ async def list_users(
     "/users/{user_id}",
     response_model=AccountPublic,
     summary="One account",
-    responses=errors(401, 403, 404),
+    responses=errors(401, 403, 404, notes={**NOT_ADMIN, **NO_ACCOUNT}),
 )
-async def get_user(user_id: uuid.UUID, admin: AdminDep, session: SessionDep) -> Any:
+async def get_user(user_id: UserId, admin: AdminDep, session: SessionDep) -> Any:
+    """The account with its role, whether it is disabled, and its balance."""
     return accounts.account_public(await accounts.get_account(session=session, account_id=user_id))
 
 
@@ -70,10 +88,10 @@ async def get_user(user_id: uuid.UUID, admin: AdminDep, session: SessionDep) -> 
     "/users/{user_id}",
     response_model=AccountPublic,
     summary="Change an account's role or disable it",
-    responses=errors(401, 403, 404),
+    responses=errors(401, 403, 404, 413, notes={**NOT_ADMIN, **NO_ACCOUNT}),
 )
 async def update_user(
-    user_id: uuid.UUID, data: AccountUpdate, admin: AdminDep, session: SessionDep
+    user_id: UserId, data: AccountUpdate, admin: AdminDep, session: SessionDep
 ) -> Any:
     """Set `role` (client or admin) and/or `disabled`. A disabled account cannot log in,
     refresh or generate, and its refresh tokens are revoked."""
@@ -88,10 +106,26 @@ async def update_user(
     response_model=CreditsResult,
     status_code=status.HTTP_201_CREATED,
     summary="Top up or deduct credits",
-    responses=errors(401, 403, 404, 409),
+    responses=errors(
+        401,
+        403,
+        404,
+        409,
+        413,
+        notes={
+            **NOT_ADMIN,
+            **NO_ACCOUNT,
+            409: Failure(
+                "A deduction larger than the available balance (`insufficient_balance`), or "
+                "this Idempotency-Key was used for another request (`idempotency_key_reused`)",
+                "insufficient_balance",
+                "a deduction may not exceed the available balance",
+            ),
+        },
+    ),
 )
 async def post_credits(
-    user_id: uuid.UUID,
+    user_id: UserId,
     data: CreditsCreate,
     idempotency_key: IdempotencyKey,
     admin: AdminDep,
@@ -113,17 +147,19 @@ async def post_credits(
 
 @router.get(
     "/users/{user_id}/ledger",
-    response_model=Page[LedgerEntryPublic],
+    response_model=LedgerEntryPage,
     summary="An account's ledger",
-    responses=errors(401, 403, 404),
+    responses=errors(401, 403, 404, notes={**NOT_ADMIN, **NO_ACCOUNT}),
 )
 async def user_ledger(
-    user_id: uuid.UUID,
+    user_id: UserId,
     admin: AdminDep,
     session: SessionDep,
     limit: Limit = 50,
-    cursor: Cursor = None,
+    cursor: LedgerCursor = None,
 ) -> Any:
+    """Every movement of the account's credits, newest first (as `GET /v1/ledger` shows its
+    owner)."""
     await accounts.get_account(session=session, account_id=user_id)
     entries, next_cursor = await ledger.list_entries(
         session=session, account_id=user_id, cursor=int_cursor(cursor), limit=limit
@@ -135,7 +171,7 @@ async def user_ledger(
     "/models",
     response_model=list[ModelPublic],
     summary="The whole catalogue",
-    responses=errors(401, 403),
+    responses=errors(401, 403, notes=NOT_ADMIN),
 )
 async def list_models(admin: AdminDep, session: SessionDep, runtime: RuntimeDep) -> Any:
     """Every model, enabled or not, with its current price and whether it can be served."""
@@ -150,7 +186,20 @@ async def list_models(admin: AdminDep, session: SessionDep, runtime: RuntimeDep)
     response_model=ModelPublic,
     status_code=status.HTTP_201_CREATED,
     summary="Add a model",
-    responses=errors(401, 403, 409),
+    responses=errors(
+        401,
+        403,
+        409,
+        413,
+        notes={
+            **NOT_ADMIN,
+            409: Failure(
+                "A model with this name exists (`model_exists`)",
+                "model_exists",
+                "a model named gpt-4o-mini exists",
+            ),
+        },
+    ),
 )
 async def create_model(
     data: ModelCreate, admin: AdminDep, session: SessionDep, runtime: RuntimeDep
@@ -166,10 +215,19 @@ async def create_model(
     "/models/{name}",
     response_model=ModelPublic,
     summary="Change a model or its price",
-    responses=errors(401, 403, 404),
+    responses=errors(
+        401,
+        403,
+        404,
+        413,
+        notes={
+            **NOT_ADMIN,
+            404: Failure("No such model (`not_found`)", "not_found", "no such model"),
+        },
+    ),
 )
 async def update_model(
-    name: str, data: ModelUpdate, admin: AdminDep, session: SessionDep, runtime: RuntimeDep
+    name: ModelName, data: ModelUpdate, admin: AdminDep, session: SessionDep, runtime: RuntimeDep
 ) -> Any:
     """Change any field. A new price applies from now on; earlier generations keep the price
     they were charged at."""

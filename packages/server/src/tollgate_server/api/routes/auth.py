@@ -4,21 +4,30 @@ from __future__ import annotations
 
 from typing import Annotated, Any
 
-from fastapi import APIRouter, Depends, Request, status
-from fastapi.security import OAuth2PasswordRequestForm
+from fastapi import APIRouter, Form, Request, status
 
 from tollgate_server.api.deps import RuntimeDep, SessionDep, UserDep
-from tollgate_server.api.responses import errors
+from tollgate_server.api.responses import Failure, errors
 from tollgate_server.schemas import (
     AccountCreate,
     AccountPublic,
     LoginRequest,
     RefreshRequest,
     TokenPair,
+    TokenRequest,
 )
 from tollgate_server.services import accounts, auth
 
 router = APIRouter(prefix="/v1", tags=["auth"])
+
+LOGIN_FAILURES: dict[int, str | Failure] = {
+    401: Failure(
+        "Wrong email or password, or a disabled account (the same answer for each)",
+        "unauthenticated",
+        "wrong email or password",
+    ),
+    429: "Too many failed logins for this account or address; wait for Retry-After",
+}
 
 
 def _client_address(request: Request) -> str:
@@ -30,7 +39,7 @@ def _client_address(request: Request) -> str:
     status_code=status.HTTP_201_CREATED,
     response_model=AccountPublic,
     summary="Create an account",
-    responses=errors(409, 413),
+    responses=errors(409, 413, notes={409: "An account with this email exists (`email_taken`)"}),
 )
 async def register(data: AccountCreate, session: SessionDep, runtime: RuntimeDep) -> Any:
     """Create a `client` account. The email is normalised (trimmed, lower-cased) and unique.
@@ -45,7 +54,7 @@ async def register(data: AccountCreate, session: SessionDep, runtime: RuntimeDep
     "/auth/login",
     response_model=TokenPair,
     summary="Log in with email and password",
-    responses=errors(401, 429),
+    responses=errors(401, 413, 429, notes=LOGIN_FAILURES),
 )
 async def login(
     data: LoginRequest, request: Request, session: SessionDep, runtime: RuntimeDep
@@ -69,10 +78,10 @@ async def login(
     "/auth/token",
     response_model=TokenPair,
     summary="Log in (OAuth2 password form, for Swagger UI)",
-    responses=errors(401, 429),
+    responses=errors(401, 413, 429, notes=LOGIN_FAILURES),
 )
 async def token(
-    form: Annotated[OAuth2PasswordRequestForm, Depends()],
+    form: Annotated[TokenRequest, Form()],
     request: Request,
     session: SessionDep,
     runtime: RuntimeDep,
@@ -93,7 +102,17 @@ async def token(
     "/auth/refresh",
     response_model=TokenPair,
     summary="Exchange a refresh token for a new pair",
-    responses=errors(401),
+    responses=errors(
+        401,
+        413,
+        notes={
+            401: Failure(
+                "Invalid, expired, revoked or already used refresh token",
+                "unauthenticated",
+                "invalid refresh token",
+            )
+        },
+    ),
 )
 async def refresh(data: RefreshRequest, session: SessionDep, runtime: RuntimeDep) -> Any:
     """Refresh tokens are single use. Presenting one a second time revokes its whole family:
@@ -110,7 +129,15 @@ async def refresh(data: RefreshRequest, session: SessionDep, runtime: RuntimeDep
     "/auth/logout",
     status_code=status.HTTP_204_NO_CONTENT,
     summary="Revoke a refresh token",
-    responses=errors(401),
+    responses=errors(
+        401,
+        413,
+        notes={
+            401: Failure(
+                "Not a refresh token this server issued", "unauthenticated", "invalid refresh token"
+            )
+        },
+    ),
 )
 async def logout(data: RefreshRequest, session: SessionDep, runtime: RuntimeDep) -> None:
     """Revoke the refresh token and every token refreshed from the same login."""
@@ -122,7 +149,7 @@ async def logout(data: RefreshRequest, session: SessionDep, runtime: RuntimeDep)
     )
 
 
-@router.get("/me", response_model=AccountPublic, summary="Your account", responses=errors(401))
+@router.get("/me", response_model=AccountPublic, summary="Your account", responses=errors(401, 403))
 async def me(user: UserDep, session: SessionDep) -> Any:
     """The account behind the access token."""
     row = await accounts.get_account(session=session, account_id=user.account_id)

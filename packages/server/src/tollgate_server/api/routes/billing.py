@@ -2,18 +2,27 @@
 
 from __future__ import annotations
 
-from datetime import datetime
-from typing import Any
+from typing import Annotated, Any
 
-from fastapi import APIRouter
+from fastapi import APIRouter, Query
 
 from tollgate_server.api.deps import CallerDep, SessionDep, UserDep
-from tollgate_server.api.pagination import Cursor, Limit, int_cursor
+from tollgate_server.api.pagination import Limit, int_cursor
 from tollgate_server.api.responses import errors
-from tollgate_server.schemas import BalancePublic, LedgerEntryPublic, Page, UsagePublic
+from tollgate_server.schemas import BalancePublic, LedgerEntryPage, Timestamp, UsagePublic
 from tollgate_server.services import ledger
 
 router = APIRouter(prefix="/v1", tags=["billing"])
+
+LedgerCursor = Annotated[
+    str | None,
+    Query(
+        pattern=r"^[0-9]{1,18}$",
+        description="`next_cursor` of the previous page (an entry id)",
+        examples=["42"],
+    ),
+]
+"""A ledger's cursor, checked here so that any other text is a 422 (not a 500)."""
 
 
 @router.get("/balance", response_model=BalancePublic, summary="Your balance", responses=errors(401))
@@ -26,12 +35,12 @@ async def balance(caller: CallerDep, session: SessionDep) -> Any:
 
 @router.get(
     "/ledger",
-    response_model=Page[LedgerEntryPublic],
+    response_model=LedgerEntryPage,
     summary="Your ledger",
     responses=errors(401, 403),
 )
 async def own_ledger(
-    user: UserDep, session: SessionDep, limit: Limit = 50, cursor: Cursor = None
+    user: UserDep, session: SessionDep, limit: Limit = 50, cursor: LedgerCursor = None
 ) -> Any:
     """Every movement of your credits, newest first: grants, top-ups, adjustments, and for each
     generation its hold and its one charge (or release)."""
@@ -47,7 +56,14 @@ async def own_ledger(
     summary="Your usage by model and day",
     responses=errors(401, 403),
 )
-async def usage(user: UserDep, session: SessionDep, since: datetime | None = None) -> Any:
+async def usage(
+    user: UserDep,
+    session: SessionDep,
+    since: Annotated[
+        Timestamp | None,
+        Query(description="Only days from this time on, such as 2026-11-01T00:00:00Z"),
+    ] = None,
+) -> Any:
     """Totals of finished generations per UTC day and model: count, tokens and credits."""
     rows = await ledger.usage_by_day(session=session, account_id=user.account_id, since=since)
     return {"data": rows}

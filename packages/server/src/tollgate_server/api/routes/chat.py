@@ -10,8 +10,9 @@ from starlette.responses import Response
 from tollgate_core import format_credits
 
 from tollgate_server.api.deps import CallerDep, RuntimeDep
-from tollgate_server.api.responses import errors
+from tollgate_server.api.responses import STREAM_EVENT_SCHEMA, errors
 from tollgate_server.openai_format import ChatCompletionCreate
+from tollgate_server.schemas import ChatCompletionPublic
 from tollgate_server.services.gateway import GenerationResponse, plan_generation
 
 router = APIRouter(prefix="/v1", tags=["generation"])
@@ -114,6 +115,7 @@ COMPLETION_EXAMPLE = {
     response_class=Response,
     responses={
         200: {
+            "model": ChatCompletionPublic,
             "description": "The completion; with `stream: true`, Server-Sent Events",
             "headers": {
                 "X-Tollgate-Generation-Id": {
@@ -123,7 +125,8 @@ COMPLETION_EXAMPLE = {
             },
             "content": {
                 "application/json": {"example": COMPLETION_EXAMPLE},
-                "text/event-stream": {"schema": {"type": "string"}, "example": STREAM_EXAMPLE},
+                # OpenAPI 3.1 readers take this schema as that of each event.
+                "text/event-stream": {"schema": STREAM_EVENT_SCHEMA, "example": STREAM_EXAMPLE},
             },
         },
         **errors(400, 401, 402, 403, 404, 413, 429, 502, 503, 504),

@@ -4,14 +4,14 @@ from __future__ import annotations
 
 import uuid
 from datetime import datetime
-from typing import Any
+from typing import Annotated, Any
 
-from fastapi import APIRouter
+from fastapi import APIRouter, Path
 from pydantic import BaseModel, Field
 
 from tollgate_server.api.deps import CallerDep, SessionDep
 from tollgate_server.api.pagination import Cursor, Limit
-from tollgate_server.api.responses import errors
+from tollgate_server.api.responses import Failure, errors
 from tollgate_server.schemas import Page
 from tollgate_server.services import generations
 
@@ -19,29 +19,39 @@ router = APIRouter(prefix="/v1/generations", tags=["generation"])
 
 
 class GenerationPublic(BaseModel):
-    id: uuid.UUID
-    model: str
+    id: uuid.UUID = Field(examples=["5f0c2d9e-8b1a-4e7f-a3c6-19d2b4e6f801"])
+    model: str = Field(examples=["gpt-4o-mini"])
     status: str = Field(
         description="running, completed, client_disconnected, upstream_error, "
         "upstream_timeout, generation_timeout, interrupted, error",
         examples=["completed"],
     )
     stream: bool
-    input_tokens: int | None
-    output_tokens: int | None
-    estimated: bool | None = Field(description="Usage counted by Tollgate, not the upstream")
-    hold: str
-    cost: str | None
-    error_code: str | None
-    first_token_ms: int | None
-    duration_ms: int | None
-    created_at: datetime
-    settled_at: datetime | None
+    input_tokens: int | None = Field(description="null while running", examples=[9])
+    output_tokens: int | None = Field(description="null while running", examples=[1])
+    estimated: bool | None = Field(
+        description="Usage counted by Tollgate, not the upstream", examples=[False]
+    )
+    hold: str = Field(
+        description="Credits held while it ran (its worst-case cost)", examples=["0.000633"]
+    )
+    cost: str | None = Field(
+        description="Credits charged; null while running", examples=["0.000195"]
+    )
+    error_code: str | None = Field(description="Why it failed, when it did", examples=[None])
+    first_token_ms: int | None = Field(examples=[212])
+    duration_ms: int | None = Field(examples=[480])
+    created_at: datetime = Field(examples=["2026-11-27T09:30:00Z"])
+    settled_at: datetime | None = Field(
+        description="When it was charged; null while running", examples=["2026-11-27T09:30:01Z"]
+    )
 
 
-@router.get(
-    "", response_model=Page[GenerationPublic], summary="Your generations", responses=errors(401)
-)
+class GenerationPage(Page[GenerationPublic]):
+    """Generations, newest first."""
+
+
+@router.get("", response_model=GenerationPage, summary="Your generations", responses=errors(401))
 async def list_generations(
     caller: CallerDep, session: SessionDep, limit: Limit = 50, cursor: Cursor = None
 ) -> Any:
@@ -56,9 +66,23 @@ async def list_generations(
     "/{generation_id}",
     response_model=GenerationPublic,
     summary="One generation",
-    responses=errors(401, 404),
+    responses=errors(
+        401,
+        404,
+        notes={
+            404: Failure(
+                "No such generation among yours (`not_found`)", "not_found", "no such generation"
+            )
+        },
+    ),
 )
-async def get_generation(generation_id: uuid.UUID, caller: CallerDep, session: SessionDep) -> Any:
+async def get_generation(
+    generation_id: Annotated[
+        uuid.UUID, Path(description="The generation's id (also in X-Tollgate-Generation-Id)")
+    ],
+    caller: CallerDep,
+    session: SessionDep,
+) -> Any:
     """One of your generations; someone else's answers 404 like a missing one. A client that
     lost its connection finds here what it was charged."""
     return await generations.get_generation(

@@ -2,10 +2,13 @@
 
 from __future__ import annotations
 
+from typing import Literal
+
 from fastapi import APIRouter
-from pydantic import BaseModel
+from pydantic import BaseModel, Field
 
 from tollgate_server.api.deps import RuntimeDep
+from tollgate_server.api.responses import errors
 from tollgate_server.db.migrate import head_revision
 from tollgate_server.errors import ApiError
 
@@ -13,12 +16,15 @@ router = APIRouter(tags=["health"])
 
 
 class HealthPublic(BaseModel):
-    status: str
+    status: Literal["ok"] = Field(examples=["ok"])
 
 
 class ReadyPublic(BaseModel):
-    status: str
-    schema_revision: str
+    status: Literal["ready"] = Field(examples=["ready"])
+    schema_revision: str = Field(
+        description="The database schema's migration, the newest this code knows",
+        examples=["0002"],
+    )
 
 
 @router.get("/healthz", summary="The process is up", response_model=HealthPublic)
@@ -31,7 +37,13 @@ async def healthz() -> HealthPublic:
     "/readyz",
     summary="Ready to serve",
     response_model=ReadyPublic,
-    responses={503: {"description": "Draining, database unreachable, or schema not at head"}},
+    responses=errors(
+        503,
+        notes={
+            503: "Shutting down, the database is unreachable, or its schema is not at this "
+            "code's newest migration (`service_unavailable`)"
+        },
+    ),
 )
 async def readyz(runtime: RuntimeDep) -> ReadyPublic:
     """200 when the database answers and its schema is at this code's newest migration."""

@@ -3,12 +3,12 @@
 from __future__ import annotations
 
 import uuid
-from typing import Any
+from typing import Annotated, Any
 
-from fastapi import APIRouter, status
+from fastapi import APIRouter, Path, status
 
-from tollgate_server.api.deps import SessionDep, UserDep
-from tollgate_server.api.responses import errors
+from tollgate_server.api.deps import RuntimeDep, SessionDep, UserDep
+from tollgate_server.api.responses import Failure, errors
 from tollgate_server.schemas import ApiKeyCreate, ApiKeyCreated, ApiKeyPublic
 from tollgate_server.services import keys
 
@@ -20,7 +20,7 @@ router = APIRouter(prefix="/v1/keys", tags=["keys"])
     status_code=status.HTTP_201_CREATED,
     response_model=ApiKeyCreated,
     summary="Create an API key",
-    responses=errors(401, 403),
+    responses=errors(401, 403, 413),
 )
 async def create_key(data: ApiKeyCreate, user: UserDep, session: SessionDep) -> Any:
     """Create a key (`tg-...`) for the OpenAI SDKs and scripts. The secret is in `key`, shown
@@ -41,8 +41,21 @@ async def list_keys(user: UserDep, session: SessionDep) -> Any:
     "/{key_id}",
     response_model=ApiKeyPublic,
     summary="Revoke an API key",
-    responses=errors(401, 403, 404),
+    responses=errors(
+        401,
+        403,
+        404,
+        notes={404: Failure("No such key among yours (`not_found`)", "not_found", "no such key")},
+    ),
 )
-async def revoke_key(key_id: uuid.UUID, user: UserDep, session: SessionDep) -> Any:
+async def revoke_key(
+    key_id: Annotated[uuid.UUID, Path(description="The key's id")],
+    user: UserDep,
+    session: SessionDep,
+    runtime: RuntimeDep,
+) -> Any:
     """Revoke one of your keys; it stops working at once. Revoking twice is harmless."""
-    return await keys.revoke_key(session=session, key_id=key_id, account_id=user.account_id)
+    revoked = await keys.revoke_key(session=session, key_id=key_id, account_id=user.account_id)
+    # Other processes empty their caches on the NOTIFY; this one must not wait for it.
+    runtime.keys.clear()
+    return revoked
