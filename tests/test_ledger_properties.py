@@ -14,7 +14,7 @@ from hypothesis import strategies as st
 from sqlalchemy.ext.asyncio import create_async_engine
 from tollgate_core import Price, Usage, admits, format_credits, settlement_charge
 from tollgate_server.db.engine import make_sessionmaker
-from tollgate_server.db.raw import raw_connection
+from tollgate_server.db.raw import create_hot_pool, raw_connection
 from tollgate_server.errors import ApiError
 from tollgate_server.services import ledger
 from tollgate_server.services.catalogue import read_catalogue
@@ -45,12 +45,13 @@ class Model:
 async def _run(url: str, steps: list[tuple[object, ...]]) -> None:
     engine = create_async_engine(url, pool_size=2)
     sessions = make_sessionmaker(engine)
+    pool = await create_hot_pool(url, size=2)
     try:
         async with engine.connect() as conn:
             gpt4 = (await read_catalogue(conn))["gpt-4"]
         assert gpt4.price is not None
         account = uuid.uuid4()
-        async with raw_connection(engine) as conn:
+        async with raw_connection(pool) as conn:
             await conn.execute(
                 "INSERT INTO accounts (id, email, password_hash) VALUES ($1, $2, 'x')",
                 account,
@@ -99,7 +100,7 @@ async def _run(url: str, steps: list[tuple[object, ...]]) -> None:
                     prompt_tokens=10,
                     deadline_seconds=600,
                 )
-                async with raw_connection(engine) as conn:
+                async with raw_connection(pool) as conn:
                     try:
                         await ledger.admit(conn, admission, strict=strict, max_running=MAX_RUNNING)
                         admitted = True
@@ -117,13 +118,13 @@ async def _run(url: str, steps: list[tuple[object, ...]]) -> None:
                 usage = Usage(input_tokens=tokens // 3, output_tokens=tokens // 5)
                 charge = settlement_charge(usage=usage, price=Price(1_000, 2_000), hold=hold).charge
                 outcome = ledger.Outcome(status="completed", usage=usage, charge=charge)
-                async with raw_connection(engine) as conn:
+                async with raw_connection(pool) as conn:
                     assert await ledger.settle(conn, generation, outcome)
                     # A second settlement of the same generation changes nothing.
                     assert not await ledger.settle(conn, generation, outcome)
                 model.balance -= charge
                 model.held -= hold
-            async with raw_connection(engine) as conn:
+            async with raw_connection(pool) as conn:
                 row = await conn.fetchrow(
                     "SELECT balance, held, running FROM accounts WHERE id = $1", account
                 )
@@ -133,12 +134,13 @@ async def _run(url: str, steps: list[tuple[object, ...]]) -> None:
                 len(model.pending),
             )
         # Leave nothing held for the suite's invariant check.
-        async with raw_connection(engine) as conn:
+        async with raw_connection(pool) as conn:
             for generation in model.pending:
                 await ledger.settle(
                     conn, generation, ledger.Outcome(status="cancelled", usage=None, charge=0)
                 )
     finally:
+        await pool.close()
         await engine.dispose()
 
 

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import logging
+import time
 from collections.abc import Callable
 
 import httpx
@@ -48,18 +49,28 @@ def test_one_structured_line_per_request(
     import orjson
 
     user = make_user(credits=1000)
+    access = logging.getLogger("tollgate.access")
     caplog.set_level(logging.INFO, logger="tollgate.access")
+    # Listen on the logger itself: whatever another test configured above it.
+    access.addHandler(caplog.handler)
     response = api.post(
         "/v1/chat/completions",
         headers=user.headers,
         json={"model": test_models["gemini"], "messages": [{"role": "user", "content": "hi"}]},
     )
     request_id = response.headers["x-request-id"]
-    lines = [
-        orjson.loads(r.getMessage())
-        for r in caplog.records
-        if r.name == "tollgate.access" and request_id in r.getMessage()
-    ]
+    lines: list[dict[str, object]] = []
+    for _ in range(100):  # the line is written just after the last byte is sent
+        lines = [
+            orjson.loads(r.getMessage())
+            # The same record may reach caplog twice (this logger and the root).
+            for r in {id(record): record for record in caplog.records}.values()
+            if r.name == "tollgate.access" and request_id in r.getMessage()
+        ]
+        if lines:
+            break
+        time.sleep(0.02)
+    access.removeHandler(caplog.handler)
     assert len(lines) == 1
     line = lines[0]
     assert line["status"] == "completed" or line["status"] == 200

@@ -43,7 +43,13 @@ async def raw_connection(pool: asyncpg.Pool) -> AsyncIterator[asyncpg.Connection
     """A pooled connection; on a database outage the whole pool is marked for replacement."""
     try:
         async with pool.acquire() as conn:
-            yield conn
+            try:
+                yield conn
+            except BaseException:
+                # Released without a reset (see `_no_reset`), a connection whose statement
+                # failed or was cancelled half-way must not be handed out again.
+                conn.terminate()
+                raise
     except Exception as exc:
         if database_unavailable(exc):
             await pool.expire_connections()

@@ -214,7 +214,10 @@ class GenerationResponse(Response):
         except Exception as exc:
             if not database_unavailable(exc):
                 raise
-            # No hold, no upstream call: the generation never began.
+            # No upstream call: the generation never began. The admission may still have
+            # committed before the connection died, so release its hold (if it exists) once
+            # the database is back; the settlement's guard makes that safe either way.
+            self._release_later()
             await self._send_error(
                 ApiError(
                     503,
@@ -243,6 +246,20 @@ class GenerationResponse(Response):
         finally:
             listener.cancel()
             self.runtime.active_streams.discard(self)
+
+    def _release_later(self) -> None:
+        self._settle_later(
+            ledger.Outcome(
+                status="cancelled", usage=None, charge=0, error_code="service_unavailable"
+            )
+        )
+
+    def _settle_later(self, outcome: ledger.Outcome) -> None:
+        task = asyncio.create_task(
+            settle_when_possible(self.runtime, self.plan.generation_id, outcome)
+        )
+        self.runtime.pending_settlements.add(task)
+        task.add_done_callback(self.runtime.pending_settlements.discard)
 
     async def _admit(self) -> None:
         plan = self.plan
@@ -479,9 +496,7 @@ class GenerationResponse(Response):
                 logger.error("settling generation %s failed: %s", generation_id, exc)
                 return
         # The database is away: finish the answer now and settle as soon as it is back.
-        task = asyncio.create_task(settle_when_possible(self.runtime, generation_id, outcome))
-        self.runtime.pending_settlements.add(task)
-        task.add_done_callback(self.runtime.pending_settlements.discard)
+        self._settle_later(outcome)
 
     # --- writing to the client ----------------------------------------------------------
 
