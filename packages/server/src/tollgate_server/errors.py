@@ -72,6 +72,9 @@ def database_unavailable(exc: BaseException) -> bool:
         asyncpg.exceptions.ConnectionFailureError,
         asyncpg.exceptions.TooManyConnectionsError,
         asyncpg.exceptions.InterfaceError,
+        # A connection left mid-protocol by an outage ("cannot switch to state ..."): it is
+        # discarded, and the operation is as retryable as after any other outage.
+        asyncpg.exceptions.InternalClientError,
         OperationalError,
         InterfaceError,
     )

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import functools
 from dataclasses import dataclass
 
 from alembic import command
@@ -22,7 +23,9 @@ def alembic_config(url: str) -> Config:
     return config
 
 
+@functools.cache
 def head_revision() -> str:
+    """The newest migration this code ships (read from the package once per process)."""
     script = ScriptDirectory.from_config(alembic_config("postgresql+asyncpg://unused/"))
     head = script.get_current_head()
     assert head is not None
