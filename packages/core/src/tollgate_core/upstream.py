@@ -240,6 +240,35 @@ async def response_error(
     return status_error(status, message, secrets=secrets, retry_after=retry_after)
 
 
+async def post_for_body(
+    http: aiohttp.ClientSession,
+    url: str,
+    *,
+    body: bytes,
+    headers: Mapping[str, str],
+    secrets: Iterable[str | None] = (),
+    status_of: Callable[[int, bytes], int] | None = None,
+) -> bytes:
+    """One non-streaming call: POST, map an error status to its core error, return the body.
+
+    The connection goes back to the pool only after a complete body (see `end_response`).
+    """
+    response = await post(http, url, body=body, headers=headers, secrets=secrets)
+    complete = False
+    try:
+        if response.status >= 300:
+            error = await response_error(response, secrets=secrets, status_of=status_of)
+            complete = True
+            raise error
+        data = await response.read()
+        complete = True
+    except TRANSPORT_ERRORS as exc:
+        raise transport_error(exc, secrets=secrets) from exc
+    finally:
+        end_response(response, complete=complete)
+    return data
+
+
 def end_response(response: aiohttp.ClientResponse, *, complete: bool) -> None:
     """Hand the connection back to the pool after a complete body; otherwise close it at once.
 

@@ -22,6 +22,7 @@ from tollgate_core.upstream import (
     end_response,
     incomplete_stream_error,
     post,
+    post_for_body,
     response_error,
     transport_error,
 )
@@ -93,23 +94,11 @@ class AnthropicProvider(Provider):
 
     async def generate(self, request: GenerationRequest) -> Completion:
         """One non-streaming Messages API call."""
-        response = await post(
+        data = await post_for_body(
             self.http,
             self._url,
             body=orjson.dumps(wire.build_body(request, stream=False)),
             headers=self._headers,
             secrets=self._secrets,
         )
-        complete = False
-        try:
-            if response.status >= 300:
-                error = await response_error(response, secrets=self._secrets)
-                complete = True
-                raise error
-            data = await response.read()
-            complete = True
-        except TRANSPORT_ERRORS as exc:
-            raise transport_error(exc, secrets=self._secrets) from exc
-        finally:
-            end_response(response, complete=complete)
         return wire.parse_completion(data, self._secrets)

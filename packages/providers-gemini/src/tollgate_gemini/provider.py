@@ -23,6 +23,7 @@ from tollgate_core.upstream import (
     end_response,
     incomplete_stream_error,
     post,
+    post_for_body,
     response_error,
     transport_error,
 )
@@ -105,25 +106,12 @@ class GeminiProvider(Provider):
 
     async def generate(self, request: GenerationRequest) -> Completion:
         """One non-streaming ``generateContent`` call."""
-        response = await post(
+        data = await post_for_body(
             self.http,
             self._url(request.model, ":generateContent"),
             body=orjson.dumps(wire.build_body(request)),
             headers=self._headers,
             secrets=self._secrets,
+            status_of=wire.error_status,
         )
-        complete = False
-        try:
-            if response.status >= 300:
-                error = await response_error(
-                    response, secrets=self._secrets, status_of=wire.error_status
-                )
-                complete = True
-                raise error
-            data = await response.read()
-            complete = True
-        except TRANSPORT_ERRORS as exc:
-            raise transport_error(exc, secrets=self._secrets) from exc
-        finally:
-            end_response(response, complete=complete)
         return wire.parse_completion(data, self._secrets)
