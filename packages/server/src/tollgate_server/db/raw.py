@@ -1,9 +1,9 @@
 """A bare asyncpg pool for the hot path's few fixed statements.
 
 The gateway's admission and settlement (and API key look-ups) are single statements in
-autocommit. They run on their own asyncpg pool, not through SQLAlchemy's: no greenlet hop and no
-pre-ping round trip. A statement that finds its connection dead empties the pool of connections
-from before the outage and is retried once on a fresh one.
+autocommit. They run on their own asyncpg pool, not through SQLAlchemy's: no greenlet hop, no
+pre-ping round trip and no reset round trip on release. A statement that finds its connection
+dead empties the pool of connections from before the outage and is retried once on a fresh one.
 """
 
 from __future__ import annotations
@@ -27,11 +27,23 @@ async def create_hot_pool(url: str, *, size: int) -> asyncpg.Pool:
         dsn,
         min_size=min(2, size),
         max_size=size,
-        # asyncpg's own reset on release stays: skipping it let a connection whose protocol
-        # was left mid-operation by an outage be handed out again (seen under load).
+        reset=_keep_session,
         server_settings={"application_name": "tollgate"},
     )
     return pool
+
+
+async def _keep_session(connection: asyncpg.Connection) -> None:
+    """Release without asyncpg's default reset query (``UNLISTEN *; RESET ALL; ...``).
+
+    That query is a round trip per release, two per generation, and here it resets nothing:
+    these statements run in autocommit and set no session state. What the reset also caught
+    is handled without it: asyncpg still checks, before calling this, that the connection is
+    open and rolls back a transaction left open; `raw_connection` terminates a connection whose
+    statement failed or was cancelled; and a connection left mid-protocol by an outage raises
+    InternalClientError on its next use, which counts as an outage (`database_unavailable`), so
+    the statement is retried on a fresh connection.
+    """
 
 
 @contextlib.asynccontextmanager
