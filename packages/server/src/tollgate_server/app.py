@@ -13,6 +13,7 @@ import aiohttp
 from fastapi import FastAPI
 from tollgate_core import load_providers
 
+from tollgate_server.api.chat_fast_path import ChatCompletionsFastPath
 from tollgate_server.api.errors import install_error_handlers
 from tollgate_server.api.openapi import install_docs
 from tollgate_server.api.routes import ROUTERS
@@ -82,6 +83,8 @@ def create_app(
     for router in ROUTERS:
         app.include_router(router)
     install_docs(app)
+    # Added first, so it runs inside RequestContextMiddleware (request id, body limit, log).
+    app.add_middleware(ChatCompletionsFastPath, state=app.state)
     app.add_middleware(RequestContextMiddleware, max_body_bytes=settings.max_body_bytes)
     return app
 

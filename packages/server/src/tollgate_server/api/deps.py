@@ -103,7 +103,11 @@ async def get_caller(
     bearer: Annotated[HTTPAuthorizationCredentials | None, Depends(bearer_scheme)],
     oauth: Annotated[str | None, Depends(oauth2_scheme)],
 ) -> Principal:
-    token = _credentials(bearer, oauth)
+    return await caller_from_token(runtime, _credentials(bearer, oauth))
+
+
+async def caller_from_token(runtime: Runtime, token: str) -> Principal:
+    """A JWT's or an API key's principal (shared with `tollgate_server.api.chat_fast_path`)."""
     if not token.startswith(API_KEY_PREFIX):
         return _user_from_token(token, runtime)
     identity = await runtime.keys.identify(token)
