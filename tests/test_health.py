@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+import subprocess
+import sys
+
 import httpx
 import pytest
 
@@ -20,6 +23,26 @@ def test_readyz_reports_the_schema_at_head(api: httpx.Client) -> None:
     response = api.get("/readyz")
     assert response.status_code == 200
     assert response.json()["schema_revision"] == head_revision()
+
+
+def test_the_schema_head_constant_is_alembics_head() -> None:
+    """`SCHEMA_HEAD` spares serving processes Alembic; a new migration must move it."""
+    from tollgate_server.db.migrate import head_revision
+    from tollgate_server.db.revision import SCHEMA_HEAD
+
+    assert SCHEMA_HEAD == head_revision()
+
+
+def test_serving_code_does_not_import_alembic() -> None:
+    """About 13 MB per worker (issue 9's memory target): only migrating loads Alembic."""
+    code = (
+        "import sys, tollgate_server.app, tollgate_cli.serve, tollgate_cli.main\n"
+        "print(sorted(m for m in sys.modules if m.split('.')[0] in ('alembic', 'mako')))"
+    )
+    result = subprocess.run(
+        [sys.executable, "-c", code], capture_output=True, text=True, check=True
+    )
+    assert result.stdout.strip() == "[]"
 
 
 def test_every_response_has_a_request_id(api: httpx.Client) -> None:

@@ -39,7 +39,7 @@ def current(json_output: JsonFlag = False) -> None:
     """
     import asyncio
 
-    from tollgate_server.db.migrate import schema_state
+    from tollgate_server.db.revision import schema_state
     from tollgate_server.settings import load_settings
 
     from tollgate_cli.context import database

@@ -11,7 +11,7 @@ from typing import Any
 
 from tollgate_core import ConfigurationError
 from tollgate_server.db.embedded import start_embedded
-from tollgate_server.db.migrate import schema_state, upgrade
+from tollgate_server.db.revision import schema_state
 from tollgate_server.settings import Settings
 
 
@@ -47,7 +47,13 @@ def check_database(url: str) -> None:
 
 
 def migrate(url: str) -> None:
+    """Bring the schema to head. On a database already there, Alembic is not even imported:
+    with one worker this process goes on to serve, and Alembic would stay in its memory."""
     check_database(url)
+    if asyncio.run(schema_state(url)).at_head:
+        return
+    from tollgate_server.db.migrate import upgrade
+
     upgrade(url)
 
 

@@ -1,18 +1,20 @@
-"""Alembic, driven from code so `tollgate db upgrade` works from an installed package."""
+"""Alembic, driven from code so `tollgate db upgrade` works from an installed package.
+
+Imported only when there is a migration to run or list: see `tollgate_server.db.revision`.
+"""
 
 from __future__ import annotations
 
 import asyncio
 import functools
-from dataclasses import dataclass
 
 from alembic import command
 from alembic.config import Config
-from alembic.runtime.migration import MigrationContext
 from alembic.script import ScriptDirectory
 from alembic.util.exc import CommandError
-from sqlalchemy.ext.asyncio import create_async_engine
 from tollgate_core import ConfigurationError
+
+from tollgate_server.db.revision import schema_state
 
 
 def alembic_config(url: str) -> Config:
@@ -25,34 +27,11 @@ def alembic_config(url: str) -> Config:
 
 @functools.cache
 def head_revision() -> str:
-    """The newest migration this code ships (read from the package once per process)."""
+    """The newest migration this code ships, as Alembic reads it from the package."""
     script = ScriptDirectory.from_config(alembic_config("postgresql+asyncpg://unused/"))
     head = script.get_current_head()
     assert head is not None
     return head
-
-
-@dataclass(frozen=True)
-class SchemaState:
-    current: str | None
-    head: str
-
-    @property
-    def at_head(self) -> bool:
-        return self.current == self.head
-
-
-async def schema_state(url: str) -> SchemaState:
-    """Which revision the database is at, compared with the code's head."""
-    engine = create_async_engine(url)
-    try:
-        async with engine.connect() as conn:
-            current = await conn.run_sync(
-                lambda sync: MigrationContext.configure(sync).get_current_revision()
-            )
-    finally:
-        await engine.dispose()
-    return SchemaState(current=current, head=head_revision())
 
 
 def _known(script: ScriptDirectory, revision: str) -> bool:

@@ -20,11 +20,15 @@ from tollgate_server.errors import database_unavailable
 T = TypeVar("T")
 
 
+def asyncpg_dsn(url: str) -> str:
+    """asyncpg's DSN for one of our SQLAlchemy URLs (``postgresql+asyncpg://...``)."""
+    return make_url(url).set(drivername="postgresql").render_as_string(hide_password=False)
+
+
 async def create_hot_pool(url: str, *, size: int) -> asyncpg.Pool:
     """The hot path's pool, from the same SQLAlchemy URL as the engine."""
-    dsn = make_url(url).set(drivername="postgresql").render_as_string(hide_password=False)
     pool: asyncpg.Pool = await asyncpg.create_pool(
-        dsn,
+        asyncpg_dsn(url),
         min_size=min(2, size),
         max_size=size,
         reset=_keep_session,
