@@ -882,7 +882,8 @@ class Bench:
         self.local_db = any(
             host in self.db_dsn for host in ("@127.0.0.1", "@localhost", "@[::1]", "@/")
         )
-        self.tollgate_command = _tollgate_command()
+        self.tollgate_command: list[str] = []
+        """Set by `run`: installing the deployed environment takes a few seconds."""
         jwt_secret = secrets.token_urlsafe(48)
         env = {k: v for k, v in os.environ.items() if not k.startswith("TOLLGATE_")}
         # Start-up is timed as on an installed server, whose bytecode is compiled: cached
@@ -935,6 +936,10 @@ class Bench:
             else "none"
         )
         self.log(f"work folder {self.workdir}; load generator: {self.results['load_generator']}")
+        self.tollgate_command, self.results["server_environment"] = _tollgate_command(
+            self.args.server_env, self.workdir
+        )
+        self.log(f"server installation: {self.results['server_environment']}")
         self.log(f"database {self.args.db_name} (fresh), migrating")
         recreate_database(self.maintenance_dsn, self.args.db_name)
         from tollgate_server.db.migrate import upgrade
@@ -1412,14 +1417,40 @@ def _check_reply(reply: Reply, *, stream: bool, tokens: int | None) -> str | Non
     return None
 
 
-def _tollgate_command() -> list[str]:
+def _tollgate_command(kind: str, workdir: Path) -> tuple[list[str], str]:
+    """How to start `tollgate`, and a line saying which installation it runs from.
+
+    "deployed" (the default) installs the workspace as the Dockerfile does (``uv sync --locked
+    --no-dev --all-packages``) into a virtual environment in the work folder: the server then
+    carries what a deployment carries, and not the test tools of the development environment
+    (google-genai alone brings in `cryptography`, which PyJWT then imports: about 8 MB of RSS).
+    "current" runs the `tollgate` of the interpreter running this script.
+    """
+    if kind == "deployed":
+        uv = shutil.which("uv")
+        if uv is None:
+            raise BenchError("--server-env deployed needs uv on the PATH (or --server-env current)")
+        venv = workdir / "venv"
+        env = {**os.environ, "UV_PROJECT_ENVIRONMENT": str(venv)}
+        subprocess.run(
+            [uv, "sync", "--locked", "--no-dev", "--all-packages", "--quiet"],
+            cwd=HERE.parent,
+            env=env,
+            check=True,
+        )
+        line = "deployed (uv sync --locked --no-dev --all-packages)"
+        return [str(venv / "bin" / "tollgate")], line
     script = Path(sys.executable).with_name("tollgate")
     if script.exists():
-        return [str(script)]
+        return [str(script)], "current (the development environment)"
     found = shutil.which("tollgate")
     if found:
-        return [found]
-    return [sys.executable, "-c", "from tollgate_cli.main import main; main()"]
+        return [found], "current (the development environment)"
+    return [
+        sys.executable,
+        "-c",
+        "from tollgate_cli.main import main; main()",
+    ], "current (the development environment)"
 
 
 def machine_info() -> dict[str, Any]:
@@ -1491,6 +1522,7 @@ def report(results: dict[str, Any], options: Options) -> str:
         f"Machine: {m['cpus']} CPUs ({m['cpu_model']}), {m['memory_gib']} GiB, "
         f"Python {m['python']}; load generator: {r['load_generator']}; pinning: {r['pinning']}"
     )
+    add(f"Server installation: {r.get('server_environment', 'n/a')}")
     add(f"Code: {m.get('revision', 'unknown')}")
     add(
         "Load average (1, 5, 15 min) at start "
@@ -1737,6 +1769,13 @@ def parse_args(argv: Sequence[str] | None = None) -> tuple[argparse.Namespace, O
         "reading (100000; quick 0)",
     )
     parser.add_argument("--no-scaling", action="store_true", help="skip the 2-worker comparison")
+    parser.add_argument(
+        "--server-env",
+        choices=("deployed", "current"),
+        default="deployed",
+        help="run the server from an installation like the Dockerfile's, made in the work "
+        "folder (deployed, the default), or from this interpreter's environment (current)",
+    )
     parser.add_argument("--no-pin", action="store_true", help="do not pin processes to CPUs")
     parser.add_argument(
         "--python-load",
