@@ -23,19 +23,16 @@ def _nothing_held(api: httpx.Client, user: User) -> None:
 
 
 @pytest.mark.parametrize(
-    "content_type",
-    [None, "application/json", "application/json; charset=utf-8", "Application/JSON"],
+    "content_type", ["application/json", "application/json; charset=utf-8", "Application/JSON"]
 )
 def test_json_bodies_are_served_whatever_the_spelling_of_their_type(
     api: httpx.Client,
     make_user: Callable[..., User],
     test_models: dict[str, str],
-    content_type: str | None,
+    content_type: str,
 ) -> None:
     user = make_user(credits=1000)
-    headers = {"Authorization": user.headers["Authorization"]}
-    if content_type is not None:
-        headers["Content-Type"] = content_type
+    headers = {"Authorization": user.headers["Authorization"], "Content-Type": content_type}
     body = orjson.dumps({"model": test_models["openai"], "messages": PROMPT})
     response = api.post("/v1/chat/completions", content=body, headers=headers)
     assert response.status_code == 200, response.text
@@ -70,6 +67,52 @@ def test_bodies_the_fast_path_cannot_read_get_the_routes_validation_error(
     assert error["code"] == "validation_error"
     assert error["request_id"] == response.headers["x-request-id"]
     assert error["fields"][0]["field"].startswith(field)
+    _nothing_held(api, user)
+
+
+def test_a_json_body_without_a_content_type_is_refused_as_the_route_refuses_it(
+    api: httpx.Client, make_user: Callable[..., User], test_models: dict[str, str]
+) -> None:
+    """FastAPI's strict_content_type (a CSRF guard): no declared type, no JSON body."""
+    user = make_user(credits=1000)
+    request = api.build_request(
+        "POST",
+        "/v1/chat/completions",
+        content=orjson.dumps({"model": test_models["openai"], "messages": PROMPT}),
+        headers=user.headers,
+    )
+    assert "content-type" not in request.headers
+    response = api.send(request)
+    assert response.status_code == 422, response.text
+    assert response.json()["error"]["code"] == "validation_error"
+    _nothing_held(api, user)
+
+
+def test_the_first_of_repeated_headers_counts_as_on_the_route(
+    api: httpx.Client, make_user: Callable[..., User], test_models: dict[str, str]
+) -> None:
+    user = make_user(credits=1000)
+    body = orjson.dumps({"model": test_models["openai"], "messages": PROMPT})
+    second_scheme = api.post(
+        "/v1/chat/completions",
+        content=body,
+        headers=[
+            ("Authorization", "Basic dXNlcjpwYXNz"),
+            ("Authorization", user.headers["Authorization"]),
+            ("Content-Type", "application/json"),
+        ],
+    )
+    assert second_scheme.status_code == 401, second_scheme.text
+    second_type = api.post(
+        "/v1/chat/completions",
+        content=body,
+        headers=[
+            ("Authorization", user.headers["Authorization"]),
+            ("Content-Type", "text/plain"),
+            ("Content-Type", "application/json"),
+        ],
+    )
+    assert second_type.status_code == 422, second_type.text
     _nothing_held(api, user)
 
 

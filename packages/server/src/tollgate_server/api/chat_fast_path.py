@@ -22,6 +22,7 @@ from fastapi.security.utils import get_authorization_scheme_param
 from pydantic import ValidationError
 from starlette.datastructures import State
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
+from tollgate_core import TollgateError
 
 from tollgate_server.api.deps import caller_from_token
 from tollgate_server.api.errors import envelope
@@ -40,7 +41,7 @@ class ChatCompletionsFastPath:
         """The application's state: `runtime` is set there when the lifespan starts."""
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
-        if scope["type"] != "http" or scope["path"] != PATH or scope["method"] != "POST":
+        if scope["type"] != "http" or scope["method"] != "POST" or _path(scope) != PATH:
             await self.app(scope, receive, send)
             return
         body, stop = await _read_body(receive)
@@ -48,6 +49,10 @@ class ChatCompletionsFastPath:
             runtime: Runtime = self.state.runtime
             try:
                 response = await _generation(runtime, scope, body)
+            except TollgateError:
+                # Not raised before admission today; if it ever is, the route's handlers
+                # answer it.
+                response = None
             except ApiError as exc:
                 request_id = str(scope.get("state", {}).get("request_id", ""))
                 response = envelope(
@@ -62,6 +67,13 @@ class ChatCompletionsFastPath:
                 await response(scope, receive, send)
                 return
         await self.app(scope, _replay(body, stop, receive), send)
+
+
+def _path(scope: Scope) -> str:
+    """The path within the application (servers put a ``--root-path`` in front of it)."""
+    path: str = scope["path"]
+    root: str = scope.get("root_path", "")
+    return path[len(root) :] if root and path.startswith(root) else path
 
 
 async def _generation(runtime: Runtime, scope: Scope, body: bytes) -> Any:
@@ -91,24 +103,31 @@ async def _generation(runtime: Runtime, scope: Scope, body: bytes) -> Any:
 
 
 def _headers(scope: Scope) -> tuple[str | None, str | None]:
-    """The bearer token (as `HTTPBearer` reads it) and the content type."""
-    token = content_type = None
+    """The bearer token (as `HTTPBearer` reads it) and the content type.
+
+    Like Starlette's `Headers.get`, the first of a repeated header counts: a second
+    Authorization must not authenticate a request the route would refuse (or bill another
+    account than the route would).
+    """
+    authorization = content_type = None
     for name, value in scope["headers"]:
-        if name == b"authorization":
-            scheme, credentials = get_authorization_scheme_param(value.decode("latin-1"))
-            if scheme.lower() == "bearer" and credentials:
-                token = credentials
-        elif name == b"content-type":
+        if name == b"authorization" and authorization is None:
+            authorization = value.decode("latin-1")
+        elif name == b"content-type" and content_type is None:
             content_type = value.decode("latin-1")
+    if authorization is None:
+        return None, content_type
+    scheme, credentials = get_authorization_scheme_param(authorization)
+    token = credentials if scheme.lower() == "bearer" and credentials else None
     return token, content_type
 
 
 def _is_json(content_type: str | None) -> bool:
-    # FastAPI reads a body with no content type as JSON too.
+    # Only a declared JSON body: FastAPI's strict_content_type (on by default, a CSRF guard)
+    # refuses a body without a content type, and the route gives that refusal.
     if content_type is None:
-        return True
-    media = content_type.partition(";")[0].strip().lower()
-    return media == "application/json"
+        return False
+    return content_type.partition(";")[0].strip().lower() == "application/json"
 
 
 async def _read_body(receive: Receive) -> tuple[bytes, Message | Exception | None]:
