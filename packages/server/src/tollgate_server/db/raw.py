@@ -15,7 +15,7 @@ from typing import TypeVar
 import asyncpg
 from sqlalchemy.engine import make_url
 
-from tollgate_server.errors import database_unavailable
+from tollgate_server.errors import ApiError, database_unavailable
 
 T = TypeVar("T")
 
@@ -50,6 +50,16 @@ async def _keep_session(connection: asyncpg.Connection) -> None:
     """
 
 
+def _leaves_connection_idle(exc: BaseException) -> bool:
+    """Whether the connection is known to be idle and sound after `exc`: a refusal raised by
+    our code after its statement completed (402, 429...), or an error PostgreSQL reported in
+    full (a constraint violation). Closing the connection then would cost a reconnect for
+    every refused request."""
+    if database_unavailable(exc):
+        return False
+    return isinstance(exc, (ApiError, asyncpg.PostgresError))
+
+
 @contextlib.asynccontextmanager
 async def raw_connection(pool: asyncpg.Pool) -> AsyncIterator[asyncpg.Connection]:
     """A pooled connection; on a database outage the whole pool is marked for replacement."""
@@ -57,10 +67,11 @@ async def raw_connection(pool: asyncpg.Pool) -> AsyncIterator[asyncpg.Connection
         async with pool.acquire() as conn:
             try:
                 yield conn
-            except BaseException:
+            except BaseException as exc:
                 # A connection whose statement failed or was cancelled half-way is not
                 # handed out again.
-                conn.terminate()
+                if not _leaves_connection_idle(exc):
+                    conn.terminate()
                 raise
     except Exception as exc:
         if database_unavailable(exc):
