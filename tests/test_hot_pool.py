@@ -8,7 +8,7 @@ import asyncio
 
 import asyncpg
 import pytest
-from tollgate_server.db.raw import create_hot_pool, raw_connection
+from tollgate_server.db.raw import asyncpg_dsn, create_hot_pool, raw_connection
 from tollgate_server.errors import ApiError
 
 pytestmark = pytest.mark.postgres
@@ -66,3 +66,12 @@ def test_session_state_is_not_carried_to_the_next_user(database_url: str) -> Non
             await pool.close()
 
     assert asyncio.run(run()) is False
+
+
+def test_the_dialects_url_options_are_translated_for_asyncpg() -> None:
+    dsn = asyncpg_dsn(
+        "postgresql+asyncpg://u:p%40ss@db/tollgate?ssl=require&prepared_statement_cache_size=0"
+    )
+    assert dsn == "postgresql://u:p%40ss@db/tollgate?sslmode=require"
+    embedded = asyncpg_dsn("postgresql+asyncpg://postgres@/tollgate?host=/run/tg")
+    assert embedded == "postgresql://postgres@/tollgate?host=%2Frun%2Ftg"

@@ -62,6 +62,23 @@ def test_unreachable_database_is_one_line(tmp_path: Path) -> None:
     assert "TOLLGATE_DATABASE_URL" in _one_line(result)
 
 
+def test_a_database_url_for_another_driver_is_one_line(tmp_path: Path) -> None:
+    result = _run_serve(
+        tmp_path, TOLLGATE_DATABASE_URL="postgresql+psycopg2://postgres@127.0.0.1/tollgate"
+    )
+    line = _one_line(result)
+    assert "TOLLGATE_DATABASE_URL" in line
+    assert "asyncpg" in line
+
+
+def test_a_plain_postgresql_url_means_asyncpg() -> None:
+    from tollgate_server.settings import Settings
+
+    plain = Settings(database_url="postgresql://u:p%40ss@db:5432/tollgate")
+    assert plain.database_url == "postgresql+asyncpg://u:p%40ss@db:5432/tollgate"
+    assert Settings(database_url="").database_url is None
+
+
 def test_short_jwt_secret_is_one_line(tmp_path: Path) -> None:
     result = _run_serve(tmp_path, TOLLGATE_JWT_SECRET="too-short")
     assert "TOLLGATE_JWT_SECRET" in _one_line(result)

@@ -37,17 +37,14 @@ def current(json_output: JsonFlag = False) -> None:
 
     Example: tollgate db current
     """
-    import asyncio
 
-    from tollgate_server.db.revision import schema_state
     from tollgate_server.settings import load_settings
 
     from tollgate_cli.context import database
     from tollgate_cli.serve import check_database
 
     with database(load_settings()) as url:
-        check_database(url)
-        state = asyncio.run(schema_state(url))
+        state = check_database(url)
     if json_output:
         echo_json({"current": state.current, "head": state.head, "at_head": state.at_head})
         return

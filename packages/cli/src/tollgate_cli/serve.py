@@ -11,7 +11,7 @@ from typing import Any
 
 from tollgate_core import ConfigurationError
 from tollgate_server.db.embedded import start_embedded
-from tollgate_server.db.revision import schema_state
+from tollgate_server.db.revision import SchemaState, schema_state
 from tollgate_server.settings import Settings
 
 
@@ -33,10 +33,10 @@ def resolve_database(settings: Settings) -> tuple[str, Any]:
     return url, server
 
 
-def check_database(url: str) -> None:
-    """Fail with one line when the database cannot be reached."""
+def check_database(url: str) -> SchemaState:
+    """The database's schema revision; fails with one line when it cannot be reached."""
     try:
-        asyncio.run(asyncio.wait_for(schema_state(url), timeout=10))
+        return asyncio.run(asyncio.wait_for(schema_state(url), timeout=10))
     except ConfigurationError:
         raise
     except Exception as exc:
@@ -49,8 +49,7 @@ def check_database(url: str) -> None:
 def migrate(url: str) -> None:
     """Bring the schema to head. On a database already there, Alembic is not even imported:
     with one worker this process goes on to serve, and Alembic would stay in its memory."""
-    check_database(url)
-    if asyncio.run(schema_state(url)).at_head:
+    if check_database(url).at_head:
         return
     from tollgate_server.db.migrate import upgrade
 

@@ -80,6 +80,21 @@ class Settings(BaseSettings):
     its generations are released."""
     shutdown_grace_seconds: float = 20.0
 
+    @field_validator("database_url")
+    @classmethod
+    def _asyncpg_url(cls, value: str | None) -> str | None:
+        """Every connection goes through asyncpg: a plain ``postgresql://`` URL means it."""
+        if not value:
+            return None  # unset: the embedded server
+        scheme, sep, rest = value.partition("://")
+        if not sep:
+            raise ValueError("expected a URL such as postgresql+asyncpg://user@host/database")
+        if scheme in ("postgresql", "postgres"):
+            return f"postgresql+asyncpg://{rest}"
+        if scheme != "postgresql+asyncpg":
+            raise ValueError(f"the driver must be asyncpg (postgresql+asyncpg://), not {scheme}")
+        return value
+
     @field_validator("jwt_secret")
     @classmethod
     def _secret_long_enough(cls, value: SecretStr | None) -> SecretStr | None:

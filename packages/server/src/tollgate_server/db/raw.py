@@ -20,9 +20,22 @@ from tollgate_server.errors import ApiError, database_unavailable
 T = TypeVar("T")
 
 
+_DIALECT_ONLY_OPTIONS = ("prepared_statement_cache_size", "prepared_statement_name_func")
+"""Query options of SQLAlchemy's asyncpg dialect that asyncpg itself would send to the server
+as settings (and the server would refuse)."""
+
+
 def asyncpg_dsn(url: str) -> str:
-    """asyncpg's DSN for one of our SQLAlchemy URLs (``postgresql+asyncpg://...``)."""
-    return make_url(url).set(drivername="postgresql").render_as_string(hide_password=False)
+    """asyncpg's DSN for one of our SQLAlchemy URLs (``postgresql+asyncpg://...``).
+
+    The dialect's ``ssl=`` option is asyncpg's ``sslmode=``; the dialect's own options are
+    dropped.
+    """
+    parsed = make_url(url)
+    query = {k: v for k, v in parsed.query.items() if k not in _DIALECT_ONLY_OPTIONS}
+    if "ssl" in query and "sslmode" not in query:
+        query["sslmode"] = query.pop("ssl")
+    return parsed.set(drivername="postgresql", query=query).render_as_string(hide_password=False)
 
 
 async def create_hot_pool(url: str, *, size: int) -> asyncpg.Pool:
