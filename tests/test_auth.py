@@ -182,6 +182,37 @@ def test_bad_tokens_get_401(api: httpx.Client, token: str) -> None:
     assert response.headers["www-authenticate"] == "Bearer"
 
 
+def test_a_verified_access_token_is_checked_once_and_expires_on_time(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    from tollgate_server.security import tokens
+    from tollgate_server.settings import Settings
+
+    settings = Settings(jwt_secret=JWT_SECRET, jwt_leeway_seconds=0)
+    verified = tokens.VerifiedAccessTokens(settings, JWT_SECRET)
+    decoded: list[str] = []
+    real_decode = tokens.decode_token
+
+    def counting_decode(token: str, **kwargs: object) -> tokens.TokenClaims:
+        decoded.append(token)
+        return real_decode(token, **kwargs)  # type: ignore[arg-type]
+
+    monkeypatch.setattr(tokens, "decode_token", counting_decode)
+    now = int(time.time())
+    short = _token(iat=now, exp=now + 2)
+    subject = verified.verify(short).subject
+    assert verified.verify(short).subject == subject
+    assert decoded == [short]  # the second use is a look-up
+    # Refused tokens are not remembered: each use is checked again, and refused again.
+    for _ in range(2):
+        with pytest.raises(tokens.InvalidToken):
+            verified.verify(_token(typ="refresh"))
+    assert len(decoded) == 3
+    time.sleep(max(0.0, now + 2 - time.time()) + 0.05)
+    with pytest.raises(tokens.InvalidToken):
+        verified.verify(short)
+
+
 def test_roles_guard_admin_routes(
     api: httpx.Client, make_user: Callable[..., User], admin_headers: dict[str, str]
 ) -> None:

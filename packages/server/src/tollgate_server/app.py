@@ -23,6 +23,7 @@ from tollgate_server.db.raw import create_hot_pool
 from tollgate_server.logs import install_redaction
 from tollgate_server.middleware import RequestContextMiddleware
 from tollgate_server.runtime import Runtime
+from tollgate_server.security.tokens import VerifiedAccessTokens
 from tollgate_server.services.catalogue import Catalogue
 from tollgate_server.services.keys import KeyCache
 from tollgate_server.services.providers import build_providers
@@ -111,11 +112,12 @@ async def _start_runtime(
         cookie_jar=aiohttp.DummyCookieJar(),
         auto_decompress=True,
     )
+    jwt_secret = settings.resolved_jwt_secret()
     report = load_providers(plugins=plugins)
     providers = build_providers(report, env, http)
     install_redaction(
         [
-            settings.resolved_jwt_secret(),
+            jwt_secret,
             settings.admin_password.get_secret_value() if settings.admin_password else None,
             *(provider.config.api_key for provider in providers.values()),
         ]
@@ -129,10 +131,11 @@ async def _start_runtime(
         http=http,
         plugins=report,
         providers=providers,
-        jwt_secret=settings.resolved_jwt_secret(),
+        jwt_secret=jwt_secret,
         listener=listener,
         catalogue=Catalogue(engine, listener),
         keys=KeyCache(hot_pool, listener),
+        access_tokens=VerifiedAccessTokens(settings, jwt_secret),
     )
     from tollgate_server.services.shutdown import install_drain_on_signals
     from tollgate_server.services.startup import on_startup

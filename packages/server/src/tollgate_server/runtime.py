@@ -20,6 +20,7 @@ from tollgate_server.settings import Settings
 
 if TYPE_CHECKING:
     from tollgate_server.db.listener import Listener
+    from tollgate_server.security.tokens import VerifiedAccessTokens
     from tollgate_server.services.catalogue import Catalogue
     from tollgate_server.services.gateway import GenerationResponse
     from tollgate_server.services.keys import KeyCache
@@ -41,6 +42,7 @@ class Runtime:
     listener: Listener
     catalogue: Catalogue
     keys: KeyCache
+    access_tokens: VerifiedAccessTokens
     instance_id: uuid.UUID = field(default_factory=uuid.uuid4)
     """This process, as registered in `instances` for the sweeper."""
     draining: bool = False

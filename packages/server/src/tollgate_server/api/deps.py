@@ -24,7 +24,7 @@ from sqlalchemy.ext.asyncio import AsyncSession
 
 from tollgate_server.errors import forbidden, unauthenticated
 from tollgate_server.runtime import Runtime
-from tollgate_server.security.tokens import API_KEY_PREFIX, InvalidToken, decode_token
+from tollgate_server.security.tokens import API_KEY_PREFIX, InvalidToken
 from tollgate_server.services.keys import KeyIdentity
 
 
@@ -71,9 +71,7 @@ class Principal:
 
 def _user_from_token(token: str, runtime: Runtime) -> Principal:
     try:
-        claims = decode_token(
-            token, settings=runtime.settings, secret=runtime.jwt_secret, expected="access"
-        )
+        claims = runtime.access_tokens.verify(token)
     except InvalidToken:
         raise unauthenticated("invalid or expired access token") from None
     return Principal(account_id=claims.subject)
