@@ -26,10 +26,10 @@ from tollgate_core import TollgateError
 
 from tollgate_server.api.deps import caller_from_token
 from tollgate_server.api.errors import envelope
+from tollgate_server.api.routes.chat import caller_generation
 from tollgate_server.errors import ApiError
 from tollgate_server.openai_format import ChatCompletionCreate
 from tollgate_server.runtime import Runtime
-from tollgate_server.services.gateway import GenerationResponse, plan_generation
 
 PATH = "/v1/chat/completions"
 
@@ -92,14 +92,7 @@ async def _generation(runtime: Runtime, scope: Scope, body: bytes) -> Any:
         request = ChatCompletionCreate.model_validate(payload)
     except ValidationError:
         return None
-    plan = await plan_generation(
-        runtime,
-        account_id=caller.account_id,
-        api_key_id=caller.key.key_id if caller.key else None,
-        allowed_models=caller.key.models if caller.key else None,
-        body=request,
-    )
-    return GenerationResponse(runtime, plan)
+    return await caller_generation(runtime, caller, request)
 
 
 def _headers(scope: Scope) -> tuple[str | None, str | None]:

@@ -9,9 +9,10 @@ from pydantic import BaseModel, Field
 from starlette.responses import Response
 from tollgate_core import format_credits
 
-from tollgate_server.api.deps import CallerDep, RuntimeDep
+from tollgate_server.api.deps import CallerDep, Principal, RuntimeDep
 from tollgate_server.api.responses import STREAM_EVENT_SCHEMA, errors
 from tollgate_server.openai_format import ChatCompletionCreate
+from tollgate_server.runtime import Runtime
 from tollgate_server.schemas import ChatCompletionPublic
 from tollgate_server.services.gateway import GenerationResponse, plan_generation
 
@@ -146,6 +147,14 @@ async def chat_completions(
     upstream is stopped and you are charged for what was generated so far; look it up with
     `GET /v1/generations/{id}` (the id is in the `X-Tollgate-Generation-Id` header).
     """
+    return await caller_generation(runtime, caller, body)
+
+
+async def caller_generation(
+    runtime: Runtime, caller: Principal, body: ChatCompletionCreate
+) -> GenerationResponse:
+    """The caller's generation, planned and ready to admit; shared with the fast path
+    (`tollgate_server.api.chat_fast_path`)."""
     plan = await plan_generation(
         runtime,
         account_id=caller.account_id,
