@@ -1140,6 +1140,8 @@ class Bench:
             idle = server.rss()
             self.log(f"{workers} worker(s), unpinned: started in {startup:.2f} s, load")
             self.closed_loop(self.tollgate, stream=False, seconds=2, server=server)
+            serving = server.worker_processes()
+            before = [cpu_seconds([p]) for p in serving]
             result = self.closed_loop(
                 self.tollgate,
                 stream=False,
@@ -1148,9 +1150,12 @@ class Bench:
                 connections=connections,
                 client_cpus=None,
             )
+            # How evenly the workers shared the load (they accept from one listening socket).
+            used = [cpu_seconds([p]) - b for p, b in zip(serving, before, strict=True)]
             out[f"workers_{workers}"] = {
                 "start_to_first_request_s": startup,
                 "rss_idle_mb": idle,
+                "worker_cpu_share": [u / sum(used) if sum(used) else None for u in used],
                 **result,
             }
             server.stop()
@@ -1618,7 +1623,8 @@ def report(results: dict[str, Any], options: Options) -> str:
             "(Tollgate, PostgreSQL, mock, load generator); "
             f"2-worker start to first request "
             f"{w2['start_to_first_request_s']:.2f} s, idle RSS "
-            f"{', '.join(f'{x:.1f}' for x in w2['rss_idle_mb'])} MB"
+            f"{', '.join(f'{x:.1f}' for x in w2['rss_idle_mb'])} MB; the two workers' shares "
+            f"of their CPU time: {', '.join(f'{x:.0%}' for x in w2['worker_cpu_share'] if x)}"
         )
     lines.append("")
     lines.extend(targets_table(r, options))
