@@ -84,16 +84,18 @@ class Settings(BaseSettings):
     @classmethod
     def _asyncpg_url(cls, value: str | None) -> str | None:
         """Every connection goes through asyncpg: a plain ``postgresql://`` URL means it."""
+        value = (value or "").strip()
         if not value:
             return None  # unset: the embedded server
         scheme, sep, rest = value.partition("://")
         if not sep:
             raise ValueError("expected a URL such as postgresql+asyncpg://user@host/database")
+        scheme = scheme.lower()
         if scheme in ("postgresql", "postgres"):
             return f"postgresql+asyncpg://{rest}"
         if scheme != "postgresql+asyncpg":
             raise ValueError(f"the driver must be asyncpg (postgresql+asyncpg://), not {scheme}")
-        return value
+        return f"{scheme}://{rest}"
 
     @field_validator("jwt_secret")
     @classmethod

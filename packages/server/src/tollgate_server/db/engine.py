@@ -2,6 +2,10 @@
 
 from __future__ import annotations
 
+from typing import Any
+
+import asyncpg
+from sqlalchemy.engine import make_url
 from sqlalchemy.ext.asyncio import (
     AsyncEngine,
     AsyncSession,
@@ -9,20 +13,37 @@ from sqlalchemy.ext.asyncio import (
     create_async_engine,
 )
 
+from tollgate_server.db.raw import asyncpg_dsn
+
+
+def engine_for(url: str, **options: Any) -> AsyncEngine:
+    """An engine whose connections asyncpg makes from `url`, read by `asyncpg_dsn` exactly as
+    the hot pool and the schema check read it.
+
+    SQLAlchemy's own asyncpg dialect would pass every query option of the URL to
+    `asyncpg.connect` as a keyword, so a libpq-style ``?sslmode=require`` (or
+    ``?application_name=``) would pass the start-up check and then fail on the first session.
+    """
+    return create_async_engine(
+        make_url(url).set(query={}),  # the options are asyncpg's to read, below
+        async_creator=lambda: asyncpg.connect(
+            asyncpg_dsn(url), server_settings={"application_name": "tollgate"}
+        ),
+        **options,
+    )
+
 
 def make_engine(url: str, *, pool_size: int = 20) -> AsyncEngine:
     """An asyncpg engine whose pool survives a PostgreSQL restart (pre-ping on checkout).
 
     The generation path does not use it: it has a bare asyncpg pool (`tollgate_server.db.raw`).
     """
-    return create_async_engine(
+    return engine_for(
         url,
         pool_size=pool_size,
         max_overflow=pool_size,
         pool_pre_ping=True,
         pool_recycle=3600,
-        # The server's own statements are few and fixed; asyncpg caches their plans.
-        connect_args={"server_settings": {"application_name": "tollgate"}},
     )
 
 

@@ -7,8 +7,8 @@ import asyncio
 from alembic import context
 from sqlalchemy import pool
 from sqlalchemy.engine import Connection
-from sqlalchemy.ext.asyncio import create_async_engine
 
+from tollgate_server.db.engine import engine_for
 from tollgate_server.db.schema import Base
 
 config = context.config
@@ -36,7 +36,7 @@ def _run(connection: Connection) -> None:
 async def run_migrations_online() -> None:
     url = config.get_main_option("sqlalchemy.url")
     assert url is not None
-    engine = create_async_engine(url, poolclass=pool.NullPool)
+    engine = engine_for(url, poolclass=pool.NullPool)
     async with engine.connect() as connection:
         await connection.run_sync(_run)
     await engine.dispose()
