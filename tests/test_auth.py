@@ -208,6 +208,11 @@ def test_a_verified_access_token_is_checked_once_and_expires_on_time(
         with pytest.raises(tokens.InvalidToken):
             verified.verify(_token(typ="refresh"))
     assert len(decoded) == 3
+    # A token longer than any this server issues is accepted but not remembered.
+    long = _token(pad="x" * tokens.VerifiedAccessTokens.MAX_TOKEN_CHARS)
+    verified.verify(long)
+    verified.verify(long)
+    assert decoded[-2:] == [long, long]
     time.sleep(max(0.0, now + 2 - time.time()) + 0.05)
     with pytest.raises(tokens.InvalidToken):
         verified.verify(short)

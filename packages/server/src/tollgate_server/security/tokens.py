@@ -113,6 +113,9 @@ class VerifiedAccessTokens:
     """
 
     MAX_ENTRIES = 4096
+    MAX_TOKEN_CHARS = 1024
+    """Tokens this server issues are about 400 characters. A longer one is still verified, but
+    not remembered: a cache keyed on what a client sends must not grow with it."""
 
     def __init__(self, settings: Settings, secret: str) -> None:
         self._settings = settings
@@ -130,9 +133,10 @@ class VerifiedAccessTokens:
         claims = decode_token(
             token, settings=self._settings, secret=self._secret, expected="access"
         )
-        if len(self._claims) >= self.MAX_ENTRIES:
-            self._claims.clear()
-        self._claims[token] = claims
+        if len(token) <= self.MAX_TOKEN_CHARS:
+            if len(self._claims) >= self.MAX_ENTRIES:
+                self._claims.clear()
+            self._claims[token] = claims
         return claims
 
 
