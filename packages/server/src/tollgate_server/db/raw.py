@@ -57,18 +57,24 @@ async def _keep_session(connection: asyncpg.Connection) -> None:
     these statements run in autocommit and set no session state. What the reset also caught
     is handled without it: asyncpg still checks, before calling this, that the connection is
     open and rolls back a transaction left open; `raw_connection` terminates a connection whose
-    statement failed or was cancelled; and a connection left mid-protocol by an outage raises
+    statement was cut off half-way (see `_leaves_connection_idle`); and a connection left
+    mid-protocol by an outage raises
     InternalClientError on its next use, which counts as an outage (`database_unavailable`), so
     the statement is retried on a fresh connection.
     """
 
 
-def _leaves_connection_idle(exc: BaseException) -> bool:
+def _leaves_connection_idle(conn: asyncpg.Connection, exc: BaseException) -> bool:
     """Whether the connection is known to be idle and sound after `exc`: a refusal raised by
     our code after its statement completed (402, 429...), or an error PostgreSQL reported in
-    full (a constraint violation). Closing the connection then would cost a reconnect for
-    every refused request."""
-    if database_unavailable(exc):
+    full (asyncpg raises those only once the server is ready for the next query). Closing the
+    connection then would cost a reconnect for every refused request. Anything else (a
+    cancellation, a timeout, a client-side failure) may have cut a statement off half-way.
+
+    Callers raise `ApiError` only after their statements have completed; a caller that turned
+    a timeout into an `ApiError` would have to terminate the connection itself.
+    """
+    if database_unavailable(exc) or conn.is_closed() or conn.is_in_transaction():
         return False
     return isinstance(exc, (ApiError, asyncpg.PostgresError))
 
@@ -81,9 +87,8 @@ async def raw_connection(pool: asyncpg.Pool) -> AsyncIterator[asyncpg.Connection
             try:
                 yield conn
             except BaseException as exc:
-                # A connection whose statement failed or was cancelled half-way is not
-                # handed out again.
-                if not _leaves_connection_idle(exc):
+                # A connection whose statement was cut off half-way is not handed out again.
+                if not _leaves_connection_idle(conn, exc):
                     conn.terminate()
                 raise
     except Exception as exc:
