@@ -1152,10 +1152,11 @@ class Bench:
             )
             # How evenly the workers shared the load (they accept from one listening socket).
             used = [cpu_seconds([p]) - b for p, b in zip(serving, before, strict=True)]
+            total = sum(used)
             out[f"workers_{workers}"] = {
                 "start_to_first_request_s": startup,
                 "rss_idle_mb": idle,
-                "worker_cpu_share": [u / sum(used) if sum(used) else None for u in used],
+                "worker_cpu_share": [u / total if total else None for u in used],
                 **result,
             }
             server.stop()
@@ -1445,17 +1446,14 @@ def _tollgate_command(kind: str, workdir: Path) -> tuple[list[str], str]:
         )
         line = "deployed (uv sync --locked --no-dev --all-packages)"
         return [str(venv / "bin" / "tollgate")], line
+    current = "current (the development environment)"
     script = Path(sys.executable).with_name("tollgate")
     if script.exists():
-        return [str(script)], "current (the development environment)"
+        return [str(script)], current
     found = shutil.which("tollgate")
     if found:
-        return [found], "current (the development environment)"
-    return [
-        sys.executable,
-        "-c",
-        "from tollgate_cli.main import main; main()",
-    ], "current (the development environment)"
+        return [found], current
+    return [sys.executable, "-c", "from tollgate_cli.main import main; main()"], current
 
 
 def machine_info() -> dict[str, Any]:

@@ -15,12 +15,11 @@ the OpenAPI document and in Swagger UI, and answers exactly the same requests.
 
 from __future__ import annotations
 
-from typing import Any
-
 import orjson
 from fastapi.security.utils import get_authorization_scheme_param
 from pydantic import ValidationError
 from starlette.datastructures import State
+from starlette.responses import Response
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 from tollgate_core import TollgateError
 
@@ -47,6 +46,7 @@ class ChatCompletionsFastPath:
         body, stop = await _read_body(receive)
         if stop is None:
             runtime: Runtime = self.state.runtime
+            response: Response | None
             try:
                 response = await _generation(runtime, scope, body)
             except TollgateError:
@@ -76,7 +76,7 @@ def _path(scope: Scope) -> str:
     return path[len(root) :] if root and path.startswith(root) else path
 
 
-async def _generation(runtime: Runtime, scope: Scope, body: bytes) -> Any:
+async def _generation(runtime: Runtime, scope: Scope, body: bytes) -> Response | None:
     """The generation's response, or None when the request is for the framework to refuse."""
     token, content_type = _headers(scope)
     if token is None or not _is_json(content_type):

@@ -13,7 +13,7 @@ from sqlalchemy.ext.asyncio import (
     create_async_engine,
 )
 
-from tollgate_server.db.raw import asyncpg_dsn
+from tollgate_server.db.raw import SERVER_SETTINGS, asyncpg_dsn
 
 
 def engine_for(url: str, **options: Any) -> AsyncEngine:
@@ -26,9 +26,7 @@ def engine_for(url: str, **options: Any) -> AsyncEngine:
     """
     return create_async_engine(
         make_url(url).set(query={}),  # the options are asyncpg's to read, below
-        async_creator=lambda: asyncpg.connect(
-            asyncpg_dsn(url), server_settings={"application_name": "tollgate"}
-        ),
+        async_creator=lambda: asyncpg.connect(asyncpg_dsn(url), server_settings=SERVER_SETTINGS),
         **options,
     )
 

@@ -19,6 +19,9 @@ from tollgate_server.errors import ApiError, database_unavailable
 
 T = TypeVar("T")
 
+SERVER_SETTINGS = {"application_name": "tollgate"}
+"""Session settings of every connection the server opens (the engine's and the hot pool's)."""
+
 
 _DIALECT_ONLY_OPTIONS = ("prepared_statement_cache_size", "prepared_statement_name_func")
 """Query options of SQLAlchemy's asyncpg dialect that asyncpg itself would send to the server
@@ -45,7 +48,7 @@ async def create_hot_pool(url: str, *, size: int) -> asyncpg.Pool:
         min_size=min(2, size),
         max_size=size,
         reset=_keep_session,
-        server_settings={"application_name": "tollgate"},
+        server_settings=SERVER_SETTINGS,
     )
     return pool
 
@@ -58,9 +61,8 @@ async def _keep_session(connection: asyncpg.Connection) -> None:
     is handled without it: asyncpg still checks, before calling this, that the connection is
     open and rolls back a transaction left open; `raw_connection` terminates a connection whose
     statement was cut off half-way (see `_leaves_connection_idle`); and a connection left
-    mid-protocol by an outage raises
-    InternalClientError on its next use, which counts as an outage (`database_unavailable`), so
-    the statement is retried on a fresh connection.
+    mid-protocol by an outage raises InternalClientError on its next use, which counts as an
+    outage (`database_unavailable`), so the statement is retried on a fresh connection.
     """
 
 
