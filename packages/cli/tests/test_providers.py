@@ -46,3 +46,16 @@ def test_the_command_never_prints_the_key() -> None:
         assert SECRET not in result.output
     data = json.loads(CliRunner().invoke(app, ["providers", "list", "--json"], env=env).stdout)
     assert {u["name"]: u["key_set"] for u in data["upstreams"]}["openai"] is True
+
+
+def test_a_provider_that_needs_no_key_is_configured_and_served_without_one() -> None:
+    from tollgate_core import load_providers
+    from tollgate_server.services.providers import build_providers
+
+    found = {u["name"]: u for u in survey({}).upstreams}
+    assert found["echo"]["key_set"] is False and found["echo"]["configured"] is True
+    assert found["openai"]["configured"] is False
+    served = build_providers(load_providers(), {}, http=None)  # type: ignore[arg-type]
+    assert "echo" in served and "openai" not in served
+    table = CliRunner().invoke(app, ["providers", "list"], env={}).output
+    assert any(line.startswith("echo") and "not needed" in line for line in table.splitlines())

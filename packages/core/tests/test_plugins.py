@@ -9,7 +9,7 @@ from typing import Any
 import pytest
 from tollgate_core import Provider, build_plugin_manager, hookimpl, load_providers
 from tollgate_core.hookspecs import RegisterProvider
-from tollgate_core.plugins import ENTRY_POINT_GROUP, collect_providers
+from tollgate_core.plugins import ENTRY_POINT_GROUP, collect_providers, load_entrypoint_plugins
 from tollgate_core.testing import FakeProvider
 
 
@@ -49,7 +49,7 @@ def test_explicit_plugins_skip_entry_points() -> None:
 
 
 def test_a_duplicate_kind_is_refused_and_reported_by_plugin_name() -> None:
-    pm = build_plugin_manager(load_entrypoints=False)
+    pm = build_plugin_manager()
     pm.register(Registers(FakeProvider), name="first")
     pm.register(Registers(OtherFake), name="second")
     report = collect_providers(pm)
@@ -60,14 +60,14 @@ def test_a_duplicate_kind_is_refused_and_reported_by_plugin_name() -> None:
 
 
 def test_the_same_class_twice_is_not_a_conflict() -> None:
-    pm = build_plugin_manager(load_entrypoints=False)
+    pm = build_plugin_manager()
     pm.register(Registers(FakeProvider, FakeProvider), name="twice")
     report = collect_providers(pm)
     assert report.providers == {"fake": FakeProvider} and report.problems == {}
 
 
 def test_a_broken_plugin_is_reported_without_raising() -> None:
-    pm = build_plugin_manager(load_entrypoints=False)
+    pm = build_plugin_manager()
     pm.register(Broken(), name="broken")
     pm.register(Registers(FakeProvider), name="fine")
     report = collect_providers(pm)
@@ -76,7 +76,7 @@ def test_a_broken_plugin_is_reported_without_raising() -> None:
 
 
 def test_registering_something_that_is_not_a_provider_is_reported() -> None:
-    pm = build_plugin_manager(load_entrypoints=False)
+    pm = build_plugin_manager()
     pm.register(Registers(object), name="odd")
     report = collect_providers(pm)
     assert report.problems["odd"].startswith("TypeError")
@@ -105,3 +105,41 @@ def test_entry_points_that_fail_to_load_are_reported_by_name(
     assert report.problems["missing"].startswith("ModuleNotFoundError")
     assert "no_such_hook" in report.problems["unknown-hook"]
     assert {"openai", "gemini", "anthropic"} <= set(report.providers)
+
+
+def test_load_problems_are_returned_not_attached_to_the_manager(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    real = importlib.metadata.entry_points
+    missing = importlib.metadata.EntryPoint("missing", "tollgate_no_such_module", ENTRY_POINT_GROUP)
+
+    def entry_points(**kwargs: Any) -> Any:
+        found = real(**kwargs)
+        return [*found, missing] if kwargs.get("group") == ENTRY_POINT_GROUP else found
+
+    monkeypatch.setattr(importlib.metadata, "entry_points", entry_points)
+    pm = build_plugin_manager()
+    problems = load_entrypoint_plugins(pm)
+    assert set(problems) == {"missing"}
+    assert not hasattr(pm, "tollgate_problems")
+    assert collect_providers(pm, problems=problems).problems == problems
+
+
+class DeclaresNoArguments:
+    """A plugin written against a hook that has since gained arguments it does not take."""
+
+    called = False
+
+    @hookimpl
+    def register_providers(self) -> None:
+        DeclaresNoArguments.called = True
+
+
+def test_an_implementation_gets_only_the_arguments_it_declares() -> None:
+    pm = build_plugin_manager()
+    pm.register(DeclaresNoArguments(), name="bare")
+    pm.register(Registers(FakeProvider), name="fine")
+    report = collect_providers(pm)
+    assert DeclaresNoArguments.called
+    assert report.problems == {}
+    assert report.providers == {"fake": FakeProvider}

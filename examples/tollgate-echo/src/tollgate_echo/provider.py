@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import asyncio
-from collections.abc import AsyncIterator, Mapping
+from collections.abc import AsyncGenerator, Mapping
 from typing import ClassVar
 
 from tollgate_core import (
@@ -27,6 +27,7 @@ class EchoProvider(Provider):
 
     kind: ClassVar[str] = "echo"
     env_vars: ClassVar[tuple[str, ...]] = ("TOLLGATE_ECHO_DELAY_MS",)
+    needs_key: ClassVar[bool] = False
 
     @classmethod
     def configs_from_env(cls, env: Mapping[str, str]) -> list[ProviderConfig]:
@@ -34,14 +35,11 @@ class EchoProvider(Provider):
         delay = env.get("TOLLGATE_ECHO_DELAY_MS", "0")
         if not delay.isdigit():
             raise ConfigurationError("TOLLGATE_ECHO_DELAY_MS must be a whole number of ms")
-        # Echo needs no key; a non-empty placeholder marks the upstream as configured.
         return [
-            ProviderConfig(
-                name="echo", base_url="echo:", api_key="no-key-needed", options={"delay_ms": delay}
-            )
+            ProviderConfig(name="echo", base_url="echo:", api_key=None, options={"delay_ms": delay})
         ]
 
-    async def stream(self, request: GenerationRequest) -> AsyncIterator[StreamEvent]:
+    async def stream(self, request: GenerationRequest) -> AsyncGenerator[StreamEvent, None]:
         """Yield the last user message's words, then one `StreamEnd`."""
         last_user = next((m.content for m in reversed(request.messages) if m.role == "user"), "")
         words = last_user.split()

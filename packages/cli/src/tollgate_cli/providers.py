@@ -60,6 +60,7 @@ def survey(env: Mapping[str, str]) -> Survey:
                     "provider": kind,
                     "base_url": safe_url(config.base_url),
                     "key_set": bool(config.api_key),
+                    "configured": bool(config.api_key) or not cls.needs_key,
                 }
             )
     secrets = secret_values(env)
@@ -67,6 +68,12 @@ def survey(env: Mapping[str, str]) -> Survey:
     for upstream in result.upstreams:
         upstream["base_url"] = scrub(upstream["base_url"], secrets)
     return result
+
+
+def _key_state(upstream: dict[str, Any]) -> str:
+    if upstream["key_set"]:
+        return "set"
+    return "unset" if not upstream["configured"] else "not needed"
 
 
 def upstream_names(env: Mapping[str, str] | None = None) -> set[str]:
@@ -126,10 +133,7 @@ def list_providers(json_output: JsonFlag = False) -> None:
         typer.echo(
             table(
                 ["UPSTREAM", "PROVIDER", "BASE_URL", "KEY"],
-                [
-                    (u["name"], u["provider"], u["base_url"], "set" if u["key_set"] else "unset")
-                    for u in found.upstreams
-                ],
+                [(u["name"], u["provider"], u["base_url"], _key_state(u)) for u in found.upstreams],
             )
         )
     else:

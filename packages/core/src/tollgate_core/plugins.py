@@ -13,6 +13,7 @@ from dataclasses import dataclass, field
 from types import ModuleType
 
 import pluggy
+from pluggy import HookImpl
 
 from tollgate_core import hookspecs
 from tollgate_core.provider import Provider
@@ -33,28 +34,35 @@ class PluginReport:
     """Plugin name -> one line saying why it was skipped."""
 
 
-def build_plugin_manager(*, load_entrypoints: bool = True) -> pluggy.PluginManager:
-    """A plugin manager with Tollgate's hookspecs.
+def build_plugin_manager() -> pluggy.PluginManager:
+    """A plugin manager with Tollgate's hookspecs and no plugin registered yet.
 
-    Tests pass ``load_entrypoints=False`` to get a clean manager and `register` their own
-    plugins. Entry points that fail to import are recorded on ``pm.tollgate_problems``.
+    Tests fill it with ``pm.register(...)``; `load_entrypoint_plugins` adds the installed ones.
     """
     pm = pluggy.PluginManager(hookspecs.PROJECT_NAME)
     pm.add_hookspecs(hookspecs)
-    problems: dict[str, str] = {}
-    if load_entrypoints:
-        for ep in importlib.metadata.entry_points(group=ENTRY_POINT_GROUP):
-            try:
-                module = ep.load()
-                pm.register(module, name=ep.name)
-                # Unknown hook names are a bug in the plugin: refuse it now, not at call time.
-                pm.check_pending()
-            except Exception as exc:  # any failure of third-party code is reported, not raised
-                _unregister_quietly(pm, ep.name)
-                problems[ep.name] = f"{type(exc).__name__}: {exc}"
-                logger.error("plugin %s skipped: %s", ep.name, problems[ep.name])
-    pm.tollgate_problems = problems  # type: ignore[attr-defined]
     return pm
+
+
+def load_entrypoint_plugins(pm: pluggy.PluginManager) -> dict[str, str]:
+    """Register every plugin of the ``tollgate`` entry-point group on `pm`.
+
+    Returns:
+        Plugin name -> one line saying why it was skipped, for each plugin that failed to
+        import or implements a hook that does not exist.
+    """
+    problems: dict[str, str] = {}
+    for ep in importlib.metadata.entry_points(group=ENTRY_POINT_GROUP):
+        try:
+            module = ep.load()
+            pm.register(module, name=ep.name)
+            # Unknown hook names are a bug in the plugin: refuse it now, not at call time.
+            pm.check_pending()
+        except Exception as exc:  # any failure of third-party code is reported, not raised
+            _unregister_quietly(pm, ep.name)
+            problems[ep.name] = f"{type(exc).__name__}: {exc}"
+            logger.error("plugin %s skipped: %s", ep.name, problems[ep.name])
+    return problems
 
 
 def _unregister_quietly(pm: pluggy.PluginManager, name: str) -> None:
@@ -63,9 +71,21 @@ def _unregister_quietly(pm: pluggy.PluginManager, name: str) -> None:
         pm.unregister(plugin)
 
 
-def collect_providers(pm: pluggy.PluginManager) -> PluginReport:
-    """Call `register_providers` on every plugin and gather the provider classes."""
-    report = PluginReport(problems=dict(getattr(pm, "tollgate_problems", {})))
+def _call_with_declared_args(impl: HookImpl, **kwargs: object) -> object:
+    """Call one hook implementation with only the arguments it declares, as pluggy's own
+    caller does: a hook can gain arguments without breaking the plugins written before."""
+    return impl.function(*(kwargs[name] for name in impl.argnames))
+
+
+def collect_providers(
+    pm: pluggy.PluginManager, *, problems: dict[str, str] | None = None
+) -> PluginReport:
+    """Call `register_providers` on every plugin and gather the provider classes.
+
+    Each implementation is called on its own, so one that raises is reported by name and the
+    others still register; `problems` (from `load_entrypoint_plugins`) start the report's list.
+    """
+    report = PluginReport(problems=dict(problems or {}))
     for impl in pm.hook.register_providers.get_hookimpls():
         plugin_name = impl.plugin_name
 
@@ -81,7 +101,7 @@ def collect_providers(pm: pluggy.PluginManager) -> PluginReport:
             report.origins[kind] = _plugin
 
         try:
-            impl.function(register=register)
+            _call_with_declared_args(impl, register=register)
         except Exception as exc:  # third-party code: report and go on
             report.problems[plugin_name] = f"{type(exc).__name__}: {exc}"
             logger.error("plugin %s skipped: %s", plugin_name, report.problems[plugin_name])
@@ -90,7 +110,8 @@ def collect_providers(pm: pluggy.PluginManager) -> PluginReport:
 
 def load_providers(*, plugins: list[ModuleType | object] | None = None) -> PluginReport:
     """Load provider classes from entry points, or only from `plugins` when given (tests)."""
-    pm = build_plugin_manager(load_entrypoints=plugins is None)
+    pm = build_plugin_manager()
+    problems = load_entrypoint_plugins(pm) if plugins is None else {}
     for plugin in plugins or ():
         pm.register(plugin)
-    return collect_providers(pm)
+    return collect_providers(pm, problems=problems)

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from abc import ABC, abstractmethod
-from collections.abc import AsyncIterator, Mapping
+from collections.abc import AsyncGenerator, Mapping
 from dataclasses import dataclass, field
 from typing import ClassVar
 
@@ -46,6 +46,10 @@ class Provider(ABC):
     env_vars: ClassVar[tuple[str, ...]] = ()
     """Environment variables that configure this provider, listed by `tollgate providers list`."""
 
+    needs_key: ClassVar[bool] = True
+    """False for an upstream that takes no key (a local OpenAI-compatible server, the echo
+    example): it is served without one. True upstreams without a key are listed but unused."""
+
     supported_extras: ClassVar[frozenset[str]] = frozenset()
     """The OpenAI request fields, beyond those `GenerationRequest` names, that this provider can
     carry in `GenerationRequest.extra` (such as ``"seed"``). The server passes only these; a
@@ -69,12 +73,13 @@ class Provider(ABC):
         """
 
     @abstractmethod
-    def stream(self, request: GenerationRequest) -> AsyncIterator[StreamEvent]:
+    def stream(self, request: GenerationRequest) -> AsyncGenerator[StreamEvent, None]:
         """Yield `TextDelta`s as they arrive, then exactly one `StreamEnd`, last.
 
         Raises an `UpstreamError` subclass when the upstream fails. When the consumer stops
         iterating (`aclose()` or cancellation), the upstream connection must be closed at once
-        so the upstream stops generating.
+        so the upstream stops generating. Typed as an async generator because the gateway
+        closes it with `aclose()`: write it as an ``async def`` with ``yield``.
         """
 
     async def generate(self, request: GenerationRequest) -> Completion:

@@ -55,7 +55,7 @@ class FakeProvider(Provider):
     def configs_from_env(cls, env: Mapping[str, str]) -> list[ProviderConfig]:
         return [ProviderConfig(name=cls.kind, base_url="memory://fake", api_key="fake")]
 
-    async def stream(self, request: GenerationRequest) -> AsyncIterator[StreamEvent]:
+    async def stream(self, request: GenerationRequest) -> AsyncGenerator[StreamEvent, None]:
         self.calls.append(request)
         if self.error is not None:
             raise self.error

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator, Mapping
+from collections.abc import AsyncGenerator, Mapping
 from contextlib import aclosing
 from typing import ClassVar
 
@@ -60,7 +60,7 @@ class AnthropicProvider(Provider):
             )
         ]
 
-    async def stream(self, request: GenerationRequest) -> AsyncIterator[StreamEvent]:
+    async def stream(self, request: GenerationRequest) -> AsyncGenerator[StreamEvent, None]:
         """Stream a message: text deltas, then one `StreamEnd` with the usage."""
         response = await post(
             self.http,

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator, Mapping
+from collections.abc import AsyncGenerator, Mapping
 from contextlib import aclosing
 from typing import ClassVar
 from urllib.parse import quote
@@ -71,7 +71,7 @@ class GeminiProvider(Provider):
     def _url(self, model: str, method: str) -> str:
         return self._models_url + quote(wire.model_path(model), safe="-._~") + method
 
-    async def stream(self, request: GenerationRequest) -> AsyncIterator[StreamEvent]:
+    async def stream(self, request: GenerationRequest) -> AsyncGenerator[StreamEvent, None]:
         """Stream a generation: text deltas, then one `StreamEnd` with the last usage seen."""
         response = await post(
             self.http,

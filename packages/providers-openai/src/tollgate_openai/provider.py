@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import re
-from collections.abc import AsyncIterator, Mapping
+from collections.abc import AsyncGenerator, Mapping
 from contextlib import aclosing
 from typing import ClassVar
 
@@ -119,7 +119,7 @@ class OpenAIProvider(Provider):
             )
         return configs
 
-    async def stream(self, request: GenerationRequest) -> AsyncIterator[StreamEvent]:
+    async def stream(self, request: GenerationRequest) -> AsyncGenerator[StreamEvent, None]:
         """Stream a chat completion: text deltas, then one `StreamEnd` with the usage."""
         body = wire.build_body(request, stream=True, max_tokens_field=self._max_tokens_field)
         response = await post(

@@ -379,7 +379,7 @@ class GenerationResponse(Response):
             raise UpstreamTimeout(f"the upstream sent no {which} in {silence:g} s") from None
         finally:
             # Closing the generator closes the upstream connection if it had not finished.
-            await events.aclose()  # type: ignore[attr-defined]
+            await events.aclose()
         if self.end is None:
             raise UpstreamError("the upstream ended the stream without finishing it")
         await self._finish(writer)

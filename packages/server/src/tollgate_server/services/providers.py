@@ -28,7 +28,7 @@ def build_providers(
             logger.error("provider %s skipped: %s", kind, exc)
             continue
         for config in configs:
-            if not config.api_key:
+            if cls.needs_key and not config.api_key:
                 # Installed but not configured: its models answer 503 model_unavailable.
                 logger.info(
                     "upstream %s has no key configured; its models are unavailable", config.name
