@@ -16,13 +16,13 @@ import asyncpg
 from sqlalchemy.ext.asyncio import AsyncEngine, AsyncSession, async_sessionmaker
 from tollgate_core import PluginReport, Provider
 
+from tollgate_server.services.tracker import GenerationTracker
 from tollgate_server.settings import Settings
 
 if TYPE_CHECKING:
     from tollgate_server.db.listener import Listener
     from tollgate_server.security.tokens import VerifiedAccessTokens
     from tollgate_server.services.catalogue import Catalogue
-    from tollgate_server.services.gateway import GenerationResponse
     from tollgate_server.services.keys import KeyCache
 
 
@@ -47,8 +47,8 @@ class Runtime:
     """This process, as registered in `instances` for the sweeper."""
     draining: bool = False
     """Set on SIGTERM: /readyz answers 503 and new generations are refused."""
-    active_streams: set[GenerationResponse] = field(default_factory=set)
-    """Generations admitted and not yet settled in this process."""
+    generations: GenerationTracker = field(default_factory=GenerationTracker)
+    """Generations admitted and not yet finished in this process."""
     background: list[asyncio.Task[None]] = field(default_factory=list)
     pending_settlements: set[asyncio.Task[None]] = field(default_factory=set)
     """Settlements waiting for the database to come back (see the gateway)."""

@@ -5,7 +5,7 @@ FastAPI's path to it (route matching over every route, dependency solving, excep
 exit-stack middleware) cost about a fifth of the gateway's CPU per request. This middleware sits
 just inside `RequestContextMiddleware` (request id, body limit, access log) and serves the
 well-formed request itself, with the same pieces the FastAPI route uses: `caller_from_token`,
-`ChatCompletionCreate`, `plan_generation` and `GenerationResponse`.
+`ChatCompletionCreate`, `plan_generation` and `api.generation_response.GenerationResponse`.
 
 Anything else is handed to the FastAPI route with the body it has read, so that every refusal
 of a malformed request (no or bad credentials' scheme, a body that is not JSON, a field that does

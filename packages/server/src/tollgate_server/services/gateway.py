@@ -1,4 +1,8 @@
-"""The generation path: plan, admit, stream from the upstream, settle exactly once.
+"""The generation engine: plan, admit, stream from the upstream, settle exactly once, stop.
+
+`Generation` knows no web framework: it writes to a `GenerationSink`, which each API format
+implements in `tollgate_server.api` (today `api.generation_response` for OpenAI's chat format),
+the way Starlette's `StreamingResponse` keeps streaming apart from content.
 
 The written policy (what a generation is charged, by how it ends):
 
@@ -29,11 +33,8 @@ import logging
 import time
 import uuid
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, Protocol
 
-import orjson
-from starlette.responses import Response
-from starlette.types import Message, Receive, Scope, Send
 from tollgate_core import (
     GenerationRequest,
     Provider,
@@ -49,7 +50,7 @@ from tollgate_core import (
 
 from tollgate_server.db.raw import raw_connection, run_with_retry
 from tollgate_server.errors import ApiError, database_unavailable, upstream_api_error
-from tollgate_server.openai_format import ChatCompletionCreate, ChunkWriter, completion_body
+from tollgate_server.openai_format import ChatCompletionCreate
 from tollgate_server.runtime import Runtime
 from tollgate_server.services import ledger
 from tollgate_server.services.catalogue import CatalogueModel
@@ -144,73 +145,99 @@ SHUTDOWN_ERROR = ApiError(
 )
 
 
-class _ClientGone(Exception):
-    """The client hung up; raised where a send failed."""
+class ClientGone(Exception):
+    """The client hung up; a sink raises it where a send failed."""
 
 
-class GenerationResponse(Response):
-    """The ASGI response that admits, runs and settles one generation.
+@dataclass(frozen=True, slots=True)
+class Answer:
+    """A finished generation, as the sink writes it last: after the settlement committed."""
 
-    It owns the whole life of the generation so that it can watch the client's connection from
-    the moment of admission: a hang-up cancels the upstream call at once. It subclasses
-    Starlette's `Response` only so FastAPI passes it through untouched; it writes its own
-    messages.
+    text: str
+    finish_reason: str
+    usage: Usage
+    charge: int
+
+
+class GenerationSink(Protocol):
+    """Where one generation's output goes: one implementation per API format, in `api/`.
+
+    The engine calls these from two tasks (the generation and its keep-alive); a sink
+    serialises its own writes. Each raises `ClientGone` when the client has hung up.
+    """
+
+    async def delta(self, text: str) -> None:
+        """Write one text delta (streaming requests only)."""
+
+    async def keepalive(self) -> None:
+        """Write something that keeps an idle stream open (streaming requests only)."""
+
+    async def finish(self, answer: Answer) -> None:
+        """Write the end of the answer: the last chunks, or the whole non-streaming body."""
+
+    async def fail(self, error: ApiError) -> None:
+        """Tell the client the generation failed: a status before the stream began, an
+        error event after. Never raises."""
+
+
+class Generation:
+    """One generation's life: admit, stream from the upstream, settle exactly once, stop.
+
+    Framework-free: what reaches the client goes through a `GenerationSink`. The ASGI
+    response in `tollgate_server.api.generation_response` owns the connection, watches for a
+    hang-up and cancels `task`, which closes the upstream connection at once.
     """
 
     def __init__(self, runtime: Runtime, plan: Plan) -> None:
-        # Deliberately not calling Response.__init__: there is no body to render.
-        self.background = None
-        self.raw_headers = []
         self.runtime = runtime
         self.plan = plan
         self.settings = runtime.settings
-        self.request_id = ""
-        self.headers_sent = False
         self.upstream_called = False
         self.text_parts: list[str] = []
         self.chunks = 0
         self.end: StreamEnd | None = None
         self.first_token_at: float | None = None
         self.started = time.perf_counter()
-        self._send: Send | None = None
         self.log: dict[str, Any] = {}
-        self.work: asyncio.Task[None] | None = None
+        """The request's access-log fields (shared with the middleware's log line)."""
+        self.task: asyncio.Task[None] | None = None
+        """The running generation, once admitted (`start`)."""
         self.settled = False
-        self._write_lock = asyncio.Lock()
-        """Deltas and keep-alive comments come from two tasks; messages must not interleave."""
         self.last_write = 0.0
+        """Loop time of the last write to the client; the keep-alive measures silence from it."""
         self.stop_reason: str | None = None
         """Set when the server ends this generation itself (``"shutdown"``)."""
 
     def stop(self, reason: str) -> None:
         """End the generation from outside (shutdown): it settles for what it produced."""
         self.stop_reason = reason
-        if self.work is not None and not self.work.done():
-            self.work.cancel()
+        if self.task is not None and not self.task.done():
+            self.task.cancel()
 
-    # --- ASGI entry ---------------------------------------------------------------------
+    def start(self, sink: GenerationSink) -> asyncio.Task[None]:
+        """Run the admitted generation in its own task, tracked for the shutdown drain."""
+        task = self.task = asyncio.create_task(self._run(sink))
+        tracker = self.runtime.generations
+        tracker.add(self)
+        task.add_done_callback(lambda _: tracker.discard(self))
+        return task
 
-    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
-        state = scope.setdefault("state", {})
-        self.request_id = str(state.get("request_id", ""))
-        self.log = state.setdefault("log", {})
+    async def admit(self) -> None:
+        """Take the hold, or raise the `ApiError` that refuses the generation."""
         self.log.update(
             account=str(self.plan.account_id),
             model=self.plan.model.name,
             generation_id=str(self.plan.generation_id),
         )
-        self._send = send
         if self.runtime.draining:
-            await self._send_error(
-                ApiError(503, "service_unavailable", "shutting down", headers={"Retry-After": "1"})
+            raise ApiError(
+                503, "service_unavailable", "shutting down", headers={"Retry-After": "1"}
             )
-            return
         try:
             await self._admit()
         except ApiError as exc:
             self.log["status"] = exc.code
-            await self._send_error(exc)
-            return
+            raise
         except Exception as exc:
             if not database_unavailable(exc):
                 raise
@@ -218,34 +245,12 @@ class GenerationResponse(Response):
             # committed before the connection died, so release its hold (if it exists) once
             # the database is back; the settlement's guard makes that safe either way.
             self._release_later()
-            await self._send_error(
-                ApiError(
-                    503,
-                    "service_unavailable",
-                    "the database is unavailable; retry shortly",
-                    headers={"Retry-After": "2"},
-                )
-            )
-            return
-        work = self.work = asyncio.create_task(self._run())
-        self.runtime.active_streams.add(self)
-        listener = asyncio.create_task(_wait_for_disconnect(receive))
-        try:
-            try:
-                await asyncio.wait({work, listener}, return_when=asyncio.FIRST_COMPLETED)
-            except asyncio.CancelledError:
-                # The server is tearing this request down: end the generation, let it settle.
-                self.stop("shutdown")
-                await asyncio.shield(asyncio.wait({work}))
-                raise
-            if not work.done():
-                # The client hung up: cancelling `work` closes the upstream connection.
-                work.cancel()
-            with contextlib.suppress(asyncio.CancelledError, _ClientGone):
-                await work
-        finally:
-            listener.cancel()
-            self.runtime.active_streams.discard(self)
+            raise ApiError(
+                503,
+                "service_unavailable",
+                "the database is unavailable; retry shortly",
+                headers={"Retry-After": "2"},
+            ) from None
 
     def _release_later(self) -> None:
         self._settle_later(
@@ -297,12 +302,12 @@ class GenerationResponse(Response):
 
     # --- the generation -----------------------------------------------------------------
 
-    async def _run(self) -> None:
+    async def _run(self, sink: GenerationSink) -> None:
         # Each path settles before its last byte reaches the client, so a client that has
         # seen the end of its answer (or of its error) also sees its balance settled.
         status, error_code, failure = "client_disconnected", None, None
         try:
-            await self._generate()
+            await self._generate(sink)
             status = "completed"
         except UpstreamError as exc:
             status = "upstream_timeout" if isinstance(exc, UpstreamTimeout) else "upstream_error"
@@ -312,12 +317,12 @@ class GenerationResponse(Response):
             failure = ApiError(
                 504, "generation_timeout", "the generation ran past the maximum generation time"
             )
-        except _ClientGone:
+        except ClientGone:
             status = "client_disconnected"
         except asyncio.CancelledError:
             if self.stop_reason == "shutdown":
                 await self._settle_shielded("shutdown", "service_unavailable")
-                await self._fail(SHUTDOWN_ERROR)
+                await sink.fail(SHUTDOWN_ERROR)
             raise
         except Exception:
             logger.exception("generation %s failed", self.plan.generation_id)
@@ -326,19 +331,18 @@ class GenerationResponse(Response):
         finally:
             await self._settle_shielded(status, error_code)
         if failure is not None:
-            await self._fail(failure)
+            await sink.fail(failure)
 
-    async def _generate(self) -> None:
-        writer = ChunkWriter(generation_id=self.plan.generation_id, model=self.plan.model.name)
+    async def _generate(self, sink: GenerationSink) -> None:
         self.last_write = asyncio.get_running_loop().time()
-        keepalive = asyncio.create_task(self._keep_alive(writer)) if self.plan.stream else None
+        keepalive = asyncio.create_task(self._keep_alive(sink)) if self.plan.stream else None
         try:
-            await self._forward(writer)
+            await self._forward(sink)
         finally:
             if keepalive is not None:
                 keepalive.cancel()
 
-    async def _forward(self, writer: ChunkWriter) -> None:
+    async def _forward(self, sink: GenerationSink) -> None:
         """Pass the upstream's events on as they come, under the first-token, idle and total
         time limits: one timeout whose deadline moves with each event, no task or queue per
         event."""
@@ -360,7 +364,8 @@ class GenerationResponse(Response):
                         self.text_parts.append(event.text)
                         self.chunks += 1
                         if self.plan.stream:
-                            await self._write_delta(writer, event.text)
+                            self.last_write = loop.time()
+                            await sink.delta(event.text)
                         limit.reschedule(
                             min(loop.time() + settings.upstream_idle_timeout, give_up_at)
                         )
@@ -382,9 +387,9 @@ class GenerationResponse(Response):
             await events.aclose()
         if self.end is None:
             raise UpstreamError("the upstream ended the stream without finishing it")
-        await self._finish(writer)
+        await self._finish(sink)
 
-    async def _keep_alive(self, writer: ChunkWriter) -> None:
+    async def _keep_alive(self, sink: GenerationSink) -> None:
         """During long silences (a slow first token, a pause mid-stream) send SSE comments so
         that proxies and clients keep the connection open."""
         interval = self.settings.keepalive_seconds
@@ -392,11 +397,10 @@ class GenerationResponse(Response):
         while True:
             await asyncio.sleep(max(0.0, self.last_write + interval - loop.time()))
             if loop.time() - self.last_write >= interval:
-                async with self._write_lock:
-                    await self._start_stream_locked(writer)
-                    await self._send_body(ChunkWriter.KEEPALIVE)
+                self.last_write = loop.time()
+                await sink.keepalive()
 
-    async def _finish(self, writer: ChunkWriter) -> None:
+    async def _finish(self, sink: GenerationSink) -> None:
         assert self.end is not None
         usage = self._usage()
         charge = self._charge(usage)
@@ -405,25 +409,10 @@ class GenerationResponse(Response):
         finish_reason = self.end.finish_reason
         if finish_reason in ("error", "cancelled"):
             finish_reason = "stop"
-        if self.plan.stream:
-            async with self._write_lock:
-                await self._start_stream_locked(writer)
-                await self._send_body(
-                    writer.finish(finish_reason) + writer.usage(usage, charge) + ChunkWriter.DONE,
-                    more=False,
-                )
-            return
-        body = completion_body(
-            generation_id=self.plan.generation_id,
-            model=self.plan.model.name,
-            text="".join(self.text_parts),
-            finish_reason=finish_reason,
-            usage=usage,
-            cost=charge,
+        answer = Answer(
+            text="".join(self.text_parts), finish_reason=finish_reason, usage=usage, charge=charge
         )
-        async with self._write_lock:
-            await self._start(200, "application/json")
-            await self._send_body(body, more=False)
+        await sink.finish(answer)
 
     # --- usage and settlement -----------------------------------------------------------
 
@@ -498,67 +487,6 @@ class GenerationResponse(Response):
         # The database is away: finish the answer now and settle as soon as it is back.
         self._settle_later(outcome)
 
-    # --- writing to the client ----------------------------------------------------------
-
-    async def _start(
-        self, status: int, content_type: str, extra: list[tuple[bytes, bytes]] | None = None
-    ) -> None:
-        headers = [
-            (b"content-type", content_type.encode()),
-            (b"x-tollgate-generation-id", str(self.plan.generation_id).encode()),
-            *(extra or []),
-        ]
-        if content_type == "text/event-stream":
-            headers += [(b"cache-control", b"no-cache"), (b"x-accel-buffering", b"no")]
-        self.headers_sent = True
-        await self._raw_send({"type": "http.response.start", "status": status, "headers": headers})
-
-    async def _start_stream_locked(self, writer: ChunkWriter) -> None:
-        if not self.headers_sent:
-            await self._start(200, "text/event-stream")
-            await self._send_body(writer.role())
-
-    async def _write_delta(self, writer: ChunkWriter, text: str) -> None:
-        async with self._write_lock:
-            await self._start_stream_locked(writer)
-            await self._send_body(writer.delta(text))
-
-    async def _write(self, data: bytes, *, more: bool = True) -> None:
-        async with self._write_lock:
-            await self._send_body(data, more=more)
-
-    async def _send_body(self, data: bytes, *, more: bool = True) -> None:
-        self.last_write = asyncio.get_running_loop().time()
-        await self._raw_send({"type": "http.response.body", "body": data, "more_body": more})
-
-    async def _raw_send(self, message: Message) -> None:
-        assert self._send is not None
-        try:
-            await self._send(message)
-        except OSError as exc:  # uvicorn's ClientDisconnected is an OSError
-            raise _ClientGone() from exc
-
-    async def _send_error(self, exc: ApiError) -> None:
-        body = orjson.dumps(
-            {"error": {"code": exc.code, "message": exc.message, "request_id": self.request_id}}
-        )
-        headers = [(k.lower().encode(), v.encode()) for k, v in exc.headers.items()]
-        with contextlib.suppress(_ClientGone):
-            await self._start(exc.status, "application/json", headers)
-            await self._write(body, more=False)
-
-    async def _fail(self, exc: ApiError) -> None:
-        """Tell the client: a status before the stream began, an SSE error event after."""
-        try:
-            if not self.headers_sent:
-                await self._send_error(exc)
-            else:
-                await self._write(
-                    ChunkWriter.error(exc.code, exc.message, self.request_id), more=False
-                )
-        except _ClientGone:
-            pass
-
 
 async def settle_when_possible(
     runtime: Runtime, generation_id: uuid.UUID, outcome: ledger.Outcome
@@ -584,10 +512,3 @@ async def settle_when_possible(
 
 class _GenerationTimeout(Exception):
     """The maximum generation time passed."""
-
-
-async def _wait_for_disconnect(receive: Receive) -> None:
-    while True:
-        message = await receive()
-        if message["type"] == "http.disconnect":
-            return

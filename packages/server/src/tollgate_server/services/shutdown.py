@@ -46,20 +46,13 @@ def begin_drain(runtime: Runtime) -> None:
     if runtime.draining:
         return
     runtime.draining = True
-    logger.warning("draining: %d generations running", len(runtime.active_streams))
+    logger.warning("draining: %d generations running", len(runtime.generations))
     runtime.background.append(asyncio.create_task(drain(runtime), name="drain"))
 
 
 async def drain(runtime: Runtime) -> None:
     """Wait out the grace period, then end what still runs; returns when all have settled."""
-    running = {g.work for g in runtime.active_streams if g.work is not None}
-    if running:
-        await asyncio.wait(running, timeout=runtime.settings.shutdown_grace_seconds)
-    for generation in list(runtime.active_streams):
-        generation.stop("shutdown")
-    left = {g.work for g in runtime.active_streams if g.work is not None}
-    if left:
-        await asyncio.wait(left)
+    await runtime.generations.drain(runtime.settings.shutdown_grace_seconds)
     if runtime.pending_settlements:
         # Settlements held up by a database outage get the grace period too; any still
         # pending after it leave their holds to the sweeper (released, never charged twice).

@@ -1,0 +1,172 @@
+"""The ASGI response that carries one generation to a client in OpenAI's chat format.
+
+The generation itself (admit, stream, settle, stop) is `tollgate_server.services.gateway.
+Generation`, which knows no ASGI; this response owns the connection: it admits, starts the
+generation with itself as the sink, and watches for the client hanging up, which cancels the
+generation at once (and with it the upstream call). Two tasks per request, as before: the
+generation and the disconnect listener (plus the keep-alive while a stream is silent).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+
+import orjson
+from starlette.responses import Response
+from starlette.types import Message, Receive, Scope, Send
+
+from tollgate_server.errors import ApiError
+from tollgate_server.openai_format import ChunkWriter, completion_body
+from tollgate_server.runtime import Runtime
+from tollgate_server.services.gateway import Answer, ClientGone, Generation, Plan
+
+
+class GenerationResponse(Response):
+    """Admits, runs and answers one generation; the OpenAI chat format's `GenerationSink`.
+
+    It subclasses Starlette's `Response` only so FastAPI passes it through untouched; it
+    writes its own messages.
+    """
+
+    def __init__(self, runtime: Runtime, plan: Plan) -> None:
+        # Deliberately not calling Response.__init__: there is no body to render.
+        self.background = None
+        self.raw_headers = []
+        self.generation = Generation(runtime, plan)
+        self.plan = plan
+        self.request_id = ""
+        self.headers_sent = False
+        self.writer = ChunkWriter(generation_id=plan.generation_id, model=plan.model.name)
+        self._send: Send | None = None
+        self._write_lock = asyncio.Lock()
+        """Deltas and keep-alive comments come from two tasks; messages must not interleave."""
+
+    # --- ASGI entry ---------------------------------------------------------------------
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        state = scope.setdefault("state", {})
+        self.request_id = str(state.get("request_id", ""))
+        generation = self.generation
+        generation.log = state.setdefault("log", {})
+        self._send = send
+        try:
+            await generation.admit()
+        except ApiError as exc:
+            await self.fail(exc)
+            return
+        work = generation.start(self)
+        listener = asyncio.create_task(_wait_for_disconnect(receive))
+        try:
+            try:
+                await asyncio.wait({work, listener}, return_when=asyncio.FIRST_COMPLETED)
+            except asyncio.CancelledError:
+                # The server is tearing this request down: end the generation, let it settle.
+                generation.stop("shutdown")
+                await asyncio.shield(asyncio.wait({work}))
+                raise
+            if not work.done():
+                # The client hung up: cancelling the work closes the upstream connection.
+                work.cancel()
+            with contextlib.suppress(asyncio.CancelledError, ClientGone):
+                await work
+        finally:
+            listener.cancel()
+
+    # --- the sink -----------------------------------------------------------------------
+
+    async def delta(self, text: str) -> None:
+        async with self._write_lock:
+            await self._start_stream_locked()
+            await self._send_body(self.writer.delta(text))
+
+    async def keepalive(self) -> None:
+        """During long silences (a slow first token, a pause mid-stream) an SSE comment keeps
+        proxies and clients from closing the connection."""
+        async with self._write_lock:
+            await self._start_stream_locked()
+            await self._send_body(ChunkWriter.KEEPALIVE)
+
+    async def finish(self, answer: Answer) -> None:
+        writer = self.writer
+        if self.plan.stream:
+            async with self._write_lock:
+                await self._start_stream_locked()
+                await self._send_body(
+                    writer.finish(answer.finish_reason)
+                    + writer.usage(answer.usage, answer.charge)
+                    + ChunkWriter.DONE,
+                    more=False,
+                )
+            return
+        body = completion_body(
+            generation_id=self.plan.generation_id,
+            model=self.plan.model.name,
+            text=answer.text,
+            finish_reason=answer.finish_reason,
+            usage=answer.usage,
+            cost=answer.charge,
+        )
+        async with self._write_lock:
+            await self._start(200, "application/json")
+            await self._send_body(body, more=False)
+
+    async def fail(self, error: ApiError) -> None:
+        """A status before the stream began, an SSE error event after."""
+        try:
+            if not self.headers_sent:
+                await self._send_error(error)
+            else:
+                async with self._write_lock:
+                    await self._send_body(
+                        ChunkWriter.error(error.code, error.message, self.request_id), more=False
+                    )
+        except ClientGone:
+            pass
+
+    # --- writing ------------------------------------------------------------------------
+
+    async def _start(
+        self, status: int, content_type: str, extra: list[tuple[bytes, bytes]] | None = None
+    ) -> None:
+        headers = [
+            (b"content-type", content_type.encode()),
+            (b"x-tollgate-generation-id", str(self.plan.generation_id).encode()),
+            *(extra or []),
+        ]
+        if content_type == "text/event-stream":
+            headers += [(b"cache-control", b"no-cache"), (b"x-accel-buffering", b"no")]
+        self.headers_sent = True
+        await self._raw_send({"type": "http.response.start", "status": status, "headers": headers})
+
+    async def _start_stream_locked(self) -> None:
+        if not self.headers_sent:
+            await self._start(200, "text/event-stream")
+            await self._send_body(self.writer.role())
+
+    async def _send_body(self, data: bytes, *, more: bool = True) -> None:
+        await self._raw_send({"type": "http.response.body", "body": data, "more_body": more})
+
+    async def _raw_send(self, message: Message) -> None:
+        assert self._send is not None
+        try:
+            await self._send(message)
+        except OSError as exc:  # uvicorn's ClientDisconnected is an OSError
+            raise ClientGone() from exc
+
+    async def _send_error(self, exc: ApiError) -> None:
+        body = orjson.dumps(
+            {"error": {"code": exc.code, "message": exc.message, "request_id": self.request_id}}
+        )
+        headers = [(k.lower().encode(), v.encode()) for k, v in exc.headers.items()]
+        with contextlib.suppress(ClientGone):
+            async with self._write_lock:
+                await self._start(exc.status, "application/json", headers)
+                await self._send_body(body, more=False)
+
+
+async def _wait_for_disconnect(receive: Receive) -> None:
+    while True:
+        message = await receive()
+        if message["type"] == "http.disconnect":
+            return
