@@ -35,6 +35,8 @@ through a gateway unchanged. Several blocks merge; an unknown name is answered w
 ``stall_first_s=30``     wait before the first byte of the response
 ``no_usage``             report no usage at all
 ``usage_output=999``     report 999 output tokens, whatever the text
+``usage_input=-5``       report that input count (``1e23`` is sent as a JSON float), whatever
+                         the prompt
 ``error_after=3``        after 3 chunks send the vendor's mid-stream error event, then end the
                          body; ``error_status=529`` picks the status it stands for (default 500)
 ``cached=4``             report 4 of the input tokens as read from the prompt cache

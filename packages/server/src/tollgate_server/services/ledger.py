@@ -74,7 +74,8 @@ WITH gen AS (
     UPDATE generations
     SET status = $2, input_tokens = $3, output_tokens = $4, cached_input_tokens = $5,
         reasoning_tokens = $6, usage_estimated = $7, cost = $8, error_code = $9,
-        first_token_ms = $10, duration_ms = $11, settled_at = now()
+        first_token_ms = $10, duration_ms = $11, usage_replaced = $12,
+        unbilled_input_tokens = $13, unbilled_output_tokens = $14, settled_at = now()
     WHERE id = $1 AND settled_at IS NULL
     RETURNING account_id, hold
 ), acc AS (
@@ -126,6 +127,11 @@ class Outcome:
     error_code: str | None = None
     first_token_ms: int | None = None
     duration_ms: int | None = None
+    usage_replaced: tuple[str, ...] = ()
+    """The upstream's counts that were out of range and replaced by the gateway's."""
+    unbilled_input_tokens: int = 0
+    """What the upstream may bill the operator for beyond `usage` (see the gateway's policy)."""
+    unbilled_output_tokens: int = 0
 
 
 async def admit(
@@ -238,6 +244,9 @@ async def settle(conn: asyncpg.Connection, generation_id: uuid.UUID, outcome: Ou
         outcome.error_code,
         outcome.first_token_ms,
         outcome.duration_ms,
+        ",".join(outcome.usage_replaced) or None,
+        outcome.unbilled_input_tokens,
+        outcome.unbilled_output_tokens,
     )
     return row is not None
 
@@ -424,8 +433,14 @@ async def list_entries(
 
 
 async def usage_by_day(
-    *, session: AsyncSession, account_id: uuid.UUID, since: datetime | None
+    *,
+    session: AsyncSession,
+    account_id: uuid.UUID,
+    since: datetime | None,
+    unbilled: bool = False,
 ) -> list[dict[str, Any]]:
+    """Settled generations per UTC day and model. With `unbilled` (the admin's view), also the
+    tokens the upstream may have billed the operator for that the client was not charged."""
     rows = (
         await session.execute(
             text(
@@ -433,7 +448,9 @@ async def usage_by_day(
                 "AS day, model_name, count(*) AS generations, "
                 "coalesce(sum(input_tokens), 0) AS input_tokens, "
                 "coalesce(sum(output_tokens), 0) AS output_tokens, "
-                "coalesce(sum(cost), 0) AS cost "
+                "coalesce(sum(cost), 0) AS cost, "
+                "sum(unbilled_input_tokens) AS unbilled_input_tokens, "
+                "sum(unbilled_output_tokens) AS unbilled_output_tokens "
                 "FROM generations WHERE account_id = :account AND settled_at IS NOT NULL "
                 "AND (CAST(:since AS timestamptz) IS NULL OR created_at >= :since) "
                 "GROUP BY 1, 2 ORDER BY 1 DESC, 2"
@@ -449,6 +466,14 @@ async def usage_by_day(
             "input_tokens": int(r.input_tokens),
             "output_tokens": int(r.output_tokens),
             "cost": format_credits(int(r.cost)),
+            **(
+                {
+                    "unbilled_input_tokens": int(r.unbilled_input_tokens),
+                    "unbilled_output_tokens": int(r.unbilled_output_tokens),
+                }
+                if unbilled
+                else {}
+            ),
         }
         for r in rows
     ]
