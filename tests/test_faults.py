@@ -6,6 +6,7 @@ check runs after each one (no hold left pending, every generation settled once).
 
 from __future__ import annotations
 
+import asyncio
 import signal
 import socket
 import threading
@@ -217,6 +218,29 @@ def test_concurrent_generations_per_account_are_capped(
             client.post("/v1/chat/completions", headers=user.headers, json=_ask("hi")).status_code
             == 200
         )
+
+
+def test_a_funded_account_over_the_concurrency_cap_is_told_429_never_402(
+    custom_server: Callable[..., Any], make_user: Callable[..., User], test_models: object
+) -> None:
+    """The refusal is named by the admission statement itself: a second read, taken after a
+    slot had freed up, once blamed the balance (402) for what the cap (429) had refused."""
+    user = make_user(credits=100_000)
+    with custom_server(max_concurrent_generations=2) as client:
+        body = _ask("hi [[fake:chunks=1]]", stream=False, max_tokens=1)
+
+        async def burst() -> list[httpx.Response]:
+            async with httpx.AsyncClient(base_url=client.base_url, timeout=30) as http:
+                return await asyncio.gather(
+                    *(
+                        http.post("/v1/chat/completions", headers=user.headers, json=body)
+                        for _ in range(120)
+                    )
+                )
+
+        codes = [r.status_code for r in asyncio.run(burst())]
+    assert set(codes) <= {200, 429}, sorted(set(codes))
+    assert codes.count(200) >= 2 and codes.count(429) >= 1
 
 
 def test_requests_per_minute_are_limited(

@@ -27,22 +27,34 @@ from tollgate_server.errors import ApiError, not_found
 # --- admission and settlement (raw asyncpg: the hot path) ----------------------------------
 
 ADMIT_SQL = """
-WITH rate AS (
+WITH cur AS (
+    -- The account row, locked once: every guard below reads this one version of it, so the
+    -- refusal names the guard that really refused (a second read, taken after a concurrent
+    -- generation had finished, once blamed the balance for what the concurrency cap did).
+    SELECT id, balance, held, running, disabled FROM accounts WHERE id = $1 FOR UPDATE
+), rate AS (
     -- Requests per minute per account or key: a fixed one-minute window shared by every
     -- server process. Skipped entirely when the limit is off ($17 = 0).
     INSERT INTO rate_windows AS w (subject, window_start, count)
     SELECT $16, date_trunc('minute', now()), 1 WHERE $17 > 0
     ON CONFLICT (subject, window_start) DO UPDATE SET count = w.count + 1
     RETURNING count
+), verdict AS (
+    SELECT cur.id, cur.balance, cur.held,
+           CASE
+               WHEN cur.disabled THEN 'account_disabled'
+               WHEN $17 > 0 AND (SELECT count FROM rate) > $17 THEN 'rate_limited'
+               WHEN cur.running >= $15 THEN 'too_many_concurrent_requests'
+               WHEN NOT CASE WHEN $3 THEN cur.balance - cur.held >= $2
+                             ELSE cur.balance - cur.held > 0 END THEN 'insufficient_balance'
+           END AS refusal
+    FROM cur
 ), acc AS (
-    UPDATE accounts
-    SET held = held + $2, running = running + 1
-    WHERE id = $1
-      AND NOT disabled
-      AND running < $15
-      AND ($17 = 0 OR (SELECT count FROM rate) <= $17)
-      AND CASE WHEN $3 THEN balance - held >= $2 ELSE balance - held > 0 END
-    RETURNING id, balance, held
+    UPDATE accounts a
+    SET held = a.held + $2, running = a.running + 1
+    FROM verdict v
+    WHERE a.id = v.id AND v.refusal IS NULL
+    RETURNING a.id, a.balance, a.held
 ), gen AS (
     INSERT INTO generations (
         id, account_id, api_key_id, model_id, model_name, price_id, input_price, output_price,
@@ -58,16 +70,12 @@ WITH rate AS (
     )
     SELECT acc.id, 'hold', 0, $2, acc.balance, acc.held, gen.id FROM acc, gen
 )
-SELECT balance, held FROM acc
+SELECT coalesce(v.refusal, CASE WHEN v.id IS NULL THEN 'account_disabled' END) AS refusal,
+       v.balance, v.held, 60 - extract(second FROM now())::int AS window_left
+FROM (SELECT 1) AS one LEFT JOIN verdict v ON true
 """
-
-REFUSAL_SQL = """
-SELECT balance, held, running, disabled,
-       (SELECT count FROM rate_windows
-        WHERE subject = $2 AND window_start = date_trunc('minute', now())) AS requests,
-       60 - extract(second FROM now())::int AS window_left
-FROM accounts WHERE id = $1
-"""
+"""Admission in ONE statement that also says which guard refused (NULL: admitted), from the
+same locked version of the account row; a missing account reads as disabled."""
 
 SETTLE_SQL = """
 WITH gen AS (
@@ -143,7 +151,7 @@ async def admit(
     rate_subject: str = "",
     requests_per_minute: int = 0,
 ) -> None:
-    """Take the hold in one guarded statement, or raise the 402/403/429 that explains why not.
+    """Take the hold in one guarded statement, or raise the 402/403/429 that it named.
 
     `rate_subject` names the per-minute request counter (the key, or the account);
     `requests_per_minute` 0 turns the limit off.
@@ -156,10 +164,9 @@ async def admit(
         if exc.constraint_name == "pk_generations":
             return  # a retry of an admission whose first attempt had committed
         raise
-    if row is not None:
-        return
-    # Refused: one more read, off the happy path, to say why.
-    await _explain_refusal(conn, admission, strict, max_running, rate_subject, requests_per_minute)
+    assert row is not None  # the statement always answers one row
+    if row["refusal"] is not None:
+        raise _refusal(row, admission, strict, max_running, requests_per_minute)
 
 
 async def _admit_row(
@@ -193,39 +200,39 @@ async def _admit_row(
     )
 
 
-async def _explain_refusal(
-    conn: asyncpg.Connection,
+def _refusal(
+    row: asyncpg.Record,
     admission: Admission,
     strict: bool,
     max_running: int,
-    rate_subject: str,
     requests_per_minute: int,
-) -> None:
-    state = await conn.fetchrow(REFUSAL_SQL, admission.account_id, rate_subject)
-    if state is None or state["disabled"]:
-        raise ApiError(403, "account_disabled", "this account is disabled")
-    if requests_per_minute and (state["requests"] or 0) > requests_per_minute:
-        raise ApiError(
+) -> ApiError:
+    """The error for the guard the admission statement named, worded from the same row."""
+    reason = row["refusal"]
+    if reason == "account_disabled":
+        return ApiError(403, "account_disabled", "this account is disabled")
+    if reason == "rate_limited":
+        return ApiError(
             429,
             "rate_limited",
             f"at most {requests_per_minute} requests a minute",
-            headers={"Retry-After": str(max(1, state["window_left"]))},
+            headers={"Retry-After": str(max(1, row["window_left"]))},
         )
-    if state["running"] >= max_running:
-        raise ApiError(
+    if reason == "too_many_concurrent_requests":
+        return ApiError(
             429,
             "too_many_concurrent_requests",
             f"at most {max_running} generations may run at once for an account",
             headers={"Retry-After": "1"},
         )
-    available = state["balance"] - state["held"]
+    available = row["balance"] - row["held"]
     message = f"available balance is {format_credits(available)} credits"
     if strict:
         message += (
             f"; this request may cost up to {format_credits(admission.hold)}: "
             "lower max_tokens or top up"
         )
-    raise ApiError(402, "insufficient_balance", message)
+    return ApiError(402, "insufficient_balance", message)
 
 
 async def settle(conn: asyncpg.Connection, generation_id: uuid.UUID, outcome: Outcome) -> bool:
