@@ -21,6 +21,7 @@ from sqlalchemy import text
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.ext.asyncio import AsyncSession
 from tollgate_core import Usage, format_credits, parse_credits
+from tollgate_core.money import MAX_BALANCE
 
 from tollgate_server.errors import ApiError, not_found
 
@@ -347,11 +348,15 @@ async def post_credits(
                 text(
                     # Amounts are BIGINT micro-credits: an unadorned parameter would be bound
                     # as a 32-bit integer and refuse anything above 2,147 credits.
+                    # The guards never compute balance + amount, which could overflow BIGINT
+                    # (SQL does not promise to short-circuit OR); |amount| < 1e15 by the schema.
                     "UPDATE accounts SET balance = balance + CAST(:amount AS BIGINT), "
                     "updated_at = now() WHERE id = :id AND (CAST(:amount AS BIGINT) > 0 "
-                    "OR balance + CAST(:amount AS BIGINT) - held >= 0) RETURNING balance, held"
+                    "OR balance - held >= -CAST(:amount AS BIGINT)) "
+                    "AND balance <= CAST(:max AS BIGINT) - CAST(:amount AS BIGINT) "
+                    "RETURNING balance, held"
                 ),
-                {"amount": micro, "id": account_id},
+                {"amount": micro, "id": account_id, "max": MAX_BALANCE},
             )
         ).one_or_none()
         if row is None:
@@ -361,6 +366,12 @@ async def post_credits(
             )
             if not exists:
                 raise not_found("account")
+            if micro > 0:
+                raise ApiError(
+                    409,
+                    "balance_limit_exceeded",
+                    f"a balance may not exceed {format_credits(MAX_BALANCE)} credits",
+                )
             raise ApiError(
                 409, "insufficient_balance", "a deduction may not exceed the available balance"
             )
