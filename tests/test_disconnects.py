@@ -190,3 +190,42 @@ def test_non_streaming_client_hang_up_stops_the_upstream(
     record = _record_for(upstream, marker)
     assert record.wait_disconnected(2.0)
     assert _settled(api, user)["status"] == "client_disconnected"
+
+
+def test_send_and_close_before_the_upstream_call_charges_nothing(
+    api: httpx.Client,
+    server: object,
+    make_user: Callable[..., User],
+    test_models: dict[str, str],
+) -> None:
+    """A raw socket that sends a whole request and closes at once: the gateway admits it, and
+    the hang-up cancels the generation around the upstream call. The client received nothing,
+    so it pays nothing (the prompt estimate was charged 10 times out of 10)."""
+    user = make_user(credits=1000)
+    host, port = str(api.base_url.host), int(api.base_url.port or 80)
+    tries = 5
+    for _ in range(tries):
+        body = orjson.dumps(
+            {
+                "model": test_models["openai"],
+                "stream": True,
+                "messages": [{"role": "user", "content": "hello [[fake:stall_first_s=5]]"}],
+            }
+        )
+        with socket.create_connection((host, port)) as sock:
+            sock.sendall(
+                b"POST /v1/chat/completions HTTP/1.1\r\nHost: x\r\n"
+                b"Content-Type: application/json\r\n"
+                + f"Authorization: Bearer {user.token}\r\n".encode()
+                + f"Content-Length: {len(body)}\r\n\r\n".encode()
+                + body
+            )
+    deadline = time.monotonic() + 10
+    while time.monotonic() < deadline:
+        data = api.get("/v1/generations", headers=user.headers).json()["data"]
+        if len(data) == tries and all(g["status"] != "running" for g in data):
+            break
+        time.sleep(0.05)
+    assert len(data) == tries
+    assert {(g["status"], g["cost"]) for g in data} == {("client_disconnected", "0")}
+    assert _balance(api, user) == {"balance": "1000", "held": "0", "available": "1000"}

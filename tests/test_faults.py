@@ -19,6 +19,7 @@ from pathlib import Path
 from typing import Any
 
 import httpx
+import orjson
 import pytest
 from conftest import (
     ADMIN_EMAIL,
@@ -218,6 +219,38 @@ def test_concurrent_generations_per_account_are_capped(
             client.post("/v1/chat/completions", headers=user.headers, json=_ask("hi")).status_code
             == 200
         )
+
+
+def test_a_client_that_stops_reading_is_client_not_reading_not_an_upstream_timeout(
+    custom_server: Callable[..., Any], make_user: Callable[..., User], test_models: object
+) -> None:
+    """A client that never reads its stream fills the socket until the gateway's writes stall;
+    that is the client's doing, named for it, and it pays for the deltas written to it."""
+    user = make_user(credits=10_000)
+    with custom_server(upstream_idle_timeout=1.0, keepalive_seconds=60) as client:
+        body = orjson.dumps(_ask("hi [[fake:chunks=1000,pad=8000]]", max_tokens=1000))
+        host, port = str(client.base_url.host), int(client.base_url.port or 80)
+        sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+        # A small receive window, so a few hundred kilobytes fill the path.
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 2048)
+        sock.connect((host, port))
+        try:
+            sock.sendall(
+                b"POST /v1/chat/completions HTTP/1.1\r\nHost: x\r\n"
+                b"Content-Type: application/json\r\n"
+                + f"Authorization: Bearer {user.token}\r\n".encode()
+                + f"Content-Length: {len(body)}\r\n\r\n".encode()
+                + body
+            )
+            generation = _last_generation(client, user)  # never reading a byte meanwhile
+        finally:
+            sock.close()
+    assert generation["status"] == "client_not_reading"
+    assert generation["error_code"] == "client_not_reading"
+    assert 0 < generation["output_tokens"] <= 1000
+    assert Decimal(generation["cost"]) == (
+        generation["input_tokens"] + 2 * generation["output_tokens"]
+    )
 
 
 def test_a_funded_account_over_the_concurrency_cap_is_told_429_never_402(

@@ -28,6 +28,7 @@ through a gateway unchanged. Several blocks merge; an unknown name is answered w
                          request's API key, as some vendors do: providers must redact it)
 ``retry_after=3``        with ``status``: send ``Retry-After: 3``
 ``chunks=16``            generate 16 words (still capped by max tokens)
+``pad=4000``             append 4000 ``x`` to every word (big deltas that fill a socket fast)
 ``delay_ms=10``          pause between chunks (non-streaming: the total, before answering)
 ``stop_after=3``         after 3 chunks end the body cleanly, with no terminal event and no usage
 ``reset_after=3``        after 3 chunks reset the TCP connection (RST)

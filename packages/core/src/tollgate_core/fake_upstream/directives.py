@@ -24,6 +24,8 @@ class Directives:
     """Send ``Retry-After: <seconds>`` with the error status."""
     chunks: int | None = None
     """Words to generate (before the cap at the request's max tokens); default 5."""
+    pad: int = 0
+    """Append this many ``x`` to every generated word: big deltas, to fill a socket quickly."""
     delay_ms: int = 0
     """Pause between two chunks."""
     stop_after: int | None = None

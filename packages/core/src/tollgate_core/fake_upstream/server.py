@@ -290,7 +290,7 @@ class FakeUpstream:
             id=f"{prefix[dialect.name]}-{self._counter}",
             model=record.model,
             created=int(time.time()),
-            deltas=[f"tok{i}" if i == 0 else f" tok{i}" for i in range(count)],
+            deltas=[(f"tok{i}" if i == 0 else f" tok{i}") + "x" * d.pad for i in range(count)],
             finish=dialect.effective_finish(finish),
             usage=usage,
             cache_write=cache_write,

@@ -473,8 +473,7 @@ class GenerationResponse(Response):
         bounds = UsageBounds.for_request(request.messages, max_tokens=request.max_tokens)
         # The gateway's own count of the output never exceeds what the request allowed.
         produced = min(
-            estimate_completion_tokens("".join(self.text_parts), self.chunks),
-            bounds.max_output_tokens,
+            estimate_completion_tokens("".join(self.text_parts), self.chunks), request.max_tokens
         )
         end_usage = self.end.usage if self.end is not None else None
         if end_usage is not None:
@@ -609,13 +608,13 @@ class GenerationResponse(Response):
             await self._send_body(writer.role())
 
     async def _write_delta(self, writer: ChunkWriter, text: str) -> None:
+        # Cleared only when the write completes: a timeout cancels it mid-way and must still
+        # see that it was writing.
         self.writing = True
-        try:
-            async with self._write_lock:
-                await self._start_stream_locked(writer)
-                await self._send_body(writer.delta(text))
-        finally:
-            self.writing = False
+        async with self._write_lock:
+            await self._start_stream_locked(writer)
+            await self._send_body(writer.delta(text))
+        self.writing = False
 
     async def _write(self, data: bytes, *, more: bool = True) -> None:
         async with self._write_lock:
