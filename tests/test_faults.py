@@ -290,6 +290,46 @@ def test_requests_per_minute_are_limited(
     assert 1 <= int(statuses[2].headers["retry-after"]) <= 60
 
 
+def test_the_per_minute_limit_is_the_accounts_across_all_its_keys(
+    custom_server: Callable[..., Any], make_user: Callable[..., User], test_models: object
+) -> None:
+    """One window per account: three keys do not triple the limit (each key once had its own)."""
+    user = make_user(credits=1000)
+    with custom_server(requests_per_minute=2) as client:
+        secrets = [
+            client.post("/v1/keys", headers=user.headers, json={"name": f"k{i}"}).json()["key"]
+            for i in range(3)
+        ]
+        statuses = [
+            client.post(
+                "/v1/chat/completions",
+                headers={"Authorization": f"Bearer {secret}"},
+                json=_ask("hi", stream=False),
+            )
+            for secret in secrets
+        ]
+    assert [r.status_code for r in statuses] == [200, 200, 429]
+    assert statuses[2].json()["error"]["code"] == "rate_limited"
+
+
+def test_api_keys_per_account_are_capped(
+    custom_server: Callable[..., Any], make_user: Callable[..., User]
+) -> None:
+    user = make_user()
+    with custom_server(max_api_keys_per_account=2) as client:
+        made = [
+            client.post("/v1/keys", headers=user.headers, json={"name": f"k{i}"}) for i in range(3)
+        ]
+        assert [r.status_code for r in made] == [201, 201, 409]
+        assert made[2].json()["error"]["code"] == "too_many_api_keys"
+        assert len(client.get("/v1/keys", headers=user.headers).json()) == 2
+        # A revoked key no longer counts.
+        revoked = client.delete(f"/v1/keys/{made[0].json()['id']}", headers=user.headers)
+        assert revoked.status_code in (200, 204), revoked.text
+        again = client.post("/v1/keys", headers=user.headers, json={"name": "k3"})
+        assert again.status_code == 201
+
+
 def test_chunked_body_without_length_is_cut_off_at_the_limit(
     api: httpx.Client, make_user: Callable[..., User]
 ) -> None:

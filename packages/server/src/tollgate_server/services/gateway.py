@@ -315,9 +315,9 @@ class GenerationResponse(Response):
                 admission,
                 strict=self.settings.strict_balance,
                 max_running=self.settings.max_concurrent_generations,
-                rate_subject=(
-                    f"key:{plan.api_key_id}" if plan.api_key_id else f"account:{plan.account_id}"
-                ),
+                # One counter per account, whatever key or token asked: an account cannot
+                # multiply its limit by creating keys.
+                rate_subject=f"account:{plan.account_id}",
                 requests_per_minute=self.settings.requests_per_minute,
             ),
         )

@@ -34,8 +34,8 @@ WITH cur AS (
     -- generation had finished, once blamed the balance for what the concurrency cap did).
     SELECT id, balance, held, running, disabled FROM accounts WHERE id = $1 FOR UPDATE
 ), rate AS (
-    -- Requests per minute per account or key: a fixed one-minute window shared by every
-    -- server process. Skipped entirely when the limit is off ($17 = 0).
+    -- Requests per minute per account (across its keys): a fixed one-minute window shared by
+    -- every server process. Skipped entirely when the limit is off ($17 = 0).
     INSERT INTO rate_windows AS w (subject, window_start, count)
     SELECT $16, date_trunc('minute', now()), 1 WHERE $17 > 0
     ON CONFLICT (subject, window_start) DO UPDATE SET count = w.count + 1
@@ -154,7 +154,7 @@ async def admit(
 ) -> None:
     """Take the hold in one guarded statement, or raise the 402/403/429 that it named.
 
-    `rate_subject` names the per-minute request counter (the key, or the account);
+    `rate_subject` names the per-minute request counter (the gateway uses the account's);
     `requests_per_minute` 0 turns the limit off.
     """
     try:
