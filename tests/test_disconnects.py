@@ -126,7 +126,8 @@ def test_hang_up_just_before_the_final_usage_chunk(
     assert record.wait_disconnected(2.0)
     generation = _settled(api, user)
     assert generation["status"] == "client_disconnected"
-    assert 3 <= int(generation["output_tokens"]) <= 5  # type: ignore[call-overload]
+    # Counted from the three deltas ("tok0" is two tokens, "tok" and "0", to a real tokenizer).
+    assert 3 <= int(generation["output_tokens"]) <= 6  # type: ignore[call-overload]
     assert generation["estimated"] is True
 
 

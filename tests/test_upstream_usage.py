@@ -68,7 +68,7 @@ def test_a_negative_prompt_count_never_raises_the_balance(
     # Charged the gateway's count of the prompt (1 credit a token) and the 5 output tokens the
     # upstream reported (2 credits a token): a charge, never a credit.
     cost = Decimal(generation["cost"])
-    assert cost == generation["input_tokens"] + 2 * 5
+    assert cost == min(Decimal(generation["hold"]), generation["input_tokens"] + 2 * 5)
     assert _balance(api, user) == {
         "balance": str(100 - cost),
         "held": "0",
@@ -91,7 +91,8 @@ def test_an_absurd_prompt_count_is_settled_at_once_not_released_free(
     assert generation["status"] == "completed"
     assert generation["usage_replaced"] == ["input_tokens"]
     cost = Decimal(generation["cost"])
-    assert cost == generation["input_tokens"] + 2 * 5
+    # The gateway's count of this punctuated prompt may pass the hold's: capped at the hold.
+    assert cost == min(Decimal(generation["hold"]), generation["input_tokens"] + 2 * 5)
     assert _balance(api, user)["balance"] == str(100 - cost)
     assert _balance(api, user)["held"] == "0"
 
@@ -109,8 +110,9 @@ def test_an_output_count_beyond_max_tokens_is_replaced_by_the_deltas(
     assert response.json()["choices"][0]["message"]["content"] == "tok0 tok1 tok2"
     generation = _generation(api, user)
     assert generation["usage_replaced"] == ["output_tokens"]
-    # Counted from the three deltas the upstream sent, far below its claim of 999.
-    assert 3 <= generation["output_tokens"] <= 5
+    # Counted from the three deltas the upstream sent ("tok", "0"... two tokens a word), far
+    # below its claim of 999.
+    assert 3 <= generation["output_tokens"] <= 6
     assert (
         Decimal(generation["cost"]) == generation["input_tokens"] + 2 * generation["output_tokens"]
     )

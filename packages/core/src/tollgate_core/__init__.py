@@ -20,6 +20,8 @@ from tollgate_core.plugins import PluginReport, build_plugin_manager, load_provi
 from tollgate_core.pricing import Price, price_usage, round_charge
 from tollgate_core.provider import Provider, ProviderConfig
 from tollgate_core.tokens import (
+    calibrated_messages_tokens,
+    calibrated_text_tokens,
     estimate_completion_tokens,
     estimate_messages_tokens,
     estimate_text_tokens,
@@ -66,6 +68,8 @@ __all__ = [
     "UsageReport",
     "admits",
     "build_plugin_manager",
+    "calibrated_messages_tokens",
+    "calibrated_text_tokens",
     "check_usage",
     "error_for_status",
     "estimate_completion_tokens",

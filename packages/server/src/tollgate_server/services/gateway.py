@@ -60,6 +60,7 @@ from tollgate_core import (
     Usage,
     UsageBounds,
     UsageReport,
+    calibrated_messages_tokens,
     check_usage,
     estimate_completion_tokens,
     hold_amount,
@@ -471,6 +472,12 @@ class GenerationResponse(Response):
             return self._checked[0]
         request = self.plan.request
         bounds = UsageBounds.for_request(request.messages, max_tokens=request.max_tokens)
+
+        def prompt_estimate() -> int:
+            # The calibrated count, not the hold's safe-side one: a client pays close to what
+            # the upstream counted. Computed only here, off the hot path.
+            return calibrated_messages_tokens(request.messages)
+
         # The gateway's own count of the output never exceeds what the request allowed.
         produced = min(
             estimate_completion_tokens("".join(self.text_parts), self.chunks), request.max_tokens
@@ -486,11 +493,9 @@ class GenerationResponse(Response):
                 estimated=True,
             )
         else:
-            raw = Usage(
-                input_tokens=self.plan.prompt_tokens, output_tokens=produced, estimated=True
-            )
+            raw = Usage(input_tokens=prompt_estimate(), output_tokens=produced, estimated=True)
         checked = check_usage(
-            raw, bounds, input_estimate=self.plan.prompt_tokens, output_estimate=produced
+            raw, bounds, input_estimate=prompt_estimate(), output_estimate=produced
         )
         if checked.replaced:
             logger.error(
