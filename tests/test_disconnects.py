@@ -230,3 +230,42 @@ def test_send_and_close_before_the_upstream_call_charges_nothing(
     assert len(data) == tries
     assert {(g["status"], g["cost"]) for g in data} == {("client_disconnected", "0")}
     assert _balance(api, user) == {"balance": "1000", "held": "0", "available": "1000"}
+
+
+@pytest.mark.parametrize("stream", [False, True])
+def test_a_half_closed_client_is_answered_and_charged_for_its_answer(
+    stream: bool,
+    api: httpx.Client,
+    server: object,
+    make_user: Callable[..., User],
+    test_models: dict[str, str],
+) -> None:
+    """A client that shuts its sending side after a complete request still waits for the
+    answer: it gets one (after an interim 100 Continue), where it once got nothing."""
+    user = make_user(credits=1000)
+    body = orjson.dumps(
+        {
+            "model": test_models["openai"],
+            "stream": stream,
+            "messages": [{"role": "user", "content": "hello [[fake:chunks=3]]"}],
+        }
+    )
+    host, port = str(api.base_url.host), int(api.base_url.port or 80)
+    with socket.create_connection((host, port)) as sock:
+        sock.settimeout(10)
+        sock.sendall(
+            b"POST /v1/chat/completions HTTP/1.1\r\nHost: x\r\n"
+            b"Content-Type: application/json\r\n"
+            + f"Authorization: Bearer {user.token}\r\n".encode()
+            + f"Content-Length: {len(body)}\r\n\r\n".encode()
+            + body
+        )
+        sock.shutdown(socket.SHUT_WR)
+        answer = b""
+        while chunk := sock.recv(65536):
+            answer += chunk
+    assert answer.startswith(b"HTTP/1.1 100 Continue\r\n\r\nHTTP/1.1 200 OK\r\n"), answer[:200]
+    assert b"tok0" in answer and b"tok2" in answer
+    generation = _settled(api, user)
+    assert generation["status"] == "completed"
+    assert Decimal(str(generation["cost"])) > 0
