@@ -89,6 +89,9 @@ class ServerThread:
     """uvicorn serving `app` on 127.0.0.1 and a free port, in a background thread."""
 
     def __init__(self, app: Any, **config: Any) -> None:
+        from tollgate_server.http_protocol import http_protocol
+
+        config.setdefault("http", http_protocol())  # as `tollgate serve` runs it
         self.config = uvicorn.Config(
             app,
             host="127.0.0.1",

@@ -621,3 +621,56 @@ def test_a_price_set_with_the_cli_is_charged_on_the_next_generation(
     assert response.status_code == 200, response.text
     # 4 input tokens at 3 credits and 5 output tokens at 5 credits: the CLI's new price.
     assert Decimal(response.json()["usage"]["cost"]) == 4 * 3 + 5 * 5
+
+
+def test_db_check_reports_a_generation_that_raised_a_balance_and_a_charge_above_its_hold(
+    database_url: str, tmp_path: Path
+) -> None:
+    """The two broken rules written into a scratch database as the old bugs left them: a
+    negative prompt count settled as a credit, and a charge larger than its hold."""
+    from support import asyncpg_dsn, execute_sql, fresh_database
+
+    with fresh_database(database_url, prefix="tollgate_broken") as url:
+        sql = """
+        INSERT INTO accounts (id, email, password_hash, balance, held)
+        VALUES ('00000000-0000-0000-0000-000000000001', 'x@example.com', 'x', 0, 0);
+        INSERT INTO models (id, name, provider, upstream_model, context_window,
+                            max_output_tokens, default_max_tokens)
+        VALUES (1, 'm', 'openai', 'm', 1000, 100, 10);
+        INSERT INTO generations (id, account_id, model_id, model_name, input_price,
+            output_price, hold, stream, max_tokens, prompt_tokens_estimate, status, cost,
+            deadline_at, settled_at)
+        VALUES ('00000000-0000-0000-0000-00000000000a', '00000000-0000-0000-0000-000000000001',
+                1, 'm', 1, 1, 50, false, 10, 5, 'completed', -200, now(), now()),
+               ('00000000-0000-0000-0000-00000000000b', '00000000-0000-0000-0000-000000000001',
+                1, 'm', 1, 1, 50, false, 10, 5, 'completed', 80, now(), now());
+        INSERT INTO ledger_entries (account_id, kind, amount, held_delta, balance_after,
+                                    held_after, generation_id)
+        VALUES ('00000000-0000-0000-0000-000000000001', 'hold', 0, 50, 0, 50,
+                '00000000-0000-0000-0000-00000000000a'),
+               ('00000000-0000-0000-0000-000000000001', 'charge', 200, -50, 200, 0,
+                '00000000-0000-0000-0000-00000000000a'),
+               ('00000000-0000-0000-0000-000000000001', 'hold', 0, 50, 200, 50,
+                '00000000-0000-0000-0000-00000000000b'),
+               ('00000000-0000-0000-0000-000000000001', 'charge', -80, -50, 120, 0,
+                '00000000-0000-0000-0000-00000000000b');
+        UPDATE accounts SET balance = 120 WHERE id = '00000000-0000-0000-0000-000000000001';
+        """
+        import asyncio
+
+        asyncio.run(execute_sql(asyncpg_dsn(url), sql))
+        runner = CliRunner(
+            env={
+                "TOLLGATE_DATABASE_URL": url,
+                "TOLLGATE_JWT_SECRET": JWT_SECRET,
+                "TOLLGATE_DATA_DIR": str(tmp_path / "data"),
+            }
+        )
+        result = runner.invoke(app, ["db", "check", "--json"])
+    assert result.exit_code == 1, result.output
+    assert "2 ledger rule(s) broken" in result.output
+    violations = json.loads(result.stdout)["violations"]
+    raised = violations["no generation raised a balance"]
+    assert {row[0] for row in raised} == {"00000000-0000-0000-0000-00000000000a"}
+    above = violations["no charge above its generation's hold"]
+    assert {row[0] for row in above} == {"00000000-0000-0000-0000-00000000000b"}

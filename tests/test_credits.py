@@ -2,12 +2,15 @@
 
 from __future__ import annotations
 
+import asyncio
 import uuid
 from collections.abc import Callable
 
+import asyncpg
 import httpx
 import pytest
 from conftest import User
+from support import asyncpg_dsn
 
 pytestmark = pytest.mark.postgres
 
@@ -215,3 +218,58 @@ def test_large_amounts_are_exact(
     down = _post(api, admin_headers, user, "-987654309", key=uuid.uuid4().hex)
     assert down.status_code == 201, down.text
     assert api.get("/v1/balance", headers=user.headers).json()["balance"] == "12.345678"
+
+
+def test_top_ups_stop_at_the_balance_cap_with_a_409_never_an_overflow(
+    api: httpx.Client,
+    make_user: Callable[..., User],
+    admin_headers: dict[str, str],
+    database_url: str,
+) -> None:
+    """Each top-up is legal (under a billion credits); their sum once overflowed the BIGINT
+    balance with a 500. The balance is moved near the limits directly, with a ledger entry, as
+    thousands of top-ups would have."""
+    from tollgate_core.money import MAX_BALANCE
+
+    user = make_user()
+    dsn = asyncpg_dsn(database_url)
+    # One credit below the cap: one more credit fits, two do not.
+    asyncio.run(_set_balance(dsn, user.id, MAX_BALANCE - 10**6))
+    over = _post(api, admin_headers, user, "2", key=uuid.uuid4().hex)
+    assert over.status_code == 409, over.text
+    assert over.json()["error"]["code"] == "balance_limit_exceeded"
+    assert _post(api, admin_headers, user, "1", key=uuid.uuid4().hex).status_code == 201
+    # Next to the BIGINT limit itself (a balance from before the cap): a clear 409 still.
+    near_limit = 2**63 - 1 - 10**14
+    asyncio.run(_set_balance(dsn, user.id, near_limit - MAX_BALANCE))
+    before = api.get("/v1/balance", headers=user.headers).json()
+    over = _post(api, admin_headers, user, "999999999", key=uuid.uuid4().hex)
+    assert over.status_code == 409, over.text
+    assert over.json()["error"]["code"] == "balance_limit_exceeded"
+    assert api.get("/v1/balance", headers=user.headers).json() == before
+    # A deduction still works there, and leaves the ledger's invariants whole.
+    asyncio.run(_set_balance(dsn, user.id, -near_limit))
+    assert api.get("/v1/balance", headers=user.headers).json()["balance"] == "0"
+
+
+async def _set_balance(dsn: str, account_id: str, micro: int) -> None:
+    """Move a balance with a matching ledger entry, as an adjustment would."""
+    conn = await asyncpg.connect(dsn)
+    try:
+        async with conn.transaction():
+            row = await conn.fetchrow(
+                "UPDATE accounts SET balance = balance + $2 WHERE id = $1 RETURNING balance, held",
+                uuid.UUID(account_id),
+                micro,
+            )
+            await conn.execute(
+                "INSERT INTO ledger_entries (account_id, kind, amount, held_delta, "
+                "balance_after, held_after, reason) VALUES ($1, 'adjustment', $2, 0, $3, $4, "
+                "'test')",
+                uuid.UUID(account_id),
+                micro,
+                row["balance"],
+                row["held"],
+            )
+    finally:
+        await conn.close()

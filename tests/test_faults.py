@@ -6,6 +6,7 @@ check runs after each one (no hold left pending, every generation settled once).
 
 from __future__ import annotations
 
+import asyncio
 import signal
 import socket
 import threading
@@ -18,6 +19,7 @@ from pathlib import Path
 from typing import Any
 
 import httpx
+import orjson
 import pytest
 from conftest import (
     ADMIN_EMAIL,
@@ -219,6 +221,61 @@ def test_concurrent_generations_per_account_are_capped(
         )
 
 
+def test_a_client_that_stops_reading_is_client_not_reading_not_an_upstream_timeout(
+    custom_server: Callable[..., Any], make_user: Callable[..., User], test_models: object
+) -> None:
+    """A client that never reads its stream fills the socket until the gateway's writes stall;
+    that is the client's doing, named for it, and it pays for the deltas written to it."""
+    user = make_user(credits=10_000)
+    with custom_server(upstream_idle_timeout=1.0, keepalive_seconds=60) as client:
+        body = orjson.dumps(_ask("hi [[fake:chunks=1000,pad=8000]]", max_tokens=1000))
+        host, port = str(client.base_url.host), int(client.base_url.port or 80)
+        sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+        # A small receive window, so a few hundred kilobytes fill the path.
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 2048)
+        sock.connect((host, port))
+        try:
+            sock.sendall(
+                b"POST /v1/chat/completions HTTP/1.1\r\nHost: x\r\n"
+                b"Content-Type: application/json\r\n"
+                + f"Authorization: Bearer {user.token}\r\n".encode()
+                + f"Content-Length: {len(body)}\r\n\r\n".encode()
+                + body
+            )
+            generation = _last_generation(client, user)  # never reading a byte meanwhile
+        finally:
+            sock.close()
+    assert generation["status"] == "client_not_reading"
+    assert generation["error_code"] == "client_not_reading"
+    assert 0 < generation["output_tokens"] <= 1000
+    assert Decimal(generation["cost"]) == min(
+        Decimal(generation["hold"]), generation["input_tokens"] + 2 * generation["output_tokens"]
+    )
+
+
+def test_a_funded_account_over_the_concurrency_cap_is_told_429_never_402(
+    custom_server: Callable[..., Any], make_user: Callable[..., User], test_models: object
+) -> None:
+    """The refusal is named by the admission statement itself: a second read, taken after a
+    slot had freed up, once blamed the balance (402) for what the cap (429) had refused."""
+    user = make_user(credits=100_000)
+    with custom_server(max_concurrent_generations=2) as client:
+        body = _ask("hi [[fake:chunks=1]]", stream=False, max_tokens=1)
+
+        async def burst() -> list[httpx.Response]:
+            async with httpx.AsyncClient(base_url=client.base_url, timeout=30) as http:
+                return await asyncio.gather(
+                    *(
+                        http.post("/v1/chat/completions", headers=user.headers, json=body)
+                        for _ in range(120)
+                    )
+                )
+
+        codes = [r.status_code for r in asyncio.run(burst())]
+    assert set(codes) <= {200, 429}, sorted(set(codes))
+    assert codes.count(200) >= 2 and codes.count(429) >= 1
+
+
 def test_requests_per_minute_are_limited(
     custom_server: Callable[..., Any], make_user: Callable[..., User], test_models: object
 ) -> None:
@@ -231,6 +288,46 @@ def test_requests_per_minute_are_limited(
     assert [r.status_code for r in statuses] == [200, 200, 429]
     assert statuses[2].json()["error"]["code"] == "rate_limited"
     assert 1 <= int(statuses[2].headers["retry-after"]) <= 60
+
+
+def test_the_per_minute_limit_is_the_accounts_across_all_its_keys(
+    custom_server: Callable[..., Any], make_user: Callable[..., User], test_models: object
+) -> None:
+    """One window per account: three keys do not triple the limit (each key once had its own)."""
+    user = make_user(credits=1000)
+    with custom_server(requests_per_minute=2) as client:
+        secrets = [
+            client.post("/v1/keys", headers=user.headers, json={"name": f"k{i}"}).json()["key"]
+            for i in range(3)
+        ]
+        statuses = [
+            client.post(
+                "/v1/chat/completions",
+                headers={"Authorization": f"Bearer {secret}"},
+                json=_ask("hi", stream=False),
+            )
+            for secret in secrets
+        ]
+    assert [r.status_code for r in statuses] == [200, 200, 429]
+    assert statuses[2].json()["error"]["code"] == "rate_limited"
+
+
+def test_api_keys_per_account_are_capped(
+    custom_server: Callable[..., Any], make_user: Callable[..., User]
+) -> None:
+    user = make_user()
+    with custom_server(max_api_keys_per_account=2) as client:
+        made = [
+            client.post("/v1/keys", headers=user.headers, json={"name": f"k{i}"}) for i in range(3)
+        ]
+        assert [r.status_code for r in made] == [201, 201, 409]
+        assert made[2].json()["error"]["code"] == "too_many_api_keys"
+        assert len(client.get("/v1/keys", headers=user.headers).json()) == 2
+        # A revoked key no longer counts.
+        revoked = client.delete(f"/v1/keys/{made[0].json()['id']}", headers=user.headers)
+        assert revoked.status_code in (200, 204), revoked.text
+        again = client.post("/v1/keys", headers=user.headers, json={"name": "k3"})
+        assert again.status_code == 201
 
 
 def test_chunked_body_without_length_is_cut_off_at_the_limit(

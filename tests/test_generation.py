@@ -300,6 +300,67 @@ def test_upstream_failure_mid_stream_ends_with_an_error_event_and_charges_what_w
     assert balance(api, user) == 1000 - Decimal(generation["cost"])
 
 
+@pytest.mark.parametrize("provider", ["anthropic", "gemini"])
+def test_a_cut_stream_is_charged_the_vendors_prompt_count_when_it_sent_one(
+    provider: str,
+    api: httpx.Client,
+    make_user: Callable[..., User],
+    test_models: dict[str, str],
+    upstream: FakeUpstream,
+) -> None:
+    user = make_user(credits=1000)
+    client = sdk(str(api.base_url).rstrip("/"), user.token)
+    marker = uuid.uuid4().hex
+    with pytest.raises(openai.APIError):
+        for _ in client.chat.completions.create(
+            model=test_models[provider],
+            stream=True,
+            messages=[{"role": "user", "content": f"{marker} [[fake:chunks=10,error_after=3]]"}],
+        ):
+            pass
+    record = next(r for r in upstream.records if marker in str(r.body))
+    assert record.outcome == "error_event" and record.usage is None  # no final usage was sent
+    generation = api.get("/v1/generations", headers=user.headers).json()["data"][0]
+    assert generation["status"] == "upstream_error"
+    # Anthropic's message_start and Gemini's first usageMetadata gave the exact count (4 here),
+    # where the gateway's estimate of the prompt was several times larger.
+    # (the fake counts 2 words + 2 per message).
+    assert generation["input_tokens"] == 4
+    assert Decimal(generation["cost"]) == (
+        generation["input_tokens"] + 2 * generation["output_tokens"]
+    )
+
+
+@pytest.mark.parametrize("provider", PROVIDERS)
+def test_a_non_streaming_call_that_fails_after_its_first_token_charges_nothing(
+    provider: str,
+    api: httpx.Client,
+    admin_headers: dict[str, str],
+    make_user: Callable[..., User],
+    test_models: dict[str, str],
+) -> None:
+    """A non-streaming client that gets a 502 received nothing, so it pays nothing; with the
+    SDK's default retries one failed call once cost three charges."""
+    user = make_user(credits=1000)
+    client = openai.OpenAI(
+        base_url=f"{str(api.base_url).rstrip('/')}/v1", api_key=user.token, max_retries=2
+    )
+    with pytest.raises(openai.InternalServerError) as caught:
+        client.chat.completions.create(
+            model=test_models[provider],
+            messages=[{"role": "user", "content": "hi [[fake:chunks=10,error_after=3]]"}],
+        )
+    assert caught.value.status_code == 502
+    generations = api.get("/v1/generations", headers=user.headers).json()["data"]
+    assert len(generations) == 3  # the SDK tried three times
+    assert {(g["status"], g["cost"]) for g in generations} == {("upstream_error", "0")}
+    assert balance(api, user) == 1000
+    # What the upstream may bill the operator for is kept for reconciliation.
+    usage = api.get(f"/v1/admin/users/{user.id}/usage", headers=admin_headers).json()["data"]
+    assert usage[0]["generations"] == 3 and usage[0]["cost"] == "0"
+    assert usage[0]["unbilled_output_tokens"] >= 9 and usage[0]["unbilled_input_tokens"] > 0
+
+
 def test_usage_that_disagrees_with_the_text_is_capped_at_the_hold(
     api: httpx.Client,
     make_user: Callable[..., User],
@@ -312,11 +373,14 @@ def test_usage_that_disagrees_with_the_text_is_capped_at_the_hold(
         json={
             "model": test_models["openai"],
             "max_tokens": 10,
-            "messages": [{"role": "user", "content": "hi [[fake:usage_output=999]]"}],
+            # 20 is within what 10 max tokens allow a vendor to count (see
+            # tollgate_core.metering), but costs more than the hold.
+            "messages": [{"role": "user", "content": "hi [[fake:usage_output=20]]"}],
         },
     )
     assert response.status_code == 200
     generation = api.get("/v1/generations", headers=user.headers).json()["data"][0]
+    assert generation["usage_replaced"] is None and generation["output_tokens"] == 20
     # The hold (prompt estimate + 10 output tokens) is the most a generation can cost.
     assert generation["cost"] == generation["hold"]
     assert balance(api, user) == 1000 - Decimal(generation["hold"])

@@ -7,7 +7,7 @@ from collections.abc import AsyncIterator
 import aiohttp
 import pytest
 from tollgate_anthropic import DEFAULT_BASE_URL, AnthropicProvider
-from tollgate_core import GenerationRequest, Message, ProviderConfig
+from tollgate_core import GenerationRequest, Message, ProviderConfig, UsageReport
 from tollgate_core.fake_upstream import FakeUpstream
 
 pytestmark = pytest.mark.anyio
@@ -55,8 +55,11 @@ async def test_stream_url_and_headers(
     config = ProviderConfig(name="anthropic", base_url=upstream.url + suffix, api_key=KEY)
     provider = AnthropicProvider(config=config, http=http)
     events = [event async for event in provider.stream(REQUEST)]
-    assert len(events) == 4
     record = upstream.last_record
+    # message_start's exact prompt count comes first, then three deltas and the end.
+    assert len(events) == 5
+    assert isinstance(events[0], UsageReport) and record.usage is not None
+    assert events[0].usage.input_tokens == record.usage.input_tokens
     assert record.path == "/v1/messages"
     assert record.headers["x-api-key"] == KEY
     assert record.headers["anthropic-version"] == "2023-06-01"

@@ -6,7 +6,7 @@ from collections.abc import AsyncIterator
 
 import aiohttp
 import pytest
-from tollgate_core import GenerationRequest, Message, ProviderConfig
+from tollgate_core import GenerationRequest, Message, ProviderConfig, UsageReport
 from tollgate_core.fake_upstream import FakeUpstream
 from tollgate_gemini import DEFAULT_BASE_URL, GeminiProvider
 
@@ -54,8 +54,11 @@ async def test_stream_url_and_key_header(
 ) -> None:
     config = ProviderConfig(name="gemini", base_url=upstream.url + suffix, api_key=KEY)
     events = [event async for event in GeminiProvider(config=config, http=http).stream(REQUEST)]
-    assert len(events) == 4
     record = upstream.last_record
+    # The first usageMetadata's exact prompt count comes first, then three deltas and the end.
+    assert len(events) == 5
+    assert isinstance(events[0], UsageReport) and record.usage is not None
+    assert events[0].usage.input_tokens == record.usage.input_tokens
     assert record.path == "/v1beta/models/gemini-2.5-flash:streamGenerateContent"
     assert record.query == {"alt": "sse"}
     assert record.headers["x-goog-api-key"] == KEY

@@ -54,7 +54,13 @@ def create(
     async def operation(db: Db) -> tuple[Any, dict[str, Any]]:
         async with db.session() as session:
             account = await accounts.find_account_by_email(session=session, email=email)
-            return account, await keys.create_key(session=session, account_id=account.id, data=data)
+            key = await keys.create_key(
+                session=session,
+                account_id=account.id,
+                data=data,
+                max_keys=db.settings.max_api_keys_per_account,
+            )
+            return account, key
 
     account, key = run(operation)
     if json_output:

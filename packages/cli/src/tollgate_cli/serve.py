@@ -96,6 +96,7 @@ def _exit_quietly(signum: int, frame: object) -> None:
 
 def run_server(*, settings: Settings, host: str, port: int, workers: int, log_level: str) -> None:
     import uvicorn
+    from tollgate_server.http_protocol import http_protocol
 
     check_port(host, port)
     settings.resolved_jwt_secret()  # generate it once, before several workers race for it
@@ -115,6 +116,8 @@ def run_server(*, settings: Settings, host: str, port: int, workers: int, log_le
         uvicorn.run(
             "tollgate_server.app:app_from_env",
             factory=True,
+            # Answers a client that half-closes its socket after its request.
+            http=http_protocol(),
             host=host,
             port=port,
             workers=workers,

@@ -14,11 +14,14 @@ from tollgate_core.errors import (
     error_for_status,
 )
 from tollgate_core.hookspecs import hookimpl, hookspec
+from tollgate_core.metering import CheckedUsage, UsageBounds, check_usage, token_count
 from tollgate_core.money import MICRO_PER_CREDIT, AmountError, format_credits, parse_credits
 from tollgate_core.plugins import PluginReport, build_plugin_manager, load_providers
 from tollgate_core.pricing import Price, price_usage, round_charge
 from tollgate_core.provider import Provider, ProviderConfig
 from tollgate_core.tokens import (
+    calibrated_messages_tokens,
+    calibrated_text_tokens,
     estimate_completion_tokens,
     estimate_messages_tokens,
     estimate_text_tokens,
@@ -32,11 +35,13 @@ from tollgate_core.types import (
     StreamEvent,
     TextDelta,
     Usage,
+    UsageReport,
 )
 
 __all__ = [
     "MICRO_PER_CREDIT",
     "AmountError",
+    "CheckedUsage",
     "Completion",
     "ConfigurationError",
     "FinishReason",
@@ -59,8 +64,13 @@ __all__ = [
     "UpstreamTimeout",
     "UpstreamUnavailable",
     "Usage",
+    "UsageBounds",
+    "UsageReport",
     "admits",
     "build_plugin_manager",
+    "calibrated_messages_tokens",
+    "calibrated_text_tokens",
+    "check_usage",
     "error_for_status",
     "estimate_completion_tokens",
     "estimate_messages_tokens",
@@ -74,4 +84,5 @@ __all__ = [
     "price_usage",
     "round_charge",
     "settlement_charge",
+    "token_count",
 ]

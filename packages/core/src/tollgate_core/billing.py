@@ -13,8 +13,9 @@ The rules:
   ``available >= hold``. A refused generation takes no hold and makes no upstream call.
 * **Settlement.** Exactly one charge per generation, from its real usage at the price captured at
   admission, rounded up, and never more than its hold; the hold is released in the same
-  transaction. So a balance goes below zero only through the settlement of an admitted
-  generation, and by less than that generation's hold, whatever the concurrency.
+  transaction. A charge is never negative: no generation raises a balance. So a balance goes
+  below zero only through the settlement of an admitted generation, and by less than that
+  generation's hold, whatever the concurrency.
 """
 
 from __future__ import annotations
@@ -56,4 +57,6 @@ def settlement_charge(*, usage: Usage | None, price: Price, hold: int) -> Settle
     if usage is None:
         return Settlement(charge=0, uncapped=0)
     cost = round_charge(price_usage(usage, price))
-    return Settlement(charge=min(cost, hold), uncapped=cost)
+    # Never below zero: a generation may cost nothing, but it never raises a balance (usage
+    # is checked before it gets here; this is the last line of defence).
+    return Settlement(charge=max(0, min(cost, hold)), uncapped=cost)

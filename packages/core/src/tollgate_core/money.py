@@ -15,6 +15,11 @@ SCALE = 6
 
 _QUANTUM = Decimal(1).scaleb(-SCALE)
 
+MAX_BALANCE = 10**18
+"""The largest balance an account may hold, in micro-credits (a trillion credits). Balances are
+PostgreSQL BIGINTs (at most about 9.2e18): a cap well below that leaves room for holds and
+keeps repeated legal top-ups from overflowing the column."""
+
 
 class AmountError(ValueError):
     """An amount that is not a finite decimal with at most six decimal places."""

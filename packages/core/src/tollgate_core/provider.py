@@ -10,7 +10,14 @@ from typing import ClassVar
 import aiohttp
 
 from tollgate_core.tokens import estimate_messages_tokens
-from tollgate_core.types import Completion, GenerationRequest, Message, StreamEnd, StreamEvent
+from tollgate_core.types import (
+    Completion,
+    GenerationRequest,
+    Message,
+    StreamEnd,
+    StreamEvent,
+    TextDelta,
+)
 
 
 @dataclass(frozen=True, slots=True)
@@ -76,6 +83,9 @@ class Provider(ABC):
     def stream(self, request: GenerationRequest) -> AsyncGenerator[StreamEvent, None]:
         """Yield `TextDelta`s as they arrive, then exactly one `StreamEnd`, last.
 
+        A provider whose upstream reports usage before the end (the prompt's count) yields it
+        once as a `UsageReport` as soon as it has it.
+
         Raises an `UpstreamError` subclass when the upstream fails. When the consumer stops
         iterating (`aclose()` or cancellation), the upstream connection must be closed at once
         so the upstream stops generating. Typed as an async generator because the gateway
@@ -89,7 +99,7 @@ class Provider(ABC):
         async for event in self.stream(request):
             if isinstance(event, StreamEnd):
                 end = event
-            else:
+            elif isinstance(event, TextDelta):
                 parts.append(event.text)
         if end is None:  # pragma: no cover - a contract violation by the provider
             raise RuntimeError(f"provider {self.name} ended its stream without a StreamEnd")

@@ -72,6 +72,20 @@ class TextDelta:
 
 
 @dataclass(frozen=True, slots=True)
+class UsageReport:
+    """Usage the upstream has counted so far, sent before the stream ends.
+
+    Anthropic's ``message_start`` and Gemini's first ``usageMetadata`` carry the exact prompt
+    count long before the last event; a provider hands it over at once so that a stream cut
+    short is charged the vendor's count, not the gateway's estimate. Output counts in it are
+    running totals and may be partial. A provider sends it at most once or twice per stream:
+    it is not a per-chunk event.
+    """
+
+    usage: Usage
+
+
+@dataclass(frozen=True, slots=True)
 class StreamEnd:
     """The last event of every stream: why it ended and what it used.
 
@@ -83,7 +97,7 @@ class StreamEnd:
     usage: Usage | None
 
 
-StreamEvent = TextDelta | StreamEnd
+StreamEvent = TextDelta | UsageReport | StreamEnd
 
 
 @dataclass(frozen=True, slots=True)

@@ -15,6 +15,7 @@ from tollgate_core import (
     ProviderConfig,
     StreamEvent,
     TextDelta,
+    UsageReport,
 )
 from tollgate_core.sse import iter_events
 from tollgate_core.upstream import (
@@ -77,9 +78,15 @@ class AnthropicProvider(Provider):
                 complete = True
                 raise error
             async with aclosing(iter_events(response.content)) as events:
+                reported = False
                 async for event in events:
                     if text := parser.feed(event.event, event.data):
                         yield TextDelta(text)
+                    elif not reported and (usage := parser.usage) is not None:
+                        # message_start carries the exact prompt count: hand it over at once,
+                        # so a stream cut short is charged the vendor's count.
+                        reported = True
+                        yield UsageReport(usage)
                     if parser.done:
                         break
             # After message_stop the body is normally over too; if not, close rather than wait.

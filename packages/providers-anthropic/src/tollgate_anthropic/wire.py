@@ -22,6 +22,7 @@ from tollgate_core import (
     UpstreamUnavailable,
     Usage,
 )
+from tollgate_core.metering import INVALID_COUNT, token_count
 from tollgate_core.upstream import check_extras, stream_error
 
 DEFAULT_BASE_URL = "https://api.anthropic.com"
@@ -127,9 +128,13 @@ def build_body(request: GenerationRequest, *, stream: bool) -> dict[str, Any]:
 
 
 def _int(value: object) -> int:
-    if isinstance(value, int) and not isinstance(value, bool):
-        return value
-    return 0
+    # Absent or null counts are 0; anything else not a whole number is flagged by core's check.
+    return token_count(value)
+
+
+def _sum(*counts: int) -> int:
+    # A sum with an unreadable part is unreadable: it must not hide inside a plausible total.
+    return INVALID_COUNT if any(count < 0 for count in counts) else sum(counts)
 
 
 def parse_usage(raw: object) -> Usage | None:
@@ -155,7 +160,7 @@ def parse_usage(raw: object) -> Usage | None:
             if isinstance(count, int) and count:
                 details[name] = count
     return Usage(
-        input_tokens=_int(raw.get("input_tokens")) + cache_read + cache_write,
+        input_tokens=_sum(_int(raw.get("input_tokens")), cache_read, cache_write),
         output_tokens=_int(raw.get("output_tokens")),
         cached_input_tokens=cache_read,
         reasoning_tokens=thinking,

@@ -16,6 +16,7 @@ from tollgate_core import (
     ProviderConfig,
     StreamEvent,
     TextDelta,
+    UsageReport,
 )
 from tollgate_core.sse import iter_events
 from tollgate_core.upstream import (
@@ -92,8 +93,15 @@ class GeminiProvider(Provider):
             # Gemini has no terminal event: the stream ends with the body, and usage may
             # still come after the chunk with the finish reason, so read to the end.
             async with aclosing(iter_events(response.content)) as events:
+                reported = False
                 async for event in events:
-                    if text := parser.feed(event.data):
+                    text = parser.feed(event.data)
+                    if not reported and (usage := parser.usage) is not None:
+                        # Every chunk may carry usageMetadata; the first already has the exact
+                        # prompt count: hand it over once, so a cut stream is charged by it.
+                        reported = True
+                        yield UsageReport(usage)
+                    if text:
                         yield TextDelta(text)
             complete = True
         except TRANSPORT_ERRORS as exc:

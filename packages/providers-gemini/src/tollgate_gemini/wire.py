@@ -21,6 +21,7 @@ from tollgate_core import (
     UpstreamUnavailable,
     Usage,
 )
+from tollgate_core.metering import INVALID_COUNT, token_count
 from tollgate_core.upstream import check_extras, stream_error
 
 DEFAULT_BASE_URL = "https://generativelanguage.googleapis.com"
@@ -133,9 +134,13 @@ def _response_format(value: object) -> dict[str, Any]:
 
 
 def _int(value: object) -> int:
-    if isinstance(value, int) and not isinstance(value, bool):
-        return value
-    return 0
+    # Absent or null counts are 0; anything else not a whole number is flagged by core's check.
+    return token_count(value)
+
+
+def _sum(*counts: int) -> int:
+    # A sum with an unreadable part is unreadable: it must not hide inside a plausible total.
+    return INVALID_COUNT if any(count < 0 for count in counts) else sum(counts)
 
 
 def parse_usage(meta: object) -> Usage | None:
@@ -152,8 +157,8 @@ def parse_usage(meta: object) -> Usage | None:
     tool_prompt = _int(meta.get("toolUsePromptTokenCount"))
     details = {"tool_use_prompt_tokens": tool_prompt} if tool_prompt else {}
     return Usage(
-        input_tokens=_int(meta.get("promptTokenCount")) + tool_prompt,
-        output_tokens=_int(meta.get("candidatesTokenCount")) + thoughts,
+        input_tokens=_sum(_int(meta.get("promptTokenCount")), tool_prompt),
+        output_tokens=_sum(_int(meta.get("candidatesTokenCount")), thoughts),
         cached_input_tokens=_int(meta.get("cachedContentTokenCount")),
         reasoning_tokens=thoughts,
         details=details,

@@ -20,6 +20,7 @@ from tollgate_core import (
     UpstreamUnavailable,
     Usage,
 )
+from tollgate_core.metering import token_count
 from tollgate_core.upstream import check_extras, stream_error
 
 DEFAULT_BASE_URL = "https://bothub.chat/api/v2/openai/v1"
@@ -119,12 +120,8 @@ def _message(message: Message) -> dict[str, Any]:
 
 
 def _int(value: object) -> int:
-    # Absent, null or malformed counts are 0; bool is an int subclass and is refused too.
-    if isinstance(value, int) and not isinstance(value, bool):
-        return value
-    if isinstance(value, float):
-        return int(value)
-    return 0
+    # Absent or null counts are 0; anything else not a whole number is flagged by core's check.
+    return token_count(value)
 
 
 def parse_usage(data: object) -> Usage | None:

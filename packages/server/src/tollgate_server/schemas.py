@@ -343,6 +343,22 @@ class UsagePublic(BaseModel):
     data: list[UsageDayPublic]
 
 
+class AdminUsageDayPublic(UsageDayPublic):
+    unbilled_input_tokens: int = Field(
+        description="Input tokens the upstream may bill the operator for that the client was "
+        "not charged (a client pays only for what it received)",
+        examples=[120],
+    )
+    unbilled_output_tokens: int = Field(
+        description="Output tokens likewise: produced by the upstream, never delivered",
+        examples=[40],
+    )
+
+
+class AdminUsagePublic(BaseModel):
+    data: list[AdminUsageDayPublic]
+
+
 # --- models --------------------------------------------------------------------------------
 
 

@@ -65,7 +65,11 @@ class Settings(BaseSettings):
     max_concurrent_generations: int = 16
     """Generations one account may run at once."""
     requests_per_minute: int = 600
-    """Generation requests per minute per account (or per API key); 0 turns the limit off."""
+    """Generation requests per minute per account, counted across all its API keys and access
+    tokens (one counter, inside the admission statement); 0 turns the limit off."""
+    max_api_keys_per_account: int = 50
+    """Live (unrevoked, unexpired) API keys one account may hold; creating one more is refused
+    with 409 ``too_many_api_keys``."""
 
     upstream_connect_timeout: float = 10.0
     upstream_first_token_timeout: float = 60.0

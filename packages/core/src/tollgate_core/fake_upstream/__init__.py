@@ -28,6 +28,7 @@ through a gateway unchanged. Several blocks merge; an unknown name is answered w
                          request's API key, as some vendors do: providers must redact it)
 ``retry_after=3``        with ``status``: send ``Retry-After: 3``
 ``chunks=16``            generate 16 words (still capped by max tokens)
+``pad=4000``             append 4000 ``x`` to every word (big deltas that fill a socket fast)
 ``delay_ms=10``          pause between chunks (non-streaming: the total, before answering)
 ``stop_after=3``         after 3 chunks end the body cleanly, with no terminal event and no usage
 ``reset_after=3``        after 3 chunks reset the TCP connection (RST)
@@ -35,6 +36,8 @@ through a gateway unchanged. Several blocks merge; an unknown name is answered w
 ``stall_first_s=30``     wait before the first byte of the response
 ``no_usage``             report no usage at all
 ``usage_output=999``     report 999 output tokens, whatever the text
+``usage_input=-5``       report that input count (``1e23`` is sent as a JSON float), whatever
+                         the prompt
 ``error_after=3``        after 3 chunks send the vendor's mid-stream error event, then end the
                          body; ``error_status=529`` picks the status it stands for (default 500)
 ``cached=4``             report 4 of the input tokens as read from the prompt cache

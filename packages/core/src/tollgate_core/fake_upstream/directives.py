@@ -24,6 +24,8 @@ class Directives:
     """Send ``Retry-After: <seconds>`` with the error status."""
     chunks: int | None = None
     """Words to generate (before the cap at the request's max tokens); default 5."""
+    pad: int = 0
+    """Append this many ``x`` to every generated word: big deltas, to fill a socket quickly."""
     delay_ms: int = 0
     """Pause between two chunks."""
     stop_after: int | None = None
@@ -39,6 +41,9 @@ class Directives:
     """Report no usage at all."""
     usage_output: int | None = None
     """Report this many output tokens, whatever the text (inclusive of reasoning)."""
+    usage_input: str | None = None
+    """Report this input count, whatever the prompt: an integer (``-1000000``) or a JSON number
+    such as ``1e23``, sent as written, to play a broken or hostile upstream."""
     error_after: int | None = None
     """After this many chunks, send the vendor's mid-stream error event and end the body."""
     error_status: int = 500
@@ -75,6 +80,11 @@ def parse_directives(text: str) -> Directives:
             if kind is None:
                 raise DirectiveError(f"unknown fake directive {name!r}")
             setattr(directives, name, _convert(name, str(kind), raw.strip() if sep else None))
+    if directives.usage_input is not None:
+        try:
+            float(directives.usage_input)
+        except ValueError:
+            raise DirectiveError("usage_input must be a number") from None
     if directives.finish not in FINISH_REASONS:
         raise DirectiveError(f"finish must be one of {', '.join(FINISH_REASONS)}")
     return directives

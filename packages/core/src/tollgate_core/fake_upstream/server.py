@@ -279,7 +279,7 @@ class FakeUpstream:
         if not d.no_usage:
             output = d.usage_output if d.usage_output is not None else count + d.reasoning
             usage = Usage(
-                input_tokens=input_tokens,
+                input_tokens=_reported_input(d.usage_input, input_tokens),
                 output_tokens=output,
                 cached_input_tokens=cached,
                 reasoning_tokens=min(d.reasoning, output),
@@ -290,7 +290,7 @@ class FakeUpstream:
             id=f"{prefix[dialect.name]}-{self._counter}",
             model=record.model,
             created=int(time.time()),
-            deltas=[f"tok{i}" if i == 0 else f" tok{i}" for i in range(count)],
+            deltas=[(f"tok{i}" if i == 0 else f" tok{i}") + "x" * d.pad for i in range(count)],
             finish=dialect.effective_finish(finish),
             usage=usage,
             cache_write=cache_write,
@@ -419,3 +419,14 @@ def _run_loop(loop: asyncio.AbstractEventLoop) -> None:
         with suppress(Exception):
             loop.run_until_complete(loop.shutdown_asyncgens())
         loop.close()
+
+
+def _reported_input(raw: str | None, counted: int) -> int:
+    """The input count to report: the true one, or the directive's number as written (a JSON
+    float such as ``1e23`` stays a float, as a broken upstream would send it)."""
+    if raw is None:
+        return counted
+    try:
+        return int(raw)
+    except ValueError:
+        return float(raw)  # type: ignore[return-value]  # deliberately not an int

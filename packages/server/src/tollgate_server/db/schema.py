@@ -187,6 +187,17 @@ class Generation(Base):
     error_code: Mapped[str | None] = mapped_column(String(64))
     first_token_ms: Mapped[int | None] = mapped_column(Integer)
     duration_ms: Mapped[int | None] = mapped_column(Integer)
+    usage_replaced: Mapped[str | None] = mapped_column(Text)
+    """Comma-separated names of the upstream's counts that were out of range and replaced by
+    the gateway's (see `tollgate_core.metering`); NULL when every count was believed."""
+    unbilled_input_tokens: Mapped[int] = mapped_column(
+        BigInteger, nullable=False, server_default="0"
+    )
+    """Tokens the upstream may bill the operator for that the client was not charged (a client
+    pays for what it received): for reconciling with the vendor's invoice."""
+    unbilled_output_tokens: Mapped[int] = mapped_column(
+        BigInteger, nullable=False, server_default="0"
+    )
     created_at: Mapped[datetime] = _now()
     instance_id: Mapped[uuid.UUID | None] = mapped_column(UUID(as_uuid=True))
     """The server process running it (see `Instance`); not a foreign key, so a dead instance's

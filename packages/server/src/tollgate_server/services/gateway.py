@@ -4,25 +4,41 @@
 implements in `tollgate_server.api` (today `api.generation_response` for OpenAI's chat format),
 the way Starlette's `StreamingResponse` keeps streaming apart from content.
 
-The written policy (what a generation is charged, by how it ends):
+The written policy: **a client pays for what it received.**
 
 =========================================  ==========================  =======================
 How it ends                                 Status                      Charged
 =========================================  ==========================  =======================
 Finished normally                           completed                   upstream's usage
-Client hung up before the upstream call     client_disconnected         nothing
-Client hung up after the upstream call      client_disconnected         prompt + deltas so far
+Client hung up before any delta reached it  client_disconnected         nothing
+Stream: client hung up after some deltas    client_disconnected         prompt + deltas sent
+Stream: client stopped reading (stalled)    client_not_reading          prompt + deltas sent
 Upstream failed before the first token      upstream_error / _timeout   nothing
-Upstream failed mid-stream                  upstream_error / _timeout   prompt + deltas so far
-Maximum generation time reached             generation_timeout          prompt + deltas so far
+Stream: upstream failed mid-stream          upstream_error / _timeout   prompt + deltas sent
+Stream: maximum generation time reached     generation_timeout          prompt + deltas sent
+Stream: server shutting down                shutdown                    prompt + deltas sent
+Non-streaming: any of these failures        (as above)                  nothing
 =========================================  ==========================  =======================
 
-"Prompt + deltas so far" uses the upstream's usage when it had sent it, and otherwise the
-gateway's estimate (`tollgate_core.tokens`), marked ``estimated``. Every charge is capped at the
-hold (`tollgate_core.billing`). The upstream is always called in streaming mode, for streaming
-and non-streaming clients alike: one path, the same timeouts, and a count of what was generated
-when a client leaves early. Settlement runs in a ``finally`` under `asyncio.shield`, so a
-cancelled request still settles, and the ledger's guard makes a second settlement a no-op.
+A non-streaming client that gets an error (a 502, 504 or 503) received no text, so it pays
+nothing, however much the upstream produced: with an SDK's automatic retries, one failed call
+must not cost three charges. "Prompt + deltas sent" counts only the deltas written to the
+client; the prompt is the vendor's count when the stream had sent one (Anthropic's
+``message_start``, Gemini's ``usageMetadata``) and otherwise the gateway's estimate
+(`tollgate_core.tokens`); the usage is then marked ``estimated``. What the upstream may bill the
+operator for beyond the charge is recorded on the generation as unbilled tokens
+(``unbilled_input_tokens``, ``unbilled_output_tokens``) and shown in the admin usage, so the
+operator can reconcile with the vendor's invoice.
+
+Every count an upstream reports is checked first (`tollgate_core.metering`): one out of range
+(negative, absurdly large, not a whole number) is replaced by the gateway's count, the
+generation records which (``usage_replaced``), and an error is logged. Every charge is at least
+zero and at most the hold (`tollgate_core.billing`): no generation raises a balance.
+
+The upstream is always called in streaming mode, for streaming and non-streaming clients
+alike: one path, the same timeouts, and a count of what was generated when a client leaves
+early. Settlement runs in a ``finally`` under `asyncio.shield`, so a cancelled request still
+settles, and the ledger's guard makes a second settlement a no-op.
 """
 
 from __future__ import annotations
@@ -43,6 +59,10 @@ from tollgate_core import (
     UpstreamError,
     UpstreamTimeout,
     Usage,
+    UsageBounds,
+    UsageReport,
+    calibrated_messages_tokens,
+    check_usage,
     estimate_completion_tokens,
     hold_amount,
     settlement_charge,
@@ -207,6 +227,14 @@ class Generation:
         """Loop time of the last write to the client; the keep-alive measures silence from it."""
         self.stop_reason: str | None = None
         """Set when the server ends this generation itself (``"shutdown"``)."""
+        self.reported: Usage | None = None
+        """Usage the upstream reported before its end (a `UsageReport`): the prompt's count."""
+        self.sent_chunks = 0
+        """Deltas written to a streaming client: what it pays for if the stream ends early."""
+        self.writing = False
+        """True while a delta waits to be written: a timeout then means the client stopped
+        reading, not that the upstream went quiet."""
+        self._checked: tuple[Usage, tuple[str, ...]] | None = None
 
     def stop(self, reason: str) -> None:
         """End the generation from outside (shutdown): it settles for what it produced."""
@@ -293,9 +321,9 @@ class Generation:
                 admission,
                 strict=self.settings.strict_balance,
                 max_running=self.settings.max_concurrent_generations,
-                rate_subject=(
-                    f"key:{plan.api_key_id}" if plan.api_key_id else f"account:{plan.account_id}"
-                ),
+                # One counter per account, whatever key or token asked: an account cannot
+                # multiply its limit by creating keys.
+                rate_subject=f"account:{plan.account_id}",
                 requests_per_minute=self.settings.requests_per_minute,
             ),
         )
@@ -319,6 +347,9 @@ class Generation:
             )
         except ClientGone:
             status = "client_disconnected"
+        except _ClientNotReading:
+            # Nothing more can be written to it: settle and let the connection be closed.
+            status = error_code = "client_not_reading"
         except asyncio.CancelledError:
             if self.stop_reason == "shutdown":
                 await self._settle_shielded("shutdown", "service_unavailable")
@@ -365,13 +396,24 @@ class Generation:
                         self.chunks += 1
                         if self.plan.stream:
                             self.last_write = loop.time()
+                            # Cleared only when the write completes: a timeout cancels it
+                            # mid-way and must still see that it was writing.
+                            self.writing = True
                             await sink.delta(event.text)
+                            self.writing = False
+                            self.sent_chunks += 1
                         limit.reschedule(
                             min(loop.time() + settings.upstream_idle_timeout, give_up_at)
                         )
+                    elif isinstance(event, UsageReport):
+                        self.reported = event.usage
                     else:
                         self.end = event
         except TimeoutError:
+            if self.writing:
+                # The time ran out inside a write: the client's socket is full because it
+                # stopped reading. The upstream is not to blame.
+                raise _ClientNotReading() from None
             # Which limit fired is the one that was scheduled (timers may fire a hair early).
             if limit is not None and (limit.when() or 0) >= give_up_at:
                 raise _GenerationTimeout() from None
@@ -416,13 +458,67 @@ class Generation:
 
     # --- usage and settlement -----------------------------------------------------------
 
+    def _upstream_usage(self) -> Usage:
+        """What the upstream used, as far as it can be known: its final usage, checked; else its
+        earlier report of the prompt and the gateway's count of the deltas it produced."""
+        if self._checked is not None:
+            return self._checked[0]
+        request = self.plan.request
+        bounds = UsageBounds.for_request(request.messages, max_tokens=request.max_tokens)
+
+        def prompt_estimate() -> int:
+            # The calibrated count, not the hold's safe-side one: a client pays close to what
+            # the upstream counted. Computed only here, off the hot path.
+            return calibrated_messages_tokens(request.messages)
+
+        # The gateway's own count of the output never exceeds what the request allowed.
+        produced = min(
+            estimate_completion_tokens("".join(self.text_parts), self.chunks), request.max_tokens
+        )
+        end_usage = self.end.usage if self.end is not None else None
+        if end_usage is not None:
+            raw = end_usage
+        elif self.reported is not None:
+            raw = Usage(
+                input_tokens=self.reported.input_tokens,
+                cached_input_tokens=self.reported.cached_input_tokens,
+                output_tokens=produced,
+                estimated=True,
+            )
+        else:
+            raw = Usage(input_tokens=prompt_estimate(), output_tokens=produced, estimated=True)
+        checked = check_usage(
+            raw, bounds, input_estimate=prompt_estimate(), output_estimate=produced
+        )
+        if checked.replaced:
+            logger.error(
+                "generation %s: the upstream reported counts out of range (%s); the gateway's "
+                "counts were used instead",
+                self.plan.generation_id,
+                ", ".join(checked.replaced),
+            )
+        self._checked = (checked.usage, checked.replaced)
+        return checked.usage
+
     def _usage(self) -> Usage:
-        """The upstream's usage when it reported one; otherwise the gateway's estimate."""
-        if self.end is not None and self.end.usage is not None:
-            return self.end.usage
+        """The usage a completed generation is charged: the upstream's, checked."""
+        return self._upstream_usage()
+
+    def _received_usage(self) -> Usage | None:
+        """What a client that did not get its whole answer pays for: the prompt and the deltas
+        written to it, on a stream; nothing when no delta reached it (see the policy above)."""
+        if not self.plan.stream or self.sent_chunks == 0:
+            return None
+        upstream = self._upstream_usage()
+        if self.end is not None and self.sent_chunks == self.chunks:
+            return upstream  # it had every delta; only the final usage chunk was missing
+        sent = estimate_completion_tokens(
+            "".join(self.text_parts[: self.sent_chunks]), self.sent_chunks
+        )
         return Usage(
-            input_tokens=self.plan.prompt_tokens,
-            output_tokens=estimate_completion_tokens("".join(self.text_parts), self.chunks),
+            input_tokens=upstream.input_tokens,
+            cached_input_tokens=upstream.cached_input_tokens,
+            output_tokens=min(sent, upstream.output_tokens),
             estimated=True,
         )
 
@@ -432,13 +528,12 @@ class Generation:
         return settlement_charge(usage=usage, price=price, hold=self.plan.hold).charge
 
     def _outcome(self, status: str, error_code: str | None) -> ledger.Outcome:
-        produced = self.end is not None or self.chunks > 0
-        if status == "client_disconnected":
-            usage = self._usage() if self.upstream_called else None
-        elif status == "completed" or produced:
-            usage = self._usage()
-        else:
-            usage = None  # failed before the first token: nothing was generated
+        usage = self._usage() if status == "completed" else self._received_usage()
+        unbilled_input = unbilled_output = 0
+        if self.upstream_called:
+            upstream = self._upstream_usage()
+            unbilled_input = max(0, upstream.input_tokens - (usage.input_tokens if usage else 0))
+            unbilled_output = max(0, upstream.output_tokens - (usage.output_tokens if usage else 0))
         now = time.perf_counter()
         return ledger.Outcome(
             status=status,
@@ -451,6 +546,9 @@ class Generation:
                 else None
             ),
             duration_ms=round((now - self.started) * 1000),
+            usage_replaced=self._checked[1] if self._checked is not None else (),
+            unbilled_input_tokens=unbilled_input,
+            unbilled_output_tokens=unbilled_output,
         )
 
     async def _settle_shielded(self, status: str, error_code: str | None) -> None:
@@ -512,3 +610,7 @@ async def settle_when_possible(
 
 class _GenerationTimeout(Exception):
     """The maximum generation time passed."""
+
+
+class _ClientNotReading(Exception):
+    """A write to the client stalled past the time limits: it stopped reading its stream."""

@@ -14,7 +14,7 @@ from tollgate_server.errors import ApiError, not_found
 
 COLUMNS = (
     "id, model_name, status, stream, input_tokens, output_tokens, usage_estimated, hold, cost, "
-    "error_code, first_token_ms, duration_ms, created_at, settled_at"
+    "error_code, first_token_ms, duration_ms, created_at, settled_at, usage_replaced"
 )
 
 
@@ -27,6 +27,7 @@ def generation_public(row: Any) -> dict[str, Any]:
         "input_tokens": row.input_tokens,
         "output_tokens": row.output_tokens,
         "estimated": row.usage_estimated,
+        "usage_replaced": row.usage_replaced.split(",") if row.usage_replaced else None,
         "hold": format_credits(row.hold),
         "cost": format_credits(row.cost) if row.cost is not None else None,
         "error_code": row.error_code,

@@ -37,7 +37,21 @@ CHECKS: dict[str, str] = {
             ON e.generation_id = g.id AND e.kind IN ('charge', 'release')
         WHERE g.settled_at IS NOT NULL
         GROUP BY g.id, g.cost
-        HAVING count(e.id) <> 1 OR min(e.amount) <> -g.cost OR g.cost > g.hold
+        HAVING count(e.id) <> 1 OR min(e.amount) <> -g.cost
+    """,
+    # An upstream's usage is untrusted: these two catch a charge priced from a count that
+    # slipped past the check (a negative prompt once turned a settlement into a credit).
+    "no generation raised a balance": """
+        SELECT g.id, g.cost, e.id AS entry, e.amount FROM generations g
+        LEFT JOIN ledger_entries e
+            ON e.generation_id = g.id AND e.kind IN ('hold', 'charge', 'release')
+        WHERE g.cost < 0 OR e.amount > 0
+    """,
+    "no charge above its generation's hold": """
+        SELECT g.id, g.hold, g.cost, e.amount FROM generations g
+        LEFT JOIN ledger_entries e
+            ON e.generation_id = g.id AND e.kind IN ('charge', 'release')
+        WHERE g.cost > g.hold OR -e.amount > g.hold
     """,
     "no unsettled generation has a settlement entry": """
         SELECT g.id FROM generations g JOIN ledger_entries e

@@ -16,7 +16,7 @@ from sqlalchemy.ext.asyncio import AsyncSession
 
 from tollgate_server.db.listener import Listener
 from tollgate_server.db.raw import run_with_retry
-from tollgate_server.errors import not_found
+from tollgate_server.errors import ApiError, not_found
 from tollgate_server.schemas import ApiKeyCreate
 from tollgate_server.security.tokens import hash_api_key, new_api_key
 
@@ -30,14 +30,23 @@ def key_public(row: Any) -> dict[str, Any]:
 
 
 async def create_key(
-    *, session: AsyncSession, account_id: uuid.UUID, data: ApiKeyCreate
+    *, session: AsyncSession, account_id: uuid.UUID, data: ApiKeyCreate, max_keys: int
 ) -> dict[str, Any]:
+    """Create a key, unless the account already holds `max_keys` live ones (409).
+
+    The account's row is locked first, so concurrent creations cannot all slip under the cap.
+    """
     secret, prefix, key_hash = new_api_key()
+    await session.execute(
+        text("SELECT 1 FROM accounts WHERE id = :account FOR UPDATE"), {"account": account_id}
+    )
     row = (
         await session.execute(
             text(
                 "INSERT INTO api_keys (account_id, name, prefix, key_hash, models, expires_at) "
-                "VALUES (:account, :name, :prefix, :hash, :models, :expires) "
+                "SELECT :account, :name, :prefix, :hash, :models, :expires "
+                "WHERE (SELECT count(*) FROM api_keys WHERE account_id = :account "
+                "AND revoked_at IS NULL AND (expires_at IS NULL OR expires_at > now())) < :max "
                 f"RETURNING {KEY_COLUMNS}"
             ),
             {
@@ -47,9 +56,17 @@ async def create_key(
                 "hash": key_hash,
                 "models": data.models,
                 "expires": data.expires_at,
+                "max": max_keys,
             },
         )
-    ).one()
+    ).one_or_none()
+    if row is None:
+        await session.rollback()
+        raise ApiError(
+            409,
+            "too_many_api_keys",
+            f"an account may hold at most {max_keys} live API keys; revoke one first",
+        )
     await session.commit()
     return {**key_public(row), "key": secret}
 

@@ -21,28 +21,41 @@ from sqlalchemy import text
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.ext.asyncio import AsyncSession
 from tollgate_core import Usage, format_credits, parse_credits
+from tollgate_core.money import MAX_BALANCE
 
 from tollgate_server.errors import ApiError, not_found
 
 # --- admission and settlement (raw asyncpg: the hot path) ----------------------------------
 
 ADMIT_SQL = """
-WITH rate AS (
-    -- Requests per minute per account or key: a fixed one-minute window shared by every
-    -- server process. Skipped entirely when the limit is off ($17 = 0).
+WITH cur AS (
+    -- The account row, locked once: every guard below reads this one version of it, so the
+    -- refusal names the guard that really refused (a second read, taken after a concurrent
+    -- generation had finished, once blamed the balance for what the concurrency cap did).
+    SELECT id, balance, held, running, disabled FROM accounts WHERE id = $1 FOR UPDATE
+), rate AS (
+    -- Requests per minute per account (across its keys): a fixed one-minute window shared by
+    -- every server process. Skipped entirely when the limit is off ($17 = 0).
     INSERT INTO rate_windows AS w (subject, window_start, count)
     SELECT $16, date_trunc('minute', now()), 1 WHERE $17 > 0
     ON CONFLICT (subject, window_start) DO UPDATE SET count = w.count + 1
     RETURNING count
+), verdict AS (
+    SELECT cur.id, cur.balance, cur.held,
+           CASE
+               WHEN cur.disabled THEN 'account_disabled'
+               WHEN $17 > 0 AND (SELECT count FROM rate) > $17 THEN 'rate_limited'
+               WHEN cur.running >= $15 THEN 'too_many_concurrent_requests'
+               WHEN NOT CASE WHEN $3 THEN cur.balance - cur.held >= $2
+                             ELSE cur.balance - cur.held > 0 END THEN 'insufficient_balance'
+           END AS refusal
+    FROM cur
 ), acc AS (
-    UPDATE accounts
-    SET held = held + $2, running = running + 1
-    WHERE id = $1
-      AND NOT disabled
-      AND running < $15
-      AND ($17 = 0 OR (SELECT count FROM rate) <= $17)
-      AND CASE WHEN $3 THEN balance - held >= $2 ELSE balance - held > 0 END
-    RETURNING id, balance, held
+    UPDATE accounts a
+    SET held = a.held + $2, running = a.running + 1
+    FROM verdict v
+    WHERE a.id = v.id AND v.refusal IS NULL
+    RETURNING a.id, a.balance, a.held
 ), gen AS (
     INSERT INTO generations (
         id, account_id, api_key_id, model_id, model_name, price_id, input_price, output_price,
@@ -58,23 +71,20 @@ WITH rate AS (
     )
     SELECT acc.id, 'hold', 0, $2, acc.balance, acc.held, gen.id FROM acc, gen
 )
-SELECT balance, held FROM acc
+SELECT coalesce(v.refusal, CASE WHEN v.id IS NULL THEN 'account_disabled' END) AS refusal,
+       v.balance, v.held, 60 - extract(second FROM now())::int AS window_left
+FROM (SELECT 1) AS one LEFT JOIN verdict v ON true
 """
-
-REFUSAL_SQL = """
-SELECT balance, held, running, disabled,
-       (SELECT count FROM rate_windows
-        WHERE subject = $2 AND window_start = date_trunc('minute', now())) AS requests,
-       60 - extract(second FROM now())::int AS window_left
-FROM accounts WHERE id = $1
-"""
+"""Admission in ONE statement that also says which guard refused (NULL: admitted), from the
+same locked version of the account row; a missing account reads as disabled."""
 
 SETTLE_SQL = """
 WITH gen AS (
     UPDATE generations
     SET status = $2, input_tokens = $3, output_tokens = $4, cached_input_tokens = $5,
         reasoning_tokens = $6, usage_estimated = $7, cost = $8, error_code = $9,
-        first_token_ms = $10, duration_ms = $11, settled_at = now()
+        first_token_ms = $10, duration_ms = $11, usage_replaced = $12,
+        unbilled_input_tokens = $13, unbilled_output_tokens = $14, settled_at = now()
     WHERE id = $1 AND settled_at IS NULL
     RETURNING account_id, hold
 ), acc AS (
@@ -126,6 +136,11 @@ class Outcome:
     error_code: str | None = None
     first_token_ms: int | None = None
     duration_ms: int | None = None
+    usage_replaced: tuple[str, ...] = ()
+    """The upstream's counts that were out of range and replaced by the gateway's."""
+    unbilled_input_tokens: int = 0
+    """What the upstream may bill the operator for beyond `usage` (see the gateway's policy)."""
+    unbilled_output_tokens: int = 0
 
 
 async def admit(
@@ -137,9 +152,9 @@ async def admit(
     rate_subject: str = "",
     requests_per_minute: int = 0,
 ) -> None:
-    """Take the hold in one guarded statement, or raise the 402/403/429 that explains why not.
+    """Take the hold in one guarded statement, or raise the 402/403/429 that it named.
 
-    `rate_subject` names the per-minute request counter (the key, or the account);
+    `rate_subject` names the per-minute request counter (the gateway uses the account's);
     `requests_per_minute` 0 turns the limit off.
     """
     try:
@@ -150,10 +165,9 @@ async def admit(
         if exc.constraint_name == "pk_generations":
             return  # a retry of an admission whose first attempt had committed
         raise
-    if row is not None:
-        return
-    # Refused: one more read, off the happy path, to say why.
-    await _explain_refusal(conn, admission, strict, max_running, rate_subject, requests_per_minute)
+    assert row is not None  # the statement always answers one row
+    if row["refusal"] is not None:
+        raise _refusal(row, admission, strict, max_running, requests_per_minute)
 
 
 async def _admit_row(
@@ -187,39 +201,39 @@ async def _admit_row(
     )
 
 
-async def _explain_refusal(
-    conn: asyncpg.Connection,
+def _refusal(
+    row: asyncpg.Record,
     admission: Admission,
     strict: bool,
     max_running: int,
-    rate_subject: str,
     requests_per_minute: int,
-) -> None:
-    state = await conn.fetchrow(REFUSAL_SQL, admission.account_id, rate_subject)
-    if state is None or state["disabled"]:
-        raise ApiError(403, "account_disabled", "this account is disabled")
-    if requests_per_minute and (state["requests"] or 0) > requests_per_minute:
-        raise ApiError(
+) -> ApiError:
+    """The error for the guard the admission statement named, worded from the same row."""
+    reason = row["refusal"]
+    if reason == "account_disabled":
+        return ApiError(403, "account_disabled", "this account is disabled")
+    if reason == "rate_limited":
+        return ApiError(
             429,
             "rate_limited",
             f"at most {requests_per_minute} requests a minute",
-            headers={"Retry-After": str(max(1, state["window_left"]))},
+            headers={"Retry-After": str(max(1, row["window_left"]))},
         )
-    if state["running"] >= max_running:
-        raise ApiError(
+    if reason == "too_many_concurrent_requests":
+        return ApiError(
             429,
             "too_many_concurrent_requests",
             f"at most {max_running} generations may run at once for an account",
             headers={"Retry-After": "1"},
         )
-    available = state["balance"] - state["held"]
+    available = row["balance"] - row["held"]
     message = f"available balance is {format_credits(available)} credits"
     if strict:
         message += (
             f"; this request may cost up to {format_credits(admission.hold)}: "
             "lower max_tokens or top up"
         )
-    raise ApiError(402, "insufficient_balance", message)
+    return ApiError(402, "insufficient_balance", message)
 
 
 async def settle(conn: asyncpg.Connection, generation_id: uuid.UUID, outcome: Outcome) -> bool:
@@ -238,6 +252,9 @@ async def settle(conn: asyncpg.Connection, generation_id: uuid.UUID, outcome: Ou
         outcome.error_code,
         outcome.first_token_ms,
         outcome.duration_ms,
+        ",".join(outcome.usage_replaced) or None,
+        outcome.unbilled_input_tokens,
+        outcome.unbilled_output_tokens,
     )
     return row is not None
 
@@ -331,11 +348,15 @@ async def post_credits(
                 text(
                     # Amounts are BIGINT micro-credits: an unadorned parameter would be bound
                     # as a 32-bit integer and refuse anything above 2,147 credits.
+                    # The guards never compute balance + amount, which could overflow BIGINT
+                    # (SQL does not promise to short-circuit OR); |amount| < 1e15 by the schema.
                     "UPDATE accounts SET balance = balance + CAST(:amount AS BIGINT), "
                     "updated_at = now() WHERE id = :id AND (CAST(:amount AS BIGINT) > 0 "
-                    "OR balance + CAST(:amount AS BIGINT) - held >= 0) RETURNING balance, held"
+                    "OR balance - held >= -CAST(:amount AS BIGINT)) "
+                    "AND balance <= CAST(:max AS BIGINT) - CAST(:amount AS BIGINT) "
+                    "RETURNING balance, held"
                 ),
-                {"amount": micro, "id": account_id},
+                {"amount": micro, "id": account_id, "max": MAX_BALANCE},
             )
         ).one_or_none()
         if row is None:
@@ -345,6 +366,12 @@ async def post_credits(
             )
             if not exists:
                 raise not_found("account")
+            if micro > 0:
+                raise ApiError(
+                    409,
+                    "balance_limit_exceeded",
+                    f"a balance may not exceed {format_credits(MAX_BALANCE)} credits",
+                )
             raise ApiError(
                 409, "insufficient_balance", "a deduction may not exceed the available balance"
             )
@@ -424,8 +451,14 @@ async def list_entries(
 
 
 async def usage_by_day(
-    *, session: AsyncSession, account_id: uuid.UUID, since: datetime | None
+    *,
+    session: AsyncSession,
+    account_id: uuid.UUID,
+    since: datetime | None,
+    unbilled: bool = False,
 ) -> list[dict[str, Any]]:
+    """Settled generations per UTC day and model. With `unbilled` (the admin's view), also the
+    tokens the upstream may have billed the operator for that the client was not charged."""
     rows = (
         await session.execute(
             text(
@@ -433,7 +466,9 @@ async def usage_by_day(
                 "AS day, model_name, count(*) AS generations, "
                 "coalesce(sum(input_tokens), 0) AS input_tokens, "
                 "coalesce(sum(output_tokens), 0) AS output_tokens, "
-                "coalesce(sum(cost), 0) AS cost "
+                "coalesce(sum(cost), 0) AS cost, "
+                "sum(unbilled_input_tokens) AS unbilled_input_tokens, "
+                "sum(unbilled_output_tokens) AS unbilled_output_tokens "
                 "FROM generations WHERE account_id = :account AND settled_at IS NOT NULL "
                 "AND (CAST(:since AS timestamptz) IS NULL OR created_at >= :since) "
                 "GROUP BY 1, 2 ORDER BY 1 DESC, 2"
@@ -449,6 +484,14 @@ async def usage_by_day(
             "input_tokens": int(r.input_tokens),
             "output_tokens": int(r.output_tokens),
             "cost": format_credits(int(r.cost)),
+            **(
+                {
+                    "unbilled_input_tokens": int(r.unbilled_input_tokens),
+                    "unbilled_output_tokens": int(r.unbilled_output_tokens),
+                }
+                if unbilled
+                else {}
+            ),
         }
         for r in rows
     ]

@@ -3,7 +3,7 @@
 On SIGTERM (or SIGINT) the server starts draining at once: `/readyz` answers 503 and new
 generations are refused with 503, while uvicorn stops accepting connections. Running
 generations get `shutdown_grace_seconds` to finish; any still running then are ended with a final
-SSE error event and charged for what they produced. Only then are the database pool and the HTTP
+SSE error event and charged for what they were sent. Only then are the database pool and the HTTP
 client closed, so no settlement is lost on the way out.
 """
 

@@ -15,6 +15,7 @@ from tollgate_server.schemas import (
     AccountPage,
     AccountPublic,
     AccountUpdate,
+    AdminUsagePublic,
     CreditsCreate,
     CreditsResult,
     LedgerEntryPage,
@@ -22,6 +23,7 @@ from tollgate_server.schemas import (
     ModelPublic,
     ModelUpdate,
     Text,
+    Timestamp,
 )
 from tollgate_server.services import accounts, ledger, models
 
@@ -165,6 +167,31 @@ async def user_ledger(
         session=session, account_id=user_id, cursor=int_cursor(cursor), limit=limit
     )
     return {"data": entries, "next_cursor": str(next_cursor) if next_cursor else None}
+
+
+@router.get(
+    "/users/{user_id}/usage",
+    response_model=AdminUsagePublic,
+    summary="An account's usage, with what it was not charged",
+    responses=errors(401, 403, 404, notes={**NOT_ADMIN, **NO_ACCOUNT}),
+)
+async def user_usage(
+    user_id: UserId,
+    admin: AdminDep,
+    session: SessionDep,
+    since: Annotated[
+        Timestamp | None,
+        Query(description="Only days from this time on, such as 2026-11-01T00:00:00Z"),
+    ] = None,
+) -> Any:
+    """Totals of finished generations per UTC day and model, as `GET /v1/usage` shows the
+    owner, plus the tokens the upstream may bill the operator for that the client was not
+    charged: a client pays for what it received, so reconcile the vendor's invoice with these."""
+    await accounts.get_account(session=session, account_id=user_id)
+    rows = await ledger.usage_by_day(
+        session=session, account_id=user_id, since=since, unbilled=True
+    )
+    return {"data": rows}
 
 
 @router.get(

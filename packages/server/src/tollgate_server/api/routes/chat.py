@@ -144,9 +144,10 @@ async def chat_completions(
     are available. It is then charged once from the real usage and the hold is released.
 
     With `stream: true` the answer is Server-Sent Events in OpenAI's chunk format, ending with
-    a chunk that carries `usage` (with `cost`) and then `data: [DONE]`. If you hang up, the
-    upstream is stopped and you are charged for what was generated so far; look it up with
-    `GET /v1/generations/{id}` (the id is in the `X-Tollgate-Generation-Id` header).
+    a chunk that carries `usage` (with `cost`) and then `data: [DONE]`. You pay for what you
+    received: if you hang up, the upstream is stopped and you are charged for the prompt and
+    the deltas sent to you; a non-streaming request that ends in an error is not charged. Look
+    it up with `GET /v1/generations/{id}` (the id is in the `X-Tollgate-Generation-Id` header).
     """
     return await caller_generation(runtime, caller, body)
 

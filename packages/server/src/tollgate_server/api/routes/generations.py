@@ -22,8 +22,8 @@ class GenerationPublic(BaseModel):
     id: uuid.UUID = Field(examples=["5f0c2d9e-8b1a-4e7f-a3c6-19d2b4e6f801"])
     model: str = Field(examples=["gpt-4o-mini"])
     status: str = Field(
-        description="running, completed, client_disconnected, upstream_error, "
-        "upstream_timeout, generation_timeout, interrupted, error",
+        description="running, completed, client_disconnected, client_not_reading, "
+        "upstream_error, upstream_timeout, generation_timeout, interrupted, error",
         examples=["completed"],
     )
     stream: bool
@@ -37,6 +37,12 @@ class GenerationPublic(BaseModel):
     )
     cost: str | None = Field(
         description="Credits charged; null while running", examples=["0.000195"]
+    )
+    usage_replaced: list[str] | None = Field(
+        None,
+        description="The upstream's counts that were out of range (negative, larger than the "
+        "request could produce) and replaced by Tollgate's own count; null when all were sound",
+        examples=[None],
     )
     error_code: str | None = Field(description="Why it failed, when it did", examples=[None])
     first_token_ms: int | None = Field(examples=[212])

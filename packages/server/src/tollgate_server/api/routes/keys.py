@@ -20,13 +20,21 @@ router = APIRouter(prefix="/v1/keys", tags=["keys"])
     status_code=status.HTTP_201_CREATED,
     response_model=ApiKeyCreated,
     summary="Create an API key",
-    responses=errors(401, 403, 413),
+    responses=errors(401, 403, 409, 413),
 )
-async def create_key(data: ApiKeyCreate, user: UserDep, session: SessionDep) -> Any:
+async def create_key(
+    data: ApiKeyCreate, user: UserDep, session: SessionDep, runtime: RuntimeDep
+) -> Any:
     """Create a key (`tg-...`) for the OpenAI SDKs and scripts. The secret is in `key`, shown
     only in this answer; Tollgate keeps only its hash. `models` limits the key to those models.
+    An account holds a limited number of live keys (`too_many_api_keys`: revoke one first).
     """
-    return await keys.create_key(session=session, account_id=user.account_id, data=data)
+    return await keys.create_key(
+        session=session,
+        account_id=user.account_id,
+        data=data,
+        max_keys=runtime.settings.max_api_keys_per_account,
+    )
 
 
 @router.get(
