@@ -9,6 +9,7 @@ from __future__ import annotations
 import re
 import uuid
 from collections.abc import Callable, Iterator
+from decimal import Decimal
 
 import httpx
 import pytest
@@ -230,3 +231,33 @@ def test_usage_exports_as_csv(browser_like: httpx.Client, make_user: Callable[..
     assert export.text.splitlines()[0] == (
         "day,model,generations,input_tokens,output_tokens,credits"
     )
+
+
+def test_the_overview_shows_this_months_spend_and_charts_it_by_model(
+    browser_like: httpx.Client,
+    api: httpx.Client,
+    make_user: Callable[..., User],
+    test_models: dict[str, str],
+) -> None:
+    user = make_user(credits="100")
+    for model in (test_models["openai"], test_models["anthropic"]):
+        made = api.post(
+            "/v1/chat/completions",
+            json={"model": model, "messages": [{"role": "user", "content": "hi"}]},
+            headers=user.headers,
+        )
+        assert made.status_code == 200, made.text
+    costs = {
+        g["model"]: g["cost"]
+        for g in api.get("/v1/generations", headers=user.headers).json()["data"]
+    }
+    spent = sum(Decimal(c) for c in costs.values())
+    assert sign_in(browser_like, user.email, user.password).status_code == 303
+    overview = browser_like.get("/console/").text
+    assert f'id="figure-month">{spent}<' in overview
+    for model, cost in costs.items():
+        assert re.search(
+            rf"<rect class=\"series-\d\"[^>]*><title>[0-9-]+ {model}: {cost}<", overview
+        )
+    usage = browser_like.get("/console/usage.csv?days=7").text.splitlines()
+    assert {line.split(",")[1] for line in usage[1:]} == set(costs)

@@ -333,8 +333,8 @@ async def edit_model(
 @router.get("/usage")
 async def all_usage(admin: ConsoleAdminDep, session: SessionDep) -> Response:
     since = console_stats.window_start(CHART_DAYS)
-    rows = await console_stats.by_day_and_model(session=session, account_id=None, since=since)
-    top = await console_stats.top_spenders(session=session, since=since)
+    usage = await console_stats.overall(session=session, since=since)
+    rows, top = usage.by_day_and_model, usage.top_spenders
     chart = stacked_by_day(
         title=f"Credits per day by model, every account, last {CHART_DAYS} days",
         rows=rows,

@@ -11,6 +11,7 @@ import io
 import uuid
 from datetime import UTC, datetime
 from typing import Annotated, Any
+from urllib.parse import quote
 
 from fastapi import APIRouter, Path, Query, Request
 from fastapi.responses import RedirectResponse, Response
@@ -142,12 +143,14 @@ def _credits(micro: int) -> str:
 async def overview(user: ViewerDep, session: SessionDep) -> Response:
     balance = await ledger.get_balance(session=session, account_id=user.account_id)
     since = console_stats.window_start(CHART_DAYS)
-    rows = await console_stats.by_day_and_model(
-        session=session, account_id=user.account_id, since=since
+    month_start = console_stats.month_start()
+    # One aggregate over whichever starts first, the chart's window or the month: the month's
+    # spend is then a sum over at most 31 days x models rows.
+    both = await console_stats.by_day_and_model(
+        session=session, account_id=user.account_id, since=min(since, month_start)
     )
-    month = await console_stats.spend_since(
-        session=session, account_id=user.account_id, since=console_stats.month_start()
-    )
+    rows = [r for r in both if r.day >= since.date()]
+    month = sum(r.cost for r in both if r.day >= month_start.date())
     figures = (
         ("Balance", balance.balance, "balance"),
         ("Held", balance.held, "held"),
@@ -299,7 +302,8 @@ async def generation_list(
         rows,
     )
     more = (
-        f'<p class="pager">{link(f"/console/generations?cursor={next_cursor}", "Older")}</p>'
+        # quote: the cursor holds a timestamp whose "+" a query string would read as a space.
+        f'<p class="pager">{link(f"/console/generations?cursor={quote(next_cursor)}", "Older")}</p>'
         if next_cursor
         else ""
     )
