@@ -261,3 +261,28 @@ def test_the_overview_shows_this_months_spend_and_charts_it_by_model(
         )
     usage = browser_like.get("/console/usage.csv?days=7").text.splitlines()
     assert {line.split(",")[1] for line in usage[1:]} == set(costs)
+
+
+def test_the_generations_pager_leads_to_the_older_page(
+    browser_like: httpx.Client,
+    api: httpx.Client,
+    make_user: Callable[..., User],
+    test_models: dict[str, str],
+) -> None:
+    user = make_user(credits="1000")
+    for _ in range(51):  # one more than a page
+        made = api.post(
+            "/v1/chat/completions",
+            json={"model": test_models["openai"], "messages": [{"role": "user", "content": "x"}]},
+            headers=user.headers,
+        )
+        assert made.status_code == 200, made.text
+    assert sign_in(browser_like, user.email, user.password).status_code == 303
+    first = browser_like.get("/console/generations")
+    assert first.text.count('href="/console/generations/') == 50
+    older = re.search(r'href="(/console/generations\?cursor=[^"]+)"', first.text)
+    assert older is not None
+    # The cursor holds a timestamp with "+00:00": unquoted, the "+" would arrive as a space.
+    second = browser_like.get(older.group(1).replace("&amp;", "&"))
+    assert second.status_code == 200, second.text
+    assert second.text.count('href="/console/generations/') == 1
