@@ -286,3 +286,55 @@ def test_the_generations_pager_leads_to_the_older_page(
     second = browser_like.get(older.group(1).replace("&amp;", "&"))
     assert second.status_code == 200, second.text
     assert second.text.count('href="/console/generations/') == 1
+
+
+def test_an_admin_manages_roles_access_and_models_through_the_api_services(
+    server: ServerThread,
+    api: httpx.Client,
+    admin_headers: dict[str, str],
+    make_user: Callable[..., User],
+) -> None:
+    user = make_user()
+    name = f"console-{uuid.uuid4().hex[:8]}"
+    with httpx.Client(base_url=server.url, timeout=30) as admin:
+        assert sign_in(admin, ADMIN_EMAIL, ADMIN_PASSWORD).status_code == 303
+        token = csrf_of(admin)
+        base = f"/console/admin/users/{user.id}"
+        assert admin.post(f"{base}/role", data={"csrf": token, "role": "admin"}).status_code == 303
+        assert admin.post(f"{base}/disable", data={"csrf": token}).status_code == 303
+        account = api.get(f"/v1/admin/users/{user.id}", headers=admin_headers).json()
+        assert (account["role"], account["disabled"]) == ("admin", True)
+        assert admin.post(f"{base}/enable", data={"csrf": token}).status_code == 303
+        assert not api.get(f"/v1/admin/users/{user.id}", headers=admin_headers).json()["disabled"]
+        bad_role = admin.post(f"{base}/role", data={"csrf": token, "role": "owner"})
+        assert bad_role.status_code == 422
+
+        model = {
+            "csrf": token,
+            "provider": "openai",
+            "upstream_model": "openai-upstream",
+            "input_price": "0.5",
+            "output_price": "1.5",
+            "context_window": "8000",
+            "max_output_tokens": "1000",
+            "default_max_tokens": "100",
+            "enabled": "on",
+        }
+        added = admin.post("/console/admin/models", data={**model, "name": name})
+        assert added.status_code == 303
+        again = admin.post("/console/admin/models", data={**model, "name": name})
+        assert again.status_code == 409
+        free = admin.post(
+            "/console/admin/models",
+            data={**model, "name": name + "-x", "input_price": "0", "output_price": "0"},
+        )
+        assert free.status_code == 422  # a zero price needs the free box
+        edited = admin.post(
+            f"/console/admin/models/{name}",
+            data={k: v for k, v in model.items() if k != "enabled"} | {"output_price": "2"},
+        )
+        assert edited.status_code == 303
+    listed = {m["name"]: m for m in api.get("/v1/admin/models", headers=admin_headers).json()}
+    assert listed[name]["enabled"] is False
+    assert (listed[name]["input_price"], listed[name]["output_price"]) == ("0.5", "2")
+    assert name + "-x" not in listed
