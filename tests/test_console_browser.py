@@ -158,9 +158,20 @@ def test_client_streams_in_the_playground_stops_it_and_finds_the_partial_charge(
     page.get_by_role("link", name="API keys").click()
     expect(page.get_by_label("Secret")).to_have_count(0)
 
-    # The playground: a slow stream, stopped midway.
+    # The playground: a short answer to the end shows its cost...
     page.get_by_role("link", name="Playground").click()
     page.get_by_label("Model").select_option(test_models["openai"])
+    page.get_by_label("Prompt").fill("Say hello")
+    page.get_by_role("button", name="Send").click()
+    finished = page.locator("#pg-status")
+    expect(finished).to_have_text(
+        re.compile(r"^Done: \d+ tokens in, \d+ out, cost [0-9.]+ credits")
+    )
+    completed = api.get("/v1/generations", headers=user.headers).json()["data"][0]
+    assert completed["status"] == "completed"
+    expect(finished).to_contain_text(f"cost {completed['cost']} credits")
+
+    # ...and a slow one is stopped midway.
     page.get_by_label("Prompt").fill(SLOW_STREAM)
     page.get_by_role("button", name="Send").click()
     answer = page.locator("#pg-answer")
@@ -171,7 +182,7 @@ def test_client_streams_in_the_playground_stops_it_and_finds_the_partial_charge(
     shot(page, "client-playground-stopped")
 
     generations = api.get("/v1/generations", headers=user.headers).json()["data"]
-    assert len(generations) == 1
+    assert len(generations) == 2
     stopped = generations[0]
     assert stopped["status"] == "client_disconnected"
     assert 0 < stopped["output_tokens"] < 100
