@@ -338,3 +338,26 @@ def test_an_admin_manages_roles_access_and_models_through_the_api_services(
     assert listed[name]["enabled"] is False
     assert (listed[name]["input_price"], listed[name]["output_price"]) == ("0.5", "2")
     assert name + "-x" not in listed
+
+
+def test_text_from_the_database_is_escaped_on_every_page(
+    browser_like: httpx.Client,
+    api: httpx.Client,
+    admin_headers: dict[str, str],
+    make_user: Callable[..., User],
+) -> None:
+    user = make_user()
+    planted = '<script>alert("x")</script><img src=x onerror=alert(1)>'
+    grant_answer = api.post(
+        f"/v1/admin/users/{user.id}/credits",
+        json={"amount": "1", "reason": planted},
+        headers={**admin_headers, "Idempotency-Key": uuid.uuid4().hex},
+    )
+    assert grant_answer.status_code == 201
+    made = api.post("/v1/keys", json={"name": planted}, headers=user.headers)
+    assert made.status_code == 201
+    assert sign_in(browser_like, user.email, user.password).status_code == 303
+    for path in ("/console/ledger", "/console/keys"):
+        page = browser_like.get(path).text
+        assert "<script>alert" not in page and "<img src=x" not in page, path
+        assert "&lt;script&gt;alert(&quot;x&quot;)&lt;/script&gt;" in page, path
