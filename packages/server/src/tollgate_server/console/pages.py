@@ -7,6 +7,7 @@ Routes stay thin: each reads through the same services as the API (`ledger`, `ke
 from __future__ import annotations
 
 import csv
+import hmac
 import io
 import uuid
 from datetime import UTC, datetime
@@ -94,7 +95,7 @@ async def login(request: Request, session: SessionDep, runtime: RuntimeDep) -> R
     check_origin(request)
     form = await read_form(request)
     expected = request.cookies.get(LOGIN_CSRF_COOKIE)
-    if not expected or form.get("csrf") != expected:
+    if not expected or not hmac.compare_digest(form.get("csrf", "").encode(), expected.encode()):
         raise csrf_refused()
     try:
         pair = await auth.login(

@@ -134,7 +134,8 @@ async def check_csrf(request: Request, user: ConsoleUser) -> None:
         form = await request.form()
         value = form.get(CSRF_FIELD)
         sent = value if isinstance(value, str) else None
-    if not sent or not hmac.compare_digest(sent, user.csrf):
+    # As bytes: compare_digest refuses str with non-ASCII characters (a 500, not a 403).
+    if not sent or not hmac.compare_digest(sent.encode(), user.csrf.encode()):
         raise csrf_refused()
 
 
