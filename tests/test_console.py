@@ -362,3 +362,27 @@ def test_text_from_the_database_is_escaped_on_every_page(
         page = browser_like.get(path).text
         assert "<script>alert" not in page and "<img src=x" not in page, path
         assert "&lt;script&gt;alert(&quot;x&quot;)&lt;/script&gt;" in page, path
+
+
+def test_bad_input_is_refused_with_a_status_not_a_500(
+    browser_like: httpx.Client, server: ServerThread
+) -> None:
+    for email, password in (("a\x00b@example.com", "x"), ("not an email", "x"), ("a@b.co", "")):
+        # Each rendering of the form draws a new token.
+        token = _CSRF_FIELD.search(browser_like.get("/console/login").text)
+        assert token is not None
+        answer = browser_like.post(
+            "/console/login", data={"email": email, "password": password, "csrf": token.group(1)}
+        )
+        assert answer.status_code == 422, (email, answer.text)
+        assert "Enter an email address and a password." in answer.text
+    with httpx.Client(base_url=server.url, timeout=30) as admin:
+        assert sign_in(admin, ADMIN_EMAIL, ADMIN_PASSWORD).status_code == 303
+        for path in (
+            "/console/admin/users?q=a%00b",
+            "/console/admin/users?cursor=a%00b",
+            "/console/generations?cursor=%00",
+            "/console/usage?days=0",
+            "/console/ledger?cursor=x",
+        ):
+            assert admin.get(path).status_code == 422, path

@@ -32,7 +32,13 @@ from tollgate_server.console.pages import (
 )
 from tollgate_server.console.render import Html, csrf_field, esc, join, link, page, table
 from tollgate_server.console.session import ConsoleAdminDep, ConsoleUser
-from tollgate_server.schemas import AccountUpdate, CreditsCreate, ModelCreate, ModelUpdate
+from tollgate_server.schemas import (
+    AccountUpdate,
+    CreditsCreate,
+    ModelCreate,
+    ModelUpdate,
+    Text,
+)
 from tollgate_server.services import accounts, console_stats, ledger, models
 
 router = APIRouter(prefix="/console/admin", include_in_schema=False)
@@ -47,8 +53,9 @@ UserId = Annotated[uuid.UUID, Path()]
 async def users(
     admin: ConsoleAdminDep,
     session: SessionDep,
-    q: Annotated[str | None, Query(max_length=320)] = None,
-    cursor: Annotated[str | None, Query(max_length=400)] = None,
+    # Text refuses NUL (PostgreSQL cannot store it): a 422, as on the API.
+    q: Annotated[Text | None, Query(max_length=320)] = None,
+    cursor: Annotated[Text | None, Query(max_length=400)] = None,
 ) -> Response:
     rows, next_cursor = await accounts.list_accounts(
         session=session, email=q or None, cursor=cursor, limit=PAGE_SIZE

@@ -21,7 +21,7 @@ from tollgate_core import format_credits
 from tollgate_server.api.deps import RuntimeDep, SessionDep
 from tollgate_server.console import render
 from tollgate_server.console.charts import days_between, stacked_by_day
-from tollgate_server.console.errors import csrf_refused, shown_on_page
+from tollgate_server.console.errors import ConsoleError, csrf_refused, shown_on_page
 from tollgate_server.console.forms import read_form, validate
 from tollgate_server.console.render import Html, esc, join, link, notice, page, table, when
 from tollgate_server.console.session import (
@@ -34,7 +34,7 @@ from tollgate_server.console.session import (
     set_cookie,
 )
 from tollgate_server.errors import ApiError
-from tollgate_server.schemas import ApiKeyCreate
+from tollgate_server.schemas import ApiKeyCreate, LoginRequest
 from tollgate_server.security.tokens import issue_token
 from tollgate_server.services import auth, console_stats, generations, keys, ledger, models
 
@@ -98,10 +98,17 @@ async def login(request: Request, session: SessionDep, runtime: RuntimeDep) -> R
     if not expected or not hmac.compare_digest(form.get("csrf", "").encode(), expected.encode()):
         raise csrf_refused()
     try:
+        # The API's own rules for the fields (an email, no NUL, lengths), then its login.
+        data = validate(
+            LoginRequest, {"email": form.get("email", ""), "password": form.get("password", "")}
+        )
+    except ConsoleError:
+        return _login_page(request, error="Enter an email address and a password.", status=422)
+    try:
         pair = await auth.login(
             session=session,
-            email=form.get("email", "")[:320],
-            password=form.get("password", "")[:1024],
+            email=data.email,
+            password=data.password,
             client_address=_client_address(request),
             settings=runtime.settings,
             secret=runtime.jwt_secret,
