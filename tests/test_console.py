@@ -214,6 +214,12 @@ def test_an_admin_grant_is_posted_once_however_often_the_form_is_sent(
             assert sent.status_code == 303
         shown = admin.get(f"/console/admin/users/{user.id}?done=granted")
         assert 'id="figure-balance">5.5<' in shown.text
+        for odd in ("short", "\x00" * 20, "k" * 65):
+            bad_key = admin.post(
+                f"/console/admin/users/{user.id}/credits",
+                data={**form, "idempotency_key": odd},
+            )
+            assert bad_key.status_code == 422
         refused = admin.post(
             f"/console/admin/users/{user.id}/credits",
             data={**form, "amount": "-100", "idempotency_key": uuid.uuid4().hex},

@@ -8,6 +8,7 @@ submitting the same form twice (a double click, a reload) posts the credits once
 
 from __future__ import annotations
 
+import re
 import secrets
 import uuid
 from datetime import UTC, datetime
@@ -44,6 +45,8 @@ from tollgate_server.services import accounts, console_stats, ledger, models
 router = APIRouter(prefix="/console/admin", include_in_schema=False)
 
 UserId = Annotated[uuid.UUID, Path()]
+IDEMPOTENCY_KEY = re.compile(r"[A-Za-z0-9_-]{16,64}")
+"""What the form draws (`secrets.token_urlsafe(24)`): anything else was not sent by it."""
 
 
 # --- users ----------------------------------------------------------------------------------
@@ -188,7 +191,7 @@ async def post_credits(
 ) -> Response:
     form = await read_form(request)
     key = form.get("idempotency_key", "")
-    if not 16 <= len(key) <= 200:
+    if not IDEMPOTENCY_KEY.fullmatch(key):
         raise ConsoleError(422, "validation_error", "This form has no idempotency key; reload.")
     data = validate(
         CreditsCreate, {"amount": form.get("amount", "").strip(), "reason": form.get("reason")}
