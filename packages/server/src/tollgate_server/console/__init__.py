@@ -14,7 +14,7 @@ from fastapi.responses import RedirectResponse, Response
 from fastapi.staticfiles import StaticFiles
 
 from tollgate_server.api.errors import envelope, request_id_of
-from tollgate_server.console import admin_pages, pages
+from tollgate_server.console import admin_pages, pages, playground, signin
 from tollgate_server.console.errors import ConsoleError, NotSignedIn
 from tollgate_server.console.render import esc, page
 
@@ -28,7 +28,9 @@ def _wants_json(request: Request) -> bool:
 
 
 def install_console(app: FastAPI) -> None:
+    app.include_router(signin.router)
     app.include_router(pages.router)
+    app.include_router(playground.router)
     app.include_router(admin_pages.router)
     app.mount("/console/static", StaticFiles(directory=STATIC), name="console-static")
 

@@ -1,13 +1,15 @@
-"""The client's pages: sign-in, overview, usage, generations, ledger, API keys, playground.
+"""The client's pages: overview, usage, generations, ledger, API keys.
+
+Signing in is in `signin.py`, the playground in `playground.py`, the admin's pages in
+`admin_pages.py`.
 
 Routes stay thin: each reads through the same services as the API (`ledger`, `keys`,
-`generations`, `auth`) and the aggregates of `services.console_stats`, and renders.
+`generations`) and the aggregates of `services.console_stats`, and renders.
 """
 
 from __future__ import annotations
 
 import csv
-import hmac
 import io
 import uuid
 from datetime import UTC, datetime
@@ -21,22 +23,12 @@ from tollgate_core import format_credits
 from tollgate_server.api.deps import RuntimeDep, SessionDep
 from tollgate_server.console import render
 from tollgate_server.console.charts import days_between, stacked_by_day
-from tollgate_server.console.errors import ConsoleError, csrf_refused, shown_on_page
+from tollgate_server.console.errors import shown_on_page
 from tollgate_server.console.forms import read_form, validate
 from tollgate_server.console.render import Html, esc, join, link, notice, page, table, when
-from tollgate_server.console.session import (
-    LOGIN_CSRF_COOKIE,
-    SESSION_COOKIE,
-    ViewerDep,
-    check_origin,
-    clear_cookie,
-    new_login_csrf,
-    set_cookie,
-)
-from tollgate_server.errors import ApiError
-from tollgate_server.schemas import ApiKeyCreate, LoginRequest
-from tollgate_server.security.tokens import issue_token
-from tollgate_server.services import auth, console_stats, generations, keys, ledger, models
+from tollgate_server.console.session import ViewerDep
+from tollgate_server.schemas import ApiKeyCreate
+from tollgate_server.services import console_stats, generations, keys, ledger
 
 router = APIRouter(prefix="/console", include_in_schema=False)
 
@@ -56,88 +48,6 @@ DONE = {
 
 def done_notice(done: str | None) -> Html:
     return notice(DONE.get(done or ""))
-
-
-def _client_address(request: Request) -> str:
-    return request.client.host if request.client else "unknown"
-
-
-# --- signing in and out ---------------------------------------------------------------------
-
-
-def _login_page(request: Request, *, error: str | None = None, status: int = 200) -> Response:
-    token = new_login_csrf()
-    body = (
-        f"{notice(error, error=True)}"
-        '<form method="post" action="/console/login" class="card narrow">'
-        f'<input type="hidden" name="csrf" value="{esc(token)}">'
-        '<label for="email">Email</label>'
-        '<input id="email" name="email" type="email" autocomplete="username" required>'
-        '<label for="password">Password</label>'
-        '<input id="password" name="password" type="password" '
-        'autocomplete="current-password" required>'
-        '<button type="submit">Sign in</button></form>'
-    )
-    response = page(title="Sign in", body=body, user=None, status=status)
-    set_cookie(request, response, LOGIN_CSRF_COOKIE, token, max_age=3600)
-    return response
-
-
-@router.get("/login")
-async def login_form(request: Request) -> Response:
-    return _login_page(request)
-
-
-@router.post("/login")
-async def login(request: Request, session: SessionDep, runtime: RuntimeDep) -> Response:
-    # Before a session there is nothing to bind a token to: the form's token must match the
-    # cookie set with it (double submit), and the Origin must be this host.
-    check_origin(request)
-    form = await read_form(request)
-    expected = request.cookies.get(LOGIN_CSRF_COOKIE)
-    if not expected or not hmac.compare_digest(form.get("csrf", "").encode(), expected.encode()):
-        raise csrf_refused()
-    try:
-        # The API's own rules for the fields (an email, no NUL, lengths), then its login.
-        data = validate(
-            LoginRequest, {"email": form.get("email", ""), "password": form.get("password", "")}
-        )
-    except ConsoleError:
-        return _login_page(request, error="Enter an email address and a password.", status=422)
-    try:
-        pair = await auth.login(
-            session=session,
-            email=data.email,
-            password=data.password,
-            client_address=_client_address(request),
-            settings=runtime.settings,
-            secret=runtime.jwt_secret,
-        )
-    except ApiError as exc:
-        return _login_page(request, error=exc.message.capitalize() + ".", status=exc.status)
-    response = RedirectResponse("/console/", status_code=303)
-    set_cookie(
-        request,
-        response,
-        SESSION_COOKIE,
-        pair["refresh_token"],
-        max_age=runtime.settings.refresh_token_ttl_seconds,
-    )
-    clear_cookie(request, response, LOGIN_CSRF_COOKIE)
-    return response
-
-
-@router.post("/logout")
-async def logout(
-    request: Request, user: ViewerDep, session: SessionDep, runtime: RuntimeDep
-) -> Response:
-    token = request.cookies.get(SESSION_COOKIE, "")
-    await auth.logout(
-        session=session, token=token, settings=runtime.settings, secret=runtime.jwt_secret
-    )
-    response = RedirectResponse("/console/login", status_code=303)
-    clear_cookie(request, response, SESSION_COOKIE)
-    return response
 
 
 # --- overview and usage ---------------------------------------------------------------------
@@ -477,45 +387,3 @@ async def revoke_key(
         await keys.revoke_key(session=session, key_id=key_id, account_id=user.account_id)
     runtime.keys.clear()
     return RedirectResponse("/console/keys?done=key-revoked", status_code=303)
-
-
-# --- playground -----------------------------------------------------------------------------
-
-
-@router.get("/playground")
-async def playground(user: ViewerDep, session: SessionDep, runtime: RuntimeDep) -> Response:
-    usable = [
-        m
-        for m in await models.list_models(session=session)
-        if models.model_public(m, configured=m.provider in runtime.providers)["available"]
-    ]
-    if not usable:
-        refusal = notice("No model can be used right now; ask an admin to add one.", error=True)
-        return page(title="Playground", body=refusal, user=user, active="playground")
-    options = join(f'<option value="{esc(m.name)}">{esc(m.name)}</option>' for m in usable)
-    body = (
-        '<form id="playground" class="card">'
-        f'<label for="pg-model">Model</label><select id="pg-model" name="model">{options}</select>'
-        '<label for="pg-prompt">Prompt</label>'
-        '<textarea id="pg-prompt" name="prompt" rows="4" required></textarea>'
-        '<div class="actions"><button type="submit" id="pg-send">Send</button>'
-        '<button type="button" id="pg-stop" class="danger" disabled>Stop</button></div></form>'
-        '<section class="card" aria-labelledby="pg-answer-heading">'
-        '<h2 id="pg-answer-heading">Answer</h2>'
-        '<output id="pg-answer" for="pg-prompt" aria-live="polite"></output>'
-        '<p id="pg-status" role="status"></p>'
-        '<p id="pg-link" class="hidden"></p></section>'
-    )
-    return page(title="Playground", body=body, user=user, active="playground")
-
-
-@router.post("/api/token")
-async def playground_token(user: ViewerDep, runtime: RuntimeDep) -> dict[str, Any]:
-    """A short-lived access token for the playground's script (session + CSRF header)."""
-    token, claims = issue_token(
-        settings=runtime.settings,
-        secret=runtime.jwt_secret,
-        subject=user.account_id,
-        token_type="access",
-    )
-    return {"access_token": token, "expires_at": claims.expires_at}
