@@ -238,7 +238,7 @@ def _scan(request: httpx.Request | None, status: int, content: bytes) -> None:
     creating = (
         request is not None
         and request.method == "POST"
-        and request.url.path == "/v1/keys"
+        and request.url.path in ("/v1/keys", "/console/keys")
         and status == 201
     )
     for key in _API_KEY.findall(content):

@@ -17,6 +17,7 @@ from tollgate_server.api.chat_fast_path import ChatCompletionsFastPath
 from tollgate_server.api.errors import install_error_handlers
 from tollgate_server.api.openapi import install_docs
 from tollgate_server.api.routes import ROUTERS
+from tollgate_server.console import install_console
 from tollgate_server.db.engine import make_engine, make_sessionmaker
 from tollgate_server.db.listener import Listener
 from tollgate_server.db.raw import create_hot_pool
@@ -84,6 +85,7 @@ def create_app(
     for router in ROUTERS:
         app.include_router(router)
     install_docs(app)
+    install_console(app)
     # Added first, so it runs inside RequestContextMiddleware (request id, body limit, log).
     app.add_middleware(ChatCompletionsFastPath, state=app.state)
     app.add_middleware(RequestContextMiddleware, max_body_bytes=settings.max_body_bytes)

@@ -163,6 +163,12 @@ class Generation(Base):
     __table_args__ = (
         Index("ix_generations_account_created", "account_id", "created_at"),
         Index("ix_generations_running", "deadline_at", postgresql_where=text("settled_at IS NULL")),
+        # The console's windows of days (migration 0008, which also adds extended statistics
+        # on the UTC day and model).
+        Index("ix_generations_created", "created_at"),
+        Index(
+            "ix_generations_api_key", "api_key_id", postgresql_where=text("api_key_id IS NOT NULL")
+        ),
     )
 
     id: Mapped[uuid.UUID] = mapped_column(UUID(as_uuid=True), primary_key=True)
