@@ -8,6 +8,7 @@ from typing import Annotated, Any
 from fastapi import APIRouter, Header, Path, Query, status
 
 from tollgate_server.api.deps import AdminDep, RuntimeDep, SessionDep
+from tollgate_server.api.json_body import StrictJsonRoute
 from tollgate_server.api.pagination import Limit, int_cursor
 from tollgate_server.api.responses import Failure, errors
 from tollgate_server.api.routes.billing import LedgerCursor
@@ -25,7 +26,7 @@ from tollgate_server.schemas import (
 )
 from tollgate_server.services import accounts, ledger, models
 
-router = APIRouter(prefix="/v1/admin", tags=["admin"])
+router = APIRouter(prefix="/v1/admin", tags=["admin"], route_class=StrictJsonRoute)
 
 UserId = Annotated[uuid.UUID, Path(description="The account's id")]
 ModelName = Annotated[Text, Path(description="The model's name", examples=["gpt-4o-mini"])]

@@ -7,6 +7,7 @@ from typing import Annotated, Any
 from fastapi import APIRouter, Form, Request, status
 
 from tollgate_server.api.deps import RuntimeDep, SessionDep, UserDep
+from tollgate_server.api.json_body import StrictJsonRoute
 from tollgate_server.api.responses import Failure, errors
 from tollgate_server.schemas import (
     AccountCreate,
@@ -18,7 +19,7 @@ from tollgate_server.schemas import (
 )
 from tollgate_server.services import accounts, auth
 
-router = APIRouter(prefix="/v1", tags=["auth"])
+router = APIRouter(prefix="/v1", tags=["auth"], route_class=StrictJsonRoute)
 
 LOGIN_FAILURES: dict[int, str | Failure] = {
     401: Failure(

@@ -7,12 +7,13 @@ from typing import Annotated, Any
 from fastapi import APIRouter, Query
 
 from tollgate_server.api.deps import CallerDep, SessionDep, UserDep
+from tollgate_server.api.json_body import StrictJsonRoute
 from tollgate_server.api.pagination import Limit, int_cursor
 from tollgate_server.api.responses import errors
 from tollgate_server.schemas import BalancePublic, LedgerEntryPage, Timestamp, UsagePublic
 from tollgate_server.services import ledger
 
-router = APIRouter(prefix="/v1", tags=["billing"])
+router = APIRouter(prefix="/v1", tags=["billing"], route_class=StrictJsonRoute)
 
 LedgerCursor = Annotated[
     str | None,

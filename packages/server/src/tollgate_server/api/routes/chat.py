@@ -10,13 +10,14 @@ from starlette.responses import Response
 from tollgate_core import format_credits
 
 from tollgate_server.api.deps import CallerDep, Principal, RuntimeDep
+from tollgate_server.api.json_body import StrictJsonRoute
 from tollgate_server.api.responses import STREAM_EVENT_SCHEMA, errors
 from tollgate_server.openai_format import ChatCompletionCreate
 from tollgate_server.runtime import Runtime
 from tollgate_server.schemas import ChatCompletionPublic
 from tollgate_server.services.gateway import GenerationResponse, plan_generation
 
-router = APIRouter(prefix="/v1", tags=["generation"])
+router = APIRouter(prefix="/v1", tags=["generation"], route_class=StrictJsonRoute)
 
 
 class ModelPricing(BaseModel):

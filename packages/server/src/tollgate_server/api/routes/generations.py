@@ -10,12 +10,13 @@ from fastapi import APIRouter, Path
 from pydantic import BaseModel, Field
 
 from tollgate_server.api.deps import CallerDep, SessionDep
+from tollgate_server.api.json_body import StrictJsonRoute
 from tollgate_server.api.pagination import Cursor, Limit
 from tollgate_server.api.responses import Failure, errors
 from tollgate_server.schemas import Page
 from tollgate_server.services import generations
 
-router = APIRouter(prefix="/v1/generations", tags=["generation"])
+router = APIRouter(prefix="/v1/generations", tags=["generation"], route_class=StrictJsonRoute)
 
 
 class GenerationPublic(BaseModel):
