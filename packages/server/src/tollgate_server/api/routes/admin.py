@@ -92,13 +92,16 @@ async def get_user(user_id: UserId, admin: AdminDep, session: SessionDep) -> Any
     responses=errors(401, 403, 404, 413, notes={**NOT_ADMIN, **NO_ACCOUNT}),
 )
 async def update_user(
-    user_id: UserId, data: AccountUpdate, admin: AdminDep, session: SessionDep
+    user_id: UserId, data: AccountUpdate, admin: AdminDep, session: SessionDep, runtime: RuntimeDep
 ) -> Any:
     """Set `role` (client or admin) and/or `disabled`. A disabled account cannot log in,
-    refresh or generate, and its refresh tokens are revoked."""
+    refresh or use any route with a token or key it still holds, and its refresh tokens are
+    revoked."""
     row = await accounts.update_account(
         session=session, account_id=user_id, data=data, actor_id=admin.account_id
     )
+    # Other processes forget the account's state on the NOTIFY; this one must not wait for it.
+    runtime.accounts.clear()
     return accounts.account_public(row)
 
 
