@@ -216,7 +216,7 @@ async def create_model(
 
 
 @router.patch(
-    "/models/{name}",
+    "/models/{name:path}",
     response_model=ModelPublic,
     summary="Change a model or its price",
     responses=errors(
