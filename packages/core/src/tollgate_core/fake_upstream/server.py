@@ -253,6 +253,8 @@ class FakeUpstream:
                 if directives.status == 401
                 else f"fake upstream answered {directives.status} to key {key}"
             )
+            if directives.leak:
+                message = _leaky(message, key)
             return await self._error(
                 request, record, dialect, directives.status, message, directives.retry_after
             )
@@ -306,6 +308,10 @@ class FakeUpstream:
         retry_after: float | None = None,
     ) -> web.StreamResponse:
         headers = {"Content-Type": "application/json"}
+        # Real vendors name the request in a header, for support: OpenAI and Anthropic do.
+        request_id_header = {"openai": "x-request-id", "anthropic": "request-id"}
+        if dialect.name in request_id_header:
+            headers[request_id_header[dialect.name]] = f"req_fake{len(self.records)}"
         if retry_after is not None:
             headers["Retry-After"] = f"{retry_after:g}"
         record.status = status
@@ -338,6 +344,8 @@ class FakeUpstream:
             return web.Response(status=499)
         if d.error_after is not None:
             message = f"fake upstream failed (key {record.api_key})"
+            if d.leak:
+                message = _leaky(message, record.api_key)
             return await self._error(request, record, dialect, d.error_status, message)
         response = web.Response(
             status=200,
@@ -377,6 +385,8 @@ class FakeUpstream:
                 return response
             if d.error_after is not None and sent >= d.error_after:
                 message = f"fake upstream failed mid-stream (key {record.api_key})"
+                if d.leak:
+                    message = _leaky(message, record.api_key)
                 record._finish("error_event")
                 await response.write(dialect.stream_error(d.error_status, message))
                 await response.write_eof()
@@ -419,3 +429,16 @@ def _run_loop(loop: asyncio.AbstractEventLoop) -> None:
         with suppress(Exception):
             loop.run_until_complete(loop.shutdown_asyncgens())
         loop.close()
+
+
+LEAKED_HOST = "inference-7.internal.vendor.example:8443"
+LEAKED_ORGANISATION = "org-FakeOrg0123456789"
+
+
+def _leaky(message: str, key: str | None) -> str:
+    """`message` with what vendors' error texts have been seen to carry (see `leak`)."""
+    masked = f"{key[:8]}****{key[-4:]}" if key and len(key) > 12 else "sk-none****none"
+    return (
+        f"{message}; Incorrect API key provided: {masked}. Request to {LEAKED_HOST} failed "
+        f"for organization {LEAKED_ORGANISATION}"
+    )

@@ -131,7 +131,7 @@ _ERRORS: dict[int, tuple[str, dict[str, Any], dict[str, Any]]] = {
     ),
     502: (
         "The upstream failed (`upstream_error`); nothing was charged beyond what it produced",
-        _example("upstream_error", "the upstream answered 500"),
+        _example("upstream_error", "the upstream failed or could not be reached"),
         {},
     ),
     503: (

@@ -48,7 +48,12 @@ from tollgate_core import (
 )
 
 from tollgate_server.db.raw import raw_connection, run_with_retry
-from tollgate_server.errors import ApiError, database_unavailable, upstream_api_error
+from tollgate_server.errors import (
+    ApiError,
+    database_unavailable,
+    upstream_api_error,
+    upstream_detail,
+)
 from tollgate_server.openai_format import ChatCompletionCreate, ChunkWriter, completion_body
 from tollgate_server.runtime import Runtime
 from tollgate_server.services import ledger
@@ -176,6 +181,8 @@ class GenerationResponse(Response):
         self.log: dict[str, Any] = {}
         self.work: asyncio.Task[None] | None = None
         self.settled = False
+        self.error_detail: str | None = None
+        """What a failed upstream said (redacted), for the log and admins only."""
         self._write_lock = asyncio.Lock()
         """Deltas and keep-alive comments come from two tasks; messages must not interleave."""
         self.last_write = 0.0
@@ -307,6 +314,7 @@ class GenerationResponse(Response):
         except UpstreamError as exc:
             status = "upstream_timeout" if isinstance(exc, UpstreamTimeout) else "upstream_error"
             error_code, failure = exc.code, upstream_api_error(exc)
+            self.error_detail = self.log["error_detail"] = upstream_detail(exc)
         except _GenerationTimeout:
             status = error_code = "generation_timeout"
             failure = ApiError(
@@ -456,6 +464,7 @@ class GenerationResponse(Response):
             usage=usage,
             charge=self._charge(usage),
             error_code=error_code,
+            error_detail=self.error_detail,
             first_token_ms=(
                 round((self.first_token_at - self.started) * 1000)
                 if self.first_token_at is not None

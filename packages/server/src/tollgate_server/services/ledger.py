@@ -74,7 +74,7 @@ WITH gen AS (
     UPDATE generations
     SET status = $2, input_tokens = $3, output_tokens = $4, cached_input_tokens = $5,
         reasoning_tokens = $6, usage_estimated = $7, cost = $8, error_code = $9,
-        first_token_ms = $10, duration_ms = $11, settled_at = now()
+        first_token_ms = $10, duration_ms = $11, error_detail = $12, settled_at = now()
     WHERE id = $1 AND settled_at IS NULL
     RETURNING account_id, hold
 ), acc AS (
@@ -126,6 +126,8 @@ class Outcome:
     error_code: str | None = None
     first_token_ms: int | None = None
     duration_ms: int | None = None
+    error_detail: str | None = None
+    """What the upstream said when it failed, redacted: for admins, never for the client."""
 
 
 async def admit(
@@ -238,6 +240,7 @@ async def settle(conn: asyncpg.Connection, generation_id: uuid.UUID, outcome: Ou
         outcome.error_code,
         outcome.first_token_ms,
         outcome.duration_ms,
+        outcome.error_detail,
     )
     return row is not None
 

@@ -12,6 +12,7 @@ from tollgate_server.api.json_body import StrictJsonRoute
 from tollgate_server.api.pagination import Limit, int_cursor
 from tollgate_server.api.responses import Failure, errors
 from tollgate_server.api.routes.billing import LedgerCursor
+from tollgate_server.api.routes.generations import GenerationAdmin
 from tollgate_server.schemas import (
     AccountPage,
     AccountPublic,
@@ -24,7 +25,7 @@ from tollgate_server.schemas import (
     ModelUpdate,
     Text,
 )
-from tollgate_server.services import accounts, ledger, models
+from tollgate_server.services import accounts, generations, ledger, models
 
 router = APIRouter(prefix="/v1/admin", tags=["admin"], route_class=StrictJsonRoute)
 
@@ -240,3 +241,29 @@ async def update_model(
     )
     runtime.catalogue.invalidate()
     return models.model_public(model, configured=model.provider in runtime.providers)
+
+
+@router.get(
+    "/generations/{generation_id}",
+    response_model=GenerationAdmin,
+    summary="Any generation, with what a failed upstream said",
+    responses=errors(
+        401,
+        403,
+        404,
+        notes={
+            **NOT_ADMIN,
+            404: Failure("No such generation (`not_found`)", "not_found", "no such generation"),
+        },
+    ),
+)
+async def get_generation(
+    generation_id: Annotated[
+        uuid.UUID, Path(description="The generation's id (also in X-Tollgate-Generation-Id)")
+    ],
+    admin: AdminDep,
+    session: SessionDep,
+) -> Any:
+    """The generation as its owner sees it, plus its account and `error_detail`: the
+    upstream's own words (keys redacted) when it failed, which the client was not shown."""
+    return await generations.get_generation_for_admin(session=session, generation_id=generation_id)

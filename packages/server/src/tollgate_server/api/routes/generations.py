@@ -48,6 +48,17 @@ class GenerationPublic(BaseModel):
     )
 
 
+class GenerationAdmin(GenerationPublic):
+    """A generation as an admin sees it: whose it is, and what a failed upstream said."""
+
+    account_id: uuid.UUID = Field(examples=["3fa85f64-5717-4562-b3fc-2c963f66afa6"])
+    error_detail: str | None = Field(
+        description="What the upstream said when it failed, with keys redacted; clients are "
+        "only told a fixed message per `error_code`",
+        examples=["upstream answered 500: overloaded"],
+    )
+
+
 class GenerationPage(Page[GenerationPublic]):
     """Generations, newest first."""
 
