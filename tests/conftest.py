@@ -46,6 +46,9 @@ def make_settings(database_url: str, data_dir: Path, **overrides: Any) -> Settin
         "admin_email": ADMIN_EMAIL,
         "admin_password": ADMIN_PASSWORD,
         "login_max_failures": 5,
+        # Every test registers from 127.0.0.1 into one database; the throttle's own tests
+        # use addresses of their own.
+        "register_max_taken_per_address": 1000,
         "keepalive_seconds": 15.0,
         "sweep_interval_seconds": 3600.0,
     }

@@ -59,6 +59,12 @@ class Settings(BaseSettings):
     """Failed logins from one client address (any account) before the address is locked:
     higher, since many people may share an address."""
     login_lockout_seconds: int = 300
+    register_max_per_email: int = 5
+    """Registrations of one email (whatever the answer) within `register_window_seconds`."""
+    register_max_taken_per_address: int = 10
+    """``email_taken`` answers to one client address within `register_window_seconds` before
+    the address may not register for a while: each one tells that an email has an account."""
+    register_window_seconds: int = 3600
 
     max_body_bytes: int = 1_048_576
     max_page_size: int = 100
