@@ -12,6 +12,7 @@ from typing import Any
 from tollgate_core import ConfigurationError
 from tollgate_server.db.embedded import start_embedded
 from tollgate_server.db.revision import SchemaState, schema_state
+from tollgate_server.http_protocol import http_protocol
 from tollgate_server.settings import Settings
 
 
@@ -115,6 +116,9 @@ def run_server(*, settings: Settings, host: str, port: int, workers: int, log_le
         uvicorn.run(
             "tollgate_server.app:app_from_env",
             factory=True,
+            # h11 and httptools wait for a request's headers for ever: a slow client holds its
+            # connection open with a byte now and then, so the head gets a deadline.
+            http=http_protocol(),
             host=host,
             port=port,
             workers=workers,

@@ -67,6 +67,9 @@ class Settings(BaseSettings):
     register_window_seconds: int = 3600
 
     max_body_bytes: int = 1_048_576
+    header_timeout: float = Field(10.0, gt=0, le=300)
+    """Seconds a client has to send a request's line and headers (from connecting, or from the
+    first byte of the next request) before the connection is answered 408 and closed."""
     max_page_size: int = 100
     max_concurrent_generations: int = 16
     """Generations one account may run at once."""
