@@ -93,6 +93,7 @@ def test_every_authenticated_route_refuses_a_disabled_account(
             response = _call(api, method, path, op, credential)
             what = f"{method} {path} with {'a key' if credential == key else 'a token'}"
             assert response.status_code == 403, f"{what}: {response.text[:200]}"
+            assert "403" in op["responses"], f"{method} {path} does not document its 403"
             assert response.json()["error"]["code"] == "account_disabled", what
     assert len(operations) >= 15
 

@@ -26,7 +26,9 @@ LedgerCursor = Annotated[
 """A ledger's cursor, checked here so that any other text is a 422 (not a 500)."""
 
 
-@router.get("/balance", response_model=BalancePublic, summary="Your balance", responses=errors(401))
+@router.get(
+    "/balance", response_model=BalancePublic, summary="Your balance", responses=errors(401, 403)
+)
 async def balance(caller: CallerDep, session: SessionDep) -> Any:
     """`balance`, the credits `held` by generations still running, and `available`
     (balance - held), as decimal strings. Accepts an API key."""

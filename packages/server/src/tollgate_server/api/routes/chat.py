@@ -41,7 +41,7 @@ class ModelList(BaseModel):
 
 
 @router.get(
-    "/models", response_model=ModelList, summary="Models you may use", responses=errors(401)
+    "/models", response_model=ModelList, summary="Models you may use", responses=errors(401, 403)
 )
 async def list_models(caller: CallerDep, runtime: RuntimeDep) -> Any:
     """The enabled, priced models whose provider is configured, in OpenAI's list format, each

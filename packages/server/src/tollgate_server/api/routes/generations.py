@@ -63,7 +63,9 @@ class GenerationPage(Page[GenerationPublic]):
     """Generations, newest first."""
 
 
-@router.get("", response_model=GenerationPage, summary="Your generations", responses=errors(401))
+@router.get(
+    "", response_model=GenerationPage, summary="Your generations", responses=errors(401, 403)
+)
 async def list_generations(
     caller: CallerDep, session: SessionDep, limit: Limit = 50, cursor: Cursor = None
 ) -> Any:
@@ -80,6 +82,7 @@ async def list_generations(
     summary="One generation",
     responses=errors(
         401,
+        403,
         404,
         notes={
             404: Failure(
