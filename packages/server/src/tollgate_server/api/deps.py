@@ -5,12 +5,12 @@ Who is calling:
 * `UserDep`: a person with a JWT access token (checked by signature, no database round trip).
 * `CallerDep`: a person or a program: a JWT or an API key (``tg-...``). Accepted only on the
   generation endpoints, so a leaked key cannot manage keys or reach admin routes.
-
-Both refuse an account that is disabled (403 ``account_disabled``) or no longer exists (401),
-whatever the token or key still says: `AccountStates` answers from memory, emptied on every
-change of an account's state.
 * `AdminDep`: a JWT whose account is an admin *now*: the role is read from the database on
   every admin request, so a demotion takes effect at once.
+
+All refuse an account that is disabled (403 ``account_disabled``) or no longer exists (401),
+whatever the token or key still says: `AccountStates` answers from memory, emptied on every
+change of an account's state.
 """
 
 from __future__ import annotations
