@@ -46,7 +46,7 @@ through a gateway unchanged. Several blocks merge; an unknown name is answered w
                          ``tool_calls``) in the vendor's spelling
 =======================  ======================================================================
 
-Error statuses carry a request id header as the vendors send it (``x-request-id`` for OpenAI,
+Every answer carries a request id header as the vendors send it (``x-request-id`` for OpenAI,
 ``request-id`` for Anthropic; Gemini sends none).
 
 In non-streaming requests ``stop_after`` and ``reset_after`` both drop the connection without

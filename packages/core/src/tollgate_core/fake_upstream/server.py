@@ -298,6 +298,12 @@ class FakeUpstream:
             cache_write=cache_write,
         )
 
+    def _request_id(self, dialect: Dialect) -> dict[str, str]:
+        """The header real vendors name every request in, for support (OpenAI and Anthropic;
+        Gemini names none)."""
+        name = {"openai": "x-request-id", "anthropic": "request-id"}.get(dialect.name)
+        return {name: f"req_fake{len(self.records)}"} if name else {}
+
     async def _error(
         self,
         request: web.Request,
@@ -307,11 +313,7 @@ class FakeUpstream:
         message: str,
         retry_after: float | None = None,
     ) -> web.StreamResponse:
-        headers = {"Content-Type": "application/json"}
-        # Real vendors name the request in a header, for support: OpenAI and Anthropic do.
-        request_id_header = {"openai": "x-request-id", "anthropic": "request-id"}
-        if dialect.name in request_id_header:
-            headers[request_id_header[dialect.name]] = f"req_fake{len(self.records)}"
+        headers = {"Content-Type": "application/json", **self._request_id(dialect)}
         if retry_after is not None:
             headers["Retry-After"] = f"{retry_after:g}"
         record.status = status
@@ -350,7 +352,7 @@ class FakeUpstream:
         response = web.Response(
             status=200,
             body=dumps(dialect.completion(reply)),
-            headers={"Content-Type": "application/json"},
+            headers={"Content-Type": "application/json", **self._request_id(dialect)},
         )
         record.text, record.chunks_sent = reply.text, count
         record.usage, record.finish_reason = reply.usage, reply.finish
@@ -369,7 +371,11 @@ class FakeUpstream:
     ) -> web.StreamResponse:
         response = web.StreamResponse(
             status=200,
-            headers={"Content-Type": "text/event-stream", "Cache-Control": "no-cache"},
+            headers={
+                "Content-Type": "text/event-stream",
+                "Cache-Control": "no-cache",
+                **self._request_id(dialect),
+            },
         )
         await response.prepare(request)
         sent = 0
