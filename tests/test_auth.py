@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import base64
 import json
+import random
 import time
 import uuid
 from collections.abc import Callable
@@ -65,6 +66,60 @@ def test_register_enforces_password_length(api: httpx.Client, password: str) -> 
         json={"email": f"p-{uuid.uuid4().hex[:8]}@example.com", "password": password},
     )
     assert response.status_code == 422
+
+
+def _client_from_own_address(base_url: str) -> httpx.Client:
+    """A client whose connections come from an address of its own in 127.0.0.0/8 (all of it is
+    loopback on Linux), so that per-address counters start from zero for this test alone."""
+    address = f"127.{random.randint(1, 254)}.{random.randint(1, 254)}.{random.randint(2, 254)}"
+    transport = httpx.HTTPTransport(local_address=address)
+    return httpx.Client(base_url=base_url, timeout=30, transport=transport)
+
+
+def test_one_email_can_be_registered_only_a_few_times_an_hour(server: ServerThread) -> None:
+    email = f"again-{uuid.uuid4().hex[:8]}@example.com"
+    with _client_from_own_address(server.url) as client:
+        answers = [
+            client.post("/v1/auth/register", json={"email": email, "password": PASSWORD})
+            for _ in range(6)
+        ]
+    assert [a.status_code for a in answers] == [201, 409, 409, 409, 409, 429]
+    assert answers[-1].json()["error"]["code"] == "rate_limited"
+    assert int(answers[-1].headers["retry-after"]) > 0
+
+
+def test_an_address_told_too_often_that_emails_are_taken_learns_nothing_more(
+    database_url: str,
+    tmp_path_factory: pytest.TempPathFactory,
+    provider_env: dict[str, str],
+    make_user: Callable[..., User],
+    admin_headers: dict[str, str],
+) -> None:
+    """The 409 tells whether an email has an account; an address that has been told that
+    `register_max_taken_per_address` times is answered 429 for any email, taken or not,
+    before the email is looked up, and nothing is created."""
+    settings = make_settings(
+        database_url, tmp_path_factory.mktemp("register"), register_max_taken_per_address=3
+    )
+    taken = [make_user().email for _ in range(3)]
+    fresh = f"fresh-{uuid.uuid4().hex[:8]}@example.com"
+    with ServerThread(create_app(settings, provider_env=provider_env)) as running:
+        with _client_from_own_address(running.url) as client:
+            for email in taken:
+                answer = client.post(
+                    "/v1/auth/register", json={"email": email, "password": PASSWORD}
+                )
+                assert answer.status_code == 409, answer.text
+            for email in (taken[0], fresh):
+                answer = client.post(
+                    "/v1/auth/register", json={"email": email, "password": PASSWORD}
+                )
+                assert answer.status_code == 429, answer.text
+                assert answer.json()["error"]["code"] == "rate_limited"
+        # Another address is not held back by this one.
+        with _client_from_own_address(running.url) as other:
+            answer = other.post("/v1/auth/register", json={"email": fresh, "password": PASSWORD})
+            assert answer.status_code == 201, answer.text
 
 
 def test_wrong_password_and_unknown_email_look_the_same(

@@ -62,6 +62,34 @@ def test_create_and_update_a_model(api: httpx.Client, admin_headers: dict[str, s
     )
 
 
+@pytest.mark.parametrize("spelling", ["/", "%2F"])
+def test_a_model_named_with_a_slash_can_be_changed_and_disabled(
+    spelling: str,
+    api: httpx.Client,
+    admin_headers: dict[str, str],
+    make_user: Callable[..., User],
+) -> None:
+    """Names such as ``meta-llama/Llama-3-8B`` are allowed at creation, so every admin route
+    that names a model takes them too, with the slash as it is or percent-encoded."""
+    body = _model(name=f"org-{uuid.uuid4().hex[:6]}/model-{uuid.uuid4().hex[:6]}")
+    assert api.post("/v1/admin/models", json=body, headers=admin_headers).status_code == 201
+    path = "/v1/admin/models/" + str(body["name"]).replace("/", spelling)
+    patched = api.patch(path, json={"input_price": "12", "enabled": False}, headers=admin_headers)
+    assert patched.status_code == 200, patched.text
+    assert (patched.json()["name"], patched.json()["enabled"]) == (body["name"], False)
+    assert patched.json()["input_price"] == "12"
+    user = make_user(credits=10)
+    refused = api.post(
+        "/v1/chat/completions",
+        json={"model": body["name"], "messages": [{"role": "user", "content": "hi"}]},
+        headers=user.headers,
+    )
+    assert refused.status_code == 404, refused.text
+    missing = api.patch("/v1/admin/models/org/nope", json={"enabled": True}, headers=admin_headers)
+    assert missing.status_code == 404
+    assert missing.json()["error"]["message"] == "no such model"
+
+
 @pytest.mark.parametrize(
     "overrides",
     [

@@ -20,6 +20,7 @@ from tollgate_core.upstream import (
     status_error,
     stream_error,
     transport_error,
+    upstream_request_id,
     vendor_error_message,
 )
 
@@ -127,3 +128,31 @@ def test_check_extras() -> None:
     check_extras({"seed": 1}, frozenset({"seed"}), upstream="X")
     with pytest.raises(UpstreamBadRequest, match="X upstreams do not support: n, tools"):
         check_extras({"tools": [], "n": 2, "seed": 1}, frozenset({"seed"}), upstream="X")
+
+
+@pytest.mark.parametrize(
+    "masked",
+    ["sk-canar****cdef", "sk-proj-********************abcd", "sk-abc...wxyz", "AIzaSy…9xyz"],
+)
+def test_keys_shown_masked_are_redacted(masked: str) -> None:
+    text = redact(f"Incorrect API key provided: {masked}. You can find your key at ...")
+    assert masked not in text and "[redacted]" in text
+    assert masked[:8] not in text and masked[-4:] not in text
+
+
+@pytest.mark.parametrize(
+    ("headers", "expected"),
+    [
+        ({"x-request-id": "req_0123abcDEF"}, "req_0123abcDEF"),
+        ({"request-id": "req_011CSHoEeqs5C35K2UUqR7Fy"}, "req_011CSHoEeqs5C35K2UUqR7Fy"),
+        ({"x-request-id": " req-1 "}, "req-1"),
+        ({"x-request-id": "req 1; see internal-lb-7:8443"}, None),
+        ({"x-request-id": "<b>hi</b>"}, None),
+        ({"x-request-id": "r" * 200}, None),
+        ({}, None),
+    ],
+)
+def test_upstream_request_id_is_a_plain_token_or_nothing(
+    headers: dict[str, str], expected: str | None
+) -> None:
+    assert upstream_request_id(headers) == expected

@@ -12,6 +12,7 @@ from typing import Any
 from tollgate_core import ConfigurationError
 from tollgate_server.db.embedded import start_embedded
 from tollgate_server.db.revision import SchemaState, schema_state
+from tollgate_server.http_protocol import http_protocol
 from tollgate_server.settings import Settings
 
 
@@ -96,7 +97,6 @@ def _exit_quietly(signum: int, frame: object) -> None:
 
 def run_server(*, settings: Settings, host: str, port: int, workers: int, log_level: str) -> None:
     import uvicorn
-    from tollgate_server.http_protocol import http_protocol
 
     check_port(host, port)
     settings.resolved_jwt_secret()  # generate it once, before several workers race for it
@@ -116,7 +116,9 @@ def run_server(*, settings: Settings, host: str, port: int, workers: int, log_le
         uvicorn.run(
             "tollgate_server.app:app_from_env",
             factory=True,
-            # Answers a client that half-closes its socket after its request.
+            # h11 and httptools wait for a request's headers for ever (a slow client holds its
+            # connection open with a byte now and then, so the head gets a deadline), and close
+            # a connection whose client half-closed it after its request (it is answered).
             http=http_protocol(),
             host=host,
             port=port,

@@ -1,7 +1,9 @@
 """Errors shared by every package.
 
 Upstream failures become `UpstreamError` subclasses with an HTTP-ish status and a short message
-that is safe to show to a client: never the vendor's raw body, never a key.
+for logs and operators: never the vendor's raw body, never a key. Even redacted, what an upstream
+says is not for clients (it names internal hosts, organisations, masked keys): the server
+answers a fixed message per class, with the upstream's request id when it sent one.
 """
 
 from __future__ import annotations
@@ -35,9 +37,18 @@ class UpstreamError(TollgateError):
     code = "upstream_error"
     status: int = 502
 
-    def __init__(self, message: str, *, upstream_status: int | None = None) -> None:
+    def __init__(
+        self,
+        message: str,
+        *,
+        upstream_status: int | None = None,
+        request_id: str | None = None,
+    ) -> None:
         super().__init__(message)
         self.upstream_status = upstream_status
+        self.request_id = request_id
+        """The upstream's id for the failed request (its ``x-request-id``), already checked to
+        be a plain token: the one thing from the upstream a client may quote to the operator."""
 
 
 class UpstreamBadRequest(UpstreamError):
@@ -66,8 +77,9 @@ class UpstreamRateLimited(UpstreamError):
         *,
         upstream_status: int | None = 429,
         retry_after: float | None = None,
+        request_id: str | None = None,
     ) -> None:
-        super().__init__(message, upstream_status=upstream_status)
+        super().__init__(message, upstream_status=upstream_status, request_id=request_id)
         self.retry_after = retry_after
 
 
@@ -86,15 +98,22 @@ class UpstreamUnavailable(UpstreamError):
 
 
 def error_for_status(
-    status: int, message: str, *, retry_after: float | None = None
+    status: int,
+    message: str,
+    *,
+    retry_after: float | None = None,
+    request_id: str | None = None,
 ) -> UpstreamError:
     """Map an upstream HTTP status to the core error the gateway understands."""
     if status == 429:
-        return UpstreamRateLimited(message, upstream_status=status, retry_after=retry_after)
+        return UpstreamRateLimited(
+            message, upstream_status=status, retry_after=retry_after, request_id=request_id
+        )
+    kind: type[UpstreamError] = UpstreamUnavailable
     if status in (401, 403):
-        return UpstreamAuthenticationError(message, upstream_status=status)
-    if status in (408, 504):
-        return UpstreamTimeout(message, upstream_status=status)
-    if 400 <= status < 500:
-        return UpstreamBadRequest(message, upstream_status=status)
-    return UpstreamUnavailable(message, upstream_status=status)
+        kind = UpstreamAuthenticationError
+    elif status in (408, 504):
+        kind = UpstreamTimeout
+    elif 400 <= status < 500:
+        kind = UpstreamBadRequest
+    return kind(message, upstream_status=status, request_id=request_id)

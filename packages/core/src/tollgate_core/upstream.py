@@ -2,8 +2,9 @@
 
 Every provider reports failures the same way: a short message such as
 ``"upstream answered 429: Rate limit reached"``, with the configured key and anything shaped like
-a key replaced by ``[redacted]``, cut to a few hundred characters. The vendor's raw body never
-reaches the message, so it never reaches a client or a log line.
+a key (masked ones included) replaced by ``[redacted]``, cut to a few hundred characters. The
+vendor's raw body never reaches the message, so it never reaches a log line; the message itself
+is for logs and operators, never for clients (see `tollgate_core.errors`).
 """
 
 from __future__ import annotations
@@ -40,6 +41,7 @@ __all__ = [
     "status_error",
     "stream_error",
     "transport_error",
+    "upstream_request_id",
     "vendor_error_message",
 ]
 
@@ -59,8 +61,11 @@ Never `asyncio.CancelledError`: cancellation (the gateway's timeouts, a client t
 pass through untouched."""
 
 _KEY_LIKE = re.compile(
+    # A key as vendors show it masked, such as OpenAI's "sk-abcde****wxyz" (its first eight and
+    # last four characters): the ends of a real key, and too short for the next pattern.
+    r"(?<![A-Za-z0-9_-])(?:sk-|tg-|AIza)[A-Za-z0-9_-]*(?:\*+|\.{3}|…)[A-Za-z0-9_-]*"
     # The look-behind keeps ordinary words such as "task-runner" intact.
-    r"(?<![A-Za-z0-9_-])(?:sk-|tg-)[A-Za-z0-9_-]{8,}"  # OpenAI, Anthropic (sk-ant-), Tollgate
+    r"|(?<![A-Za-z0-9_-])(?:sk-|tg-)[A-Za-z0-9_-]{8,}"  # OpenAI, Anthropic (sk-ant-), Tollgate
     r"|(?<![A-Za-z0-9_-])AIza[A-Za-z0-9_-]{10,}"  # Google API keys
     r"|(?i:bearer)\s+[A-Za-z0-9._~+/=-]{8,}"  # any bearer token, whatever its shape
 )
@@ -122,6 +127,25 @@ def vendor_error_message(body: bytes) -> str:
     return ""
 
 
+_REQUEST_ID = re.compile(r"[A-Za-z0-9][A-Za-z0-9._:-]{0,127}")
+REQUEST_ID_HEADERS = ("x-request-id", "request-id")
+"""Where OpenAI (and compatible servers) and Anthropic put their id of a request."""
+
+
+def upstream_request_id(headers: Mapping[str, str]) -> str | None:
+    """The upstream's id of the request, when it sent one that is a plain token.
+
+    It is the one piece of an upstream's answer a client is shown (to quote to the operator),
+    so anything else in that header (spaces, markup, a line of text) is dropped, not cleaned.
+    """
+    for name in REQUEST_ID_HEADERS:
+        value = headers.get(name)
+        if value is not None:
+            value = value.strip()
+            return value if _REQUEST_ID.fullmatch(value) else None
+    return None
+
+
 def parse_retry_after(value: str | None, *, now: float | None = None) -> float | None:
     """Seconds to wait from a ``Retry-After`` header: delta-seconds or an HTTP date.
 
@@ -149,6 +173,7 @@ def status_error(
     *,
     secrets: Iterable[str | None] = (),
     retry_after: float | None = None,
+    request_id: str | None = None,
 ) -> UpstreamError:
     """The core error for an upstream HTTP status, with a safe message.
 
@@ -157,9 +182,10 @@ def status_error(
         vendor_message: The vendor's own message, from `vendor_error_message`; redacted here.
         secrets: Exact values to redact, such as the configured API key.
         retry_after: Seconds from ``Retry-After``, kept on `UpstreamRateLimited`.
+        request_id: The upstream's id of the request, from `upstream_request_id`.
     """
     message = safe_message(f"upstream answered {status}", vendor_message, secrets)
-    return error_for_status(status, message, retry_after=retry_after)
+    return error_for_status(status, message, retry_after=retry_after, request_id=request_id)
 
 
 def stream_error(
@@ -237,7 +263,13 @@ async def response_error(
     status = status_of(response.status, body) if status_of else response.status
     message = vendor_error_message(body) or (response.reason or "")
     retry_after = parse_retry_after(response.headers.get("Retry-After"))
-    return status_error(status, message, secrets=secrets, retry_after=retry_after)
+    return status_error(
+        status,
+        message,
+        secrets=secrets,
+        retry_after=retry_after,
+        request_id=upstream_request_id(response.headers),
+    )
 
 
 async def post_for_body(

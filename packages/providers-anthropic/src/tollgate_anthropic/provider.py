@@ -15,6 +15,7 @@ from tollgate_core import (
     ProviderConfig,
     StreamEvent,
     TextDelta,
+    UpstreamError,
     UsageReport,
 )
 from tollgate_core.sse import iter_events
@@ -26,6 +27,7 @@ from tollgate_core.upstream import (
     post_for_body,
     response_error,
     transport_error,
+    upstream_request_id,
 )
 
 from tollgate_anthropic import wire
@@ -91,6 +93,10 @@ class AnthropicProvider(Provider):
                         break
             # After message_stop the body is normally over too; if not, close rather than wait.
             complete = response.content.is_eof()
+        except UpstreamError as exc:
+            # An error event mid-stream: the request id is in the headers the stream began with.
+            exc.request_id = exc.request_id or upstream_request_id(response.headers)
+            raise
         except TRANSPORT_ERRORS as exc:
             raise transport_error(exc, secrets=self._secrets) from exc
         finally:

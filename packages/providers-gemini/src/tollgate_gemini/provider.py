@@ -16,6 +16,7 @@ from tollgate_core import (
     ProviderConfig,
     StreamEvent,
     TextDelta,
+    UpstreamError,
     UsageReport,
 )
 from tollgate_core.sse import iter_events
@@ -27,6 +28,7 @@ from tollgate_core.upstream import (
     post_for_body,
     response_error,
     transport_error,
+    upstream_request_id,
 )
 
 from tollgate_gemini import wire
@@ -104,6 +106,10 @@ class GeminiProvider(Provider):
                     if text:
                         yield TextDelta(text)
             complete = True
+        except UpstreamError as exc:
+            # An error event mid-stream: the request id is in the headers the stream began with.
+            exc.request_id = exc.request_id or upstream_request_id(response.headers)
+            raise
         except TRANSPORT_ERRORS as exc:
             raise transport_error(exc, secrets=self._secrets) from exc
         finally:

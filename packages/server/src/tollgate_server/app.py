@@ -25,6 +25,7 @@ from tollgate_server.logs import install_redaction
 from tollgate_server.middleware import RequestContextMiddleware
 from tollgate_server.runtime import Runtime
 from tollgate_server.security.tokens import VerifiedAccessTokens
+from tollgate_server.services.account_states import AccountStates
 from tollgate_server.services.catalogue import Catalogue
 from tollgate_server.services.keys import KeyCache
 from tollgate_server.services.providers import build_providers
@@ -138,6 +139,7 @@ async def _start_runtime(
         catalogue=Catalogue(engine, listener),
         keys=KeyCache(hot_pool, listener),
         access_tokens=VerifiedAccessTokens(settings, jwt_secret),
+        accounts=AccountStates(hot_pool, listener),
     )
     from tollgate_server.services.shutdown import install_drain_on_signals
     from tollgate_server.services.startup import on_startup

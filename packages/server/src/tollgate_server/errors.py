@@ -12,6 +12,8 @@ from typing import Any
 
 from tollgate_core import UpstreamError, UpstreamRateLimited
 
+from tollgate_server.logs import scrub
+
 
 class ApiError(Exception):
     """An error the API answers with on purpose: a status, a stable code and a message."""
@@ -45,12 +47,38 @@ def not_found(what: str = "object") -> ApiError:
     return ApiError(404, "not_found", f"no such {what}")
 
 
+UPSTREAM_MESSAGES = {
+    "upstream_bad_request": "the upstream refused the request as invalid",
+    "upstream_authentication_error": "the upstream refused the gateway's credentials; "
+    "the operator has been told",
+    "upstream_rate_limited": "the upstream is rate limiting requests; retry after Retry-After",
+    "upstream_timeout": "the upstream did not answer in time",
+    "upstream_error": "the upstream failed or could not be reached",
+}
+"""What a client is told of an upstream failure: a fixed text per error class. What the upstream
+said, even redacted, names internal hosts, organisations and masked keys; it goes to the log and
+to the admin view of the generation (`upstream_detail`)."""
+
+MAX_DETAIL = 1000
+
+
 def upstream_api_error(exc: UpstreamError) -> ApiError:
-    """The client-facing form of an upstream failure. `exc.message` is already safe to show."""
+    """The client-facing form of an upstream failure: the fixed message of its class, and the
+    upstream's request id when it sent one (a checked plain token, see `upstream_request_id`)."""
     headers: dict[str, str] = {}
     if isinstance(exc, UpstreamRateLimited):
         headers["Retry-After"] = str(max(1, int(exc.retry_after or 1)))
-    return ApiError(exc.status, exc.code, exc.message, headers=headers)
+    message = UPSTREAM_MESSAGES.get(exc.code, UPSTREAM_MESSAGES["upstream_error"])
+    if exc.request_id:
+        message += f" (upstream request id {exc.request_id})"
+    return ApiError(exc.status, exc.code, message, headers=headers)
+
+
+def upstream_detail(exc: UpstreamError) -> str:
+    """What the upstream said, for the log and admins: redacted by the log's own redaction (a
+    provider's message is redacted already; a plugin's might not be), and bounded."""
+    detail = scrub(exc.message)
+    return detail if len(detail) <= MAX_DETAIL else detail[: MAX_DETAIL - 1] + "…"
 
 
 def database_unavailable(exc: BaseException) -> bool:

@@ -22,6 +22,7 @@ from tollgate_server.settings import Settings
 if TYPE_CHECKING:
     from tollgate_server.db.listener import Listener
     from tollgate_server.security.tokens import VerifiedAccessTokens
+    from tollgate_server.services.account_states import AccountStates
     from tollgate_server.services.catalogue import Catalogue
     from tollgate_server.services.keys import KeyCache
 
@@ -43,6 +44,8 @@ class Runtime:
     catalogue: Catalogue
     keys: KeyCache
     access_tokens: VerifiedAccessTokens
+    accounts: AccountStates
+    """Whether an account may act now (exists, not disabled), for every authenticated route."""
     instance_id: uuid.UUID = field(default_factory=uuid.uuid4)
     """This process, as registered in `instances` for the sweeper."""
     draining: bool = False

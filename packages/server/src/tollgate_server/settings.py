@@ -59,8 +59,17 @@ class Settings(BaseSettings):
     """Failed logins from one client address (any account) before the address is locked:
     higher, since many people may share an address."""
     login_lockout_seconds: int = 300
+    register_max_per_email: int = 5
+    """Registrations of one email (whatever the answer) within `register_window_seconds`."""
+    register_max_taken_per_address: int = 10
+    """``email_taken`` answers to one client address within `register_window_seconds` before
+    the address may not register for a while: each one tells that an email has an account."""
+    register_window_seconds: int = 3600
 
     max_body_bytes: int = 1_048_576
+    header_timeout: float = Field(10.0, gt=0, le=300)
+    """Seconds a client has to send a request's line and headers (from connecting, or from the
+    first byte of the next request) before the connection is answered 408 and closed."""
     max_page_size: int = 100
     max_concurrent_generations: int = 16
     """Generations one account may run at once."""

@@ -27,6 +27,8 @@ through a gateway unchanged. Several blocks merge; an unknown name is answered w
 ``status=429``           answer that status with a vendor-format error body (which echoes the
                          request's API key, as some vendors do: providers must redact it)
 ``retry_after=3``        with ``status``: send ``Retry-After: 3``
+``leak``                 with ``status`` or ``error_after``: the error text also carries the key
+                         masked as OpenAI shows it, an internal host and an organisation id
 ``chunks=16``            generate 16 words (still capped by max tokens)
 ``pad=4000``             append 4000 ``x`` to every word (big deltas that fill a socket fast)
 ``delay_ms=10``          pause between chunks (non-streaming: the total, before answering)
@@ -46,6 +48,9 @@ through a gateway unchanged. Several blocks merge; an unknown name is answered w
 ``finish=content_filter``  finish with that reason (``stop``, ``length``, ``content_filter``,
                          ``tool_calls``) in the vendor's spelling
 =======================  ======================================================================
+
+Every answer carries a request id header as the vendors send it (``x-request-id`` for OpenAI,
+``request-id`` for Anthropic; Gemini sends none).
 
 In non-streaming requests ``stop_after`` and ``reset_after`` both drop the connection without
 an answer, and ``error_after`` answers ``error_status``.

@@ -54,6 +54,10 @@ class Directives:
     """Anthropic only: input tokens to report as written to the cache (inside the input count)."""
     reasoning: int = 0
     """Reasoning tokens to report, on top of one output token per chunk."""
+    leak: bool = False
+    """With `status` or `error_after`: the error message also names what real upstreams have
+    leaked: the key masked as OpenAI shows it (its first 8 and last 4 characters), an internal
+    host and an organisation id."""
     finish: str = "stop"
     """The finish reason, in Tollgate's words; the fake sends the vendor's spelling of it."""
 

@@ -253,6 +253,8 @@ class FakeUpstream:
                 if directives.status == 401
                 else f"fake upstream answered {directives.status} to key {key}"
             )
+            if directives.leak:
+                message = _leaky(message, key)
             return await self._error(
                 request, record, dialect, directives.status, message, directives.retry_after
             )
@@ -296,6 +298,12 @@ class FakeUpstream:
             cache_write=cache_write,
         )
 
+    def _request_id(self, dialect: Dialect) -> dict[str, str]:
+        """The header real vendors name every request in, for support (OpenAI and Anthropic;
+        Gemini names none)."""
+        name = {"openai": "x-request-id", "anthropic": "request-id"}.get(dialect.name)
+        return {name: f"req_fake{len(self.records)}"} if name else {}
+
     async def _error(
         self,
         request: web.Request,
@@ -305,7 +313,7 @@ class FakeUpstream:
         message: str,
         retry_after: float | None = None,
     ) -> web.StreamResponse:
-        headers = {"Content-Type": "application/json"}
+        headers = {"Content-Type": "application/json", **self._request_id(dialect)}
         if retry_after is not None:
             headers["Retry-After"] = f"{retry_after:g}"
         record.status = status
@@ -338,11 +346,13 @@ class FakeUpstream:
             return web.Response(status=499)
         if d.error_after is not None:
             message = f"fake upstream failed (key {record.api_key})"
+            if d.leak:
+                message = _leaky(message, record.api_key)
             return await self._error(request, record, dialect, d.error_status, message)
         response = web.Response(
             status=200,
             body=dumps(dialect.completion(reply)),
-            headers={"Content-Type": "application/json"},
+            headers={"Content-Type": "application/json", **self._request_id(dialect)},
         )
         record.text, record.chunks_sent = reply.text, count
         record.usage, record.finish_reason = reply.usage, reply.finish
@@ -361,7 +371,11 @@ class FakeUpstream:
     ) -> web.StreamResponse:
         response = web.StreamResponse(
             status=200,
-            headers={"Content-Type": "text/event-stream", "Cache-Control": "no-cache"},
+            headers={
+                "Content-Type": "text/event-stream",
+                "Cache-Control": "no-cache",
+                **self._request_id(dialect),
+            },
         )
         await response.prepare(request)
         sent = 0
@@ -377,6 +391,8 @@ class FakeUpstream:
                 return response
             if d.error_after is not None and sent >= d.error_after:
                 message = f"fake upstream failed mid-stream (key {record.api_key})"
+                if d.leak:
+                    message = _leaky(message, record.api_key)
                 record._finish("error_event")
                 await response.write(dialect.stream_error(d.error_status, message))
                 await response.write_eof()
@@ -430,3 +446,16 @@ def _reported_input(raw: str | None, counted: int) -> int:
         return int(raw)
     except ValueError:
         return float(raw)  # type: ignore[return-value]  # deliberately not an int
+
+
+LEAKED_HOST = "inference-7.internal.vendor.example:8443"
+LEAKED_ORGANISATION = "org-FakeOrg0123456789"
+
+
+def _leaky(message: str, key: str | None) -> str:
+    """`message` with what vendors' error texts have been seen to carry (see `leak`)."""
+    masked = f"{key[:8]}****{key[-4:]}" if key and len(key) > 12 else "sk-none****none"
+    return (
+        f"{message}; Incorrect API key provided: {masked}. Request to {LEAKED_HOST} failed "
+        f"for organization {LEAKED_ORGANISATION}"
+    )

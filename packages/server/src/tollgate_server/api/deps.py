@@ -2,12 +2,15 @@
 
 Who is calling:
 
-* `UserDep`: a person with a JWT access token (no database round trip: the token is checked
-  by signature, and everything that depends on the account's state reads it anyway).
+* `UserDep`: a person with a JWT access token (checked by signature, no database round trip).
 * `CallerDep`: a person or a program: a JWT or an API key (``tg-...``). Accepted only on the
   generation endpoints, so a leaked key cannot manage keys or reach admin routes.
 * `AdminDep`: a JWT whose account is an admin *now*: the role is read from the database on
   every admin request, so a demotion takes effect at once.
+
+All refuse an account that is disabled (403 ``account_disabled``) or no longer exists (401),
+whatever the token or key still says: `AccountStates` answers from memory, emptied on every
+change of an account's state.
 """
 
 from __future__ import annotations
@@ -25,6 +28,7 @@ from sqlalchemy.ext.asyncio import AsyncSession
 from tollgate_server.errors import forbidden, unauthenticated
 from tollgate_server.runtime import Runtime
 from tollgate_server.security.tokens import API_KEY_PREFIX, InvalidToken
+from tollgate_server.services.account_states import account_disabled
 from tollgate_server.services.keys import KeyIdentity
 
 
@@ -69,11 +73,12 @@ class Principal:
         return self.key is None or self.key.models is None or model in self.key.models
 
 
-def _user_from_token(token: str, runtime: Runtime) -> Principal:
+async def _user_from_token(token: str, runtime: Runtime) -> Principal:
     try:
         claims = runtime.access_tokens.verify(token)
     except InvalidToken:
         raise unauthenticated("invalid or expired access token") from None
+    await runtime.accounts.check(claims.subject)
     return Principal(account_id=claims.subject)
 
 
@@ -93,7 +98,7 @@ async def get_user(
     token = _credentials(bearer, oauth)
     if token.startswith(API_KEY_PREFIX):
         raise forbidden("API keys are accepted only on the generation endpoints")
-    return _user_from_token(token, runtime)
+    return await _user_from_token(token, runtime)
 
 
 async def get_caller(
@@ -107,10 +112,11 @@ async def get_caller(
 async def caller_from_token(runtime: Runtime, token: str) -> Principal:
     """A JWT's or an API key's principal (shared with `tollgate_server.api.chat_fast_path`)."""
     if not token.startswith(API_KEY_PREFIX):
-        return _user_from_token(token, runtime)
+        return await _user_from_token(token, runtime)
     identity = await runtime.keys.identify(token)
     if identity is None:
         raise unauthenticated("invalid, revoked or expired API key")
+    await runtime.accounts.check(identity.account_id)
     return Principal(account_id=identity.account_id, key=identity)
 
 
@@ -122,8 +128,11 @@ async def get_admin(
             text("SELECT role, disabled FROM accounts WHERE id = :id"), {"id": user.account_id}
         )
     ).one_or_none()
-    if row is None or row.disabled:
-        raise unauthenticated("this account no longer exists or is disabled")
+    # Read again, not from `AccountStates`' memory: the role is wanted fresh anyway.
+    if row is None:
+        raise unauthenticated("this account no longer exists")
+    if row.disabled:
+        raise account_disabled()
     if row.role != "admin":
         raise forbidden("this needs the admin role")
     return user

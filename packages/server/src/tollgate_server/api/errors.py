@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import logging
 from collections.abc import Mapping
 from typing import Any
 
@@ -13,7 +14,9 @@ from starlette.exceptions import HTTPException as StarletteHTTPException
 from starlette.responses import Response
 from tollgate_core import TollgateError, UpstreamError
 
-from tollgate_server.errors import ApiError, upstream_api_error
+from tollgate_server.errors import ApiError, upstream_api_error, upstream_detail
+
+logger = logging.getLogger("tollgate.errors")
 
 _STATUS_CODES = {
     400: "bad_request",
@@ -124,6 +127,9 @@ def install_error_handlers(app: FastAPI) -> None:
     @app.exception_handler(UpstreamError)
     async def _upstream(request: Request, exc: UpstreamError) -> Response:
         err = upstream_api_error(exc)
+        logger.warning(
+            "upstream failed (request %s): %s", request_id_of(request), upstream_detail(exc)
+        )
         return envelope(
             err.status, err.code, err.message, request_id_of(request), headers=err.headers
         )

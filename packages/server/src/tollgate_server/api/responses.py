@@ -89,7 +89,8 @@ _ERRORS: dict[int, tuple[str, dict[str, Any], dict[str, Any]]] = {
         {},
     ),
     403: (
-        "Authenticated, but not allowed: an API key on an endpoint that takes only access tokens, "
+        "Authenticated, but not allowed: a disabled account (`account_disabled`, on every "
+        "authenticated endpoint), an API key on an endpoint that takes only access tokens, "
         "a role that is not admin, or a key limited to other models",
         _example("forbidden", "API keys are accepted only on the generation endpoints"),
         {},
@@ -131,7 +132,7 @@ _ERRORS: dict[int, tuple[str, dict[str, Any], dict[str, Any]]] = {
     ),
     502: (
         "The upstream failed (`upstream_error`); nothing was charged beyond what it produced",
-        _example("upstream_error", "the upstream answered 500"),
+        _example("upstream_error", "the upstream failed or could not be reached"),
         {},
     ),
     503: (

@@ -191,6 +191,9 @@ class Generation(Base):
     usage_estimated: Mapped[bool | None] = mapped_column(Boolean)
     cost: Mapped[int | None] = mapped_column(BigInteger)
     error_code: Mapped[str | None] = mapped_column(String(64))
+    error_detail: Mapped[str | None] = mapped_column(Text)
+    """What the upstream said when it failed, redacted: shown to admins only (clients get a
+    fixed message per `error_code`)."""
     first_token_ms: Mapped[int | None] = mapped_column(Integer)
     duration_ms: Mapped[int | None] = mapped_column(Integer)
     usage_replaced: Mapped[str | None] = mapped_column(Text)

@@ -107,9 +107,9 @@ class VerifiedAccessTokens:
     A JWT cannot change: once its signature, audience, issuer, type and dates have passed,
     only its expiry can end its validity, and that is checked on every use. Verifying costs
     about 50 microseconds of PyJWT a request; a look-up here, under one. Access tokens are
-    never revoked one by one (logout and disabling revoke refresh tokens, and the ledger
-    refuses a disabled account), so a cached token is accepted exactly when a decoded one
-    would be.
+    never revoked one by one (logout and disabling revoke refresh tokens, and every route
+    asks `AccountStates` whether the account may still act), so a cached token is accepted
+    exactly when a decoded one would be.
     """
 
     MAX_ENTRIES = 4096

@@ -15,16 +15,17 @@ from sqlalchemy import text
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from tollgate_server.errors import ApiError, unauthenticated
+from tollgate_server.schemas import AccountCreate
 from tollgate_server.security.passwords import HASHER, needs_rehash, verify_password
 from tollgate_server.security.tokens import InvalidToken, decode_token, issue_token
-from tollgate_server.services.accounts import normalise_email
+from tollgate_server.services.accounts import create_account, normalise_email
 from tollgate_server.settings import Settings
 
 INVALID_LOGIN = "wrong email or password"
 
 
-async def _locked_out(session: AsyncSession, scopes: list[str], settings: Settings) -> bool:
-    """Whether the account (scopes[0]) or the client address (scopes[1]) is locked out."""
+async def _recent(session: AsyncSession, scopes: list[str], seconds: int) -> dict[str, int]:
+    """How many `auth_failures` rows each scope has within the last `seconds`."""
     rows = (
         await session.execute(
             text(
@@ -32,14 +33,56 @@ async def _locked_out(session: AsyncSession, scopes: list[str], settings: Settin
                 "WHERE scope = ANY(:scopes) AND at > now() - make_interval(secs => :window) "
                 "GROUP BY scope"
             ),
-            {"scopes": scopes, "window": settings.login_lockout_seconds},
+            {"scopes": scopes, "window": seconds},
         )
     ).all()
-    counts: dict[str, int] = {row.scope: row.failures for row in rows}
+    return {row.scope: row.failures for row in rows}
+
+
+async def _locked_out(session: AsyncSession, scopes: list[str], settings: Settings) -> bool:
+    """Whether the account (scopes[0]) or the client address (scopes[1]) is locked out."""
+    counts = await _recent(session, scopes, settings.login_lockout_seconds)
     return (
         counts.get(scopes[0], 0) >= settings.login_max_failures
         or counts.get(scopes[1], 0) >= settings.login_max_failures_per_address
     )
+
+
+async def register(
+    *, session: AsyncSession, data: AccountCreate, client_address: str, settings: Settings
+) -> Any:
+    """Create a client account, throttled so that the 409 ``email_taken`` cannot be used to
+    list who has an account (see the README's "Registration").
+
+    One email may be tried `register_max_per_email` times a window, whatever the answers; one
+    client address may be told `register_max_taken_per_address` times a window that an email
+    is taken. Past either, the answer is 429 before the email is looked up, so it tells nothing.
+    """
+    email = normalise_email(data.email)
+    scopes = [f"register-email:{email}", f"register-taken:{client_address}"]
+    counts = await _recent(session, scopes, settings.register_window_seconds)
+    if (
+        counts.get(scopes[0], 0) >= settings.register_max_per_email
+        or counts.get(scopes[1], 0) >= settings.register_max_taken_per_address
+    ):
+        raise ApiError(
+            429,
+            "rate_limited",
+            "too many registrations for this email or from this address; try again later",
+            headers={"Retry-After": str(settings.register_window_seconds)},
+        )
+    # Recorded in a transaction of its own: a refused registration rolls its own back.
+    await session.execute(text("INSERT INTO auth_failures (scope) VALUES (:s)"), {"s": scopes[0]})
+    await session.commit()
+    try:
+        return await create_account(session=session, data=data, settings=settings)
+    except ApiError as exc:
+        if exc.code == "email_taken":
+            await session.execute(
+                text("INSERT INTO auth_failures (scope) VALUES (:s)"), {"s": scopes[1]}
+            )
+            await session.commit()
+        raise
 
 
 async def login(

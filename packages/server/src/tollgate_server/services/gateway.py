@@ -69,7 +69,12 @@ from tollgate_core import (
 )
 
 from tollgate_server.db.raw import raw_connection, run_with_retry
-from tollgate_server.errors import ApiError, database_unavailable, upstream_api_error
+from tollgate_server.errors import (
+    ApiError,
+    database_unavailable,
+    upstream_api_error,
+    upstream_detail,
+)
 from tollgate_server.openai_format import ChatCompletionCreate
 from tollgate_server.runtime import Runtime
 from tollgate_server.services import ledger
@@ -223,6 +228,8 @@ class Generation:
         self.task: asyncio.Task[None] | None = None
         """The running generation, once admitted (`start`)."""
         self.settled = False
+        self.error_detail: str | None = None
+        """What a failed upstream said (redacted), for the log and admins only."""
         self.last_write = 0.0
         """Loop time of the last write to the client; the keep-alive measures silence from it."""
         self.stop_reason: str | None = None
@@ -340,6 +347,7 @@ class Generation:
         except UpstreamError as exc:
             status = "upstream_timeout" if isinstance(exc, UpstreamTimeout) else "upstream_error"
             error_code, failure = exc.code, upstream_api_error(exc)
+            self.error_detail = self.log["error_detail"] = upstream_detail(exc)
         except _GenerationTimeout:
             status = error_code = "generation_timeout"
             failure = ApiError(
@@ -540,6 +548,7 @@ class Generation:
             usage=usage,
             charge=self._charge(usage),
             error_code=error_code,
+            error_detail=self.error_detail,
             first_token_ms=(
                 round((self.first_token_at - self.started) * 1000)
                 if self.first_token_at is not None

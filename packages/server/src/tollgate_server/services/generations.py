@@ -87,3 +87,23 @@ async def get_generation(
     if row is None:
         raise not_found("generation")
     return generation_public(row)
+
+
+async def get_generation_for_admin(
+    *, session: AsyncSession, generation_id: uuid.UUID
+) -> dict[str, Any]:
+    """Any account's generation, with its account and, when the upstream failed, what the
+    upstream said (redacted): the detail a client is never shown."""
+    row = (
+        await session.execute(
+            text(f"SELECT {COLUMNS}, account_id, error_detail FROM generations WHERE id = :id"),
+            {"id": generation_id},
+        )
+    ).one_or_none()
+    if row is None:
+        raise not_found("generation")
+    return {
+        **generation_public(row),
+        "account_id": row.account_id,
+        "error_detail": row.error_detail,
+    }

@@ -84,7 +84,8 @@ WITH gen AS (
     SET status = $2, input_tokens = $3, output_tokens = $4, cached_input_tokens = $5,
         reasoning_tokens = $6, usage_estimated = $7, cost = $8, error_code = $9,
         first_token_ms = $10, duration_ms = $11, usage_replaced = $12,
-        unbilled_input_tokens = $13, unbilled_output_tokens = $14, settled_at = now()
+        unbilled_input_tokens = $13, unbilled_output_tokens = $14, error_detail = $15,
+        settled_at = now()
     WHERE id = $1 AND settled_at IS NULL
     RETURNING account_id, hold
 ), acc AS (
@@ -141,6 +142,8 @@ class Outcome:
     unbilled_input_tokens: int = 0
     """What the upstream may bill the operator for beyond `usage` (see the gateway's policy)."""
     unbilled_output_tokens: int = 0
+    error_detail: str | None = None
+    """What the upstream said when it failed, redacted: for admins, never for the client."""
 
 
 async def admit(
@@ -255,6 +258,7 @@ async def settle(conn: asyncpg.Connection, generation_id: uuid.UUID, outcome: Ou
         ",".join(outcome.usage_replaced) or None,
         outcome.unbilled_input_tokens,
         outcome.unbilled_output_tokens,
+        outcome.error_detail,
     )
     return row is not None
 

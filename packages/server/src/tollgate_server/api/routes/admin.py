@@ -8,9 +8,11 @@ from typing import Annotated, Any
 from fastapi import APIRouter, Header, Path, Query, status
 
 from tollgate_server.api.deps import AdminDep, RuntimeDep, SessionDep
+from tollgate_server.api.json_body import StrictJsonRoute
 from tollgate_server.api.pagination import Limit, int_cursor
 from tollgate_server.api.responses import Failure, errors
 from tollgate_server.api.routes.billing import LedgerCursor
+from tollgate_server.api.routes.generations import GenerationAdmin
 from tollgate_server.schemas import (
     AccountPage,
     AccountPublic,
@@ -25,9 +27,9 @@ from tollgate_server.schemas import (
     Text,
     Timestamp,
 )
-from tollgate_server.services import accounts, ledger, models
+from tollgate_server.services import accounts, generations, ledger, models
 
-router = APIRouter(prefix="/v1/admin", tags=["admin"])
+router = APIRouter(prefix="/v1/admin", tags=["admin"], route_class=StrictJsonRoute)
 
 UserId = Annotated[uuid.UUID, Path(description="The account's id")]
 ModelName = Annotated[Text, Path(description="The model's name", examples=["gpt-4o-mini"])]
@@ -93,13 +95,16 @@ async def get_user(user_id: UserId, admin: AdminDep, session: SessionDep) -> Any
     responses=errors(401, 403, 404, 413, notes={**NOT_ADMIN, **NO_ACCOUNT}),
 )
 async def update_user(
-    user_id: UserId, data: AccountUpdate, admin: AdminDep, session: SessionDep
+    user_id: UserId, data: AccountUpdate, admin: AdminDep, session: SessionDep, runtime: RuntimeDep
 ) -> Any:
     """Set `role` (client or admin) and/or `disabled`. A disabled account cannot log in,
-    refresh or generate, and its refresh tokens are revoked."""
+    refresh or use any route with a token or key it still holds, and its refresh tokens are
+    revoked."""
     row = await accounts.update_account(
         session=session, account_id=user_id, data=data, actor_id=admin.account_id
     )
+    # Other processes forget the account's state on the NOTIFY; this one must not wait for it.
+    runtime.accounts.clear()
     return accounts.account_public(row)
 
 
@@ -239,7 +244,7 @@ async def create_model(
 
 
 @router.patch(
-    "/models/{name}",
+    "/models/{name:path}",
     response_model=ModelPublic,
     summary="Change a model or its price",
     responses=errors(
@@ -263,3 +268,29 @@ async def update_model(
     )
     runtime.catalogue.invalidate()
     return models.model_public(model, configured=model.provider in runtime.providers)
+
+
+@router.get(
+    "/generations/{generation_id}",
+    response_model=GenerationAdmin,
+    summary="Any generation, with what a failed upstream said",
+    responses=errors(
+        401,
+        403,
+        404,
+        notes={
+            **NOT_ADMIN,
+            404: Failure("No such generation (`not_found`)", "not_found", "no such generation"),
+        },
+    ),
+)
+async def get_generation(
+    generation_id: Annotated[
+        uuid.UUID, Path(description="The generation's id (also in X-Tollgate-Generation-Id)")
+    ],
+    admin: AdminDep,
+    session: SessionDep,
+) -> Any:
+    """The generation as its owner sees it, plus its account and `error_detail`: the
+    upstream's own words (keys redacted) when it failed, which the client was not shown."""
+    return await generations.get_generation_for_admin(session=session, generation_id=generation_id)

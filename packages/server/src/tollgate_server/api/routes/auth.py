@@ -7,6 +7,7 @@ from typing import Annotated, Any
 from fastapi import APIRouter, Form, Request, status
 
 from tollgate_server.api.deps import RuntimeDep, SessionDep, UserDep
+from tollgate_server.api.json_body import StrictJsonRoute
 from tollgate_server.api.responses import Failure, errors
 from tollgate_server.schemas import (
     AccountCreate,
@@ -18,7 +19,7 @@ from tollgate_server.schemas import (
 )
 from tollgate_server.services import accounts, auth
 
-router = APIRouter(prefix="/v1", tags=["auth"])
+router = APIRouter(prefix="/v1", tags=["auth"], route_class=StrictJsonRoute)
 
 LOGIN_FAILURES: dict[int, str | Failure] = {
     401: Failure(
@@ -39,14 +40,34 @@ def _client_address(request: Request) -> str:
     status_code=status.HTTP_201_CREATED,
     response_model=AccountPublic,
     summary="Create an account",
-    responses=errors(409, 413, notes={409: "An account with this email exists (`email_taken`)"}),
+    responses=errors(
+        409,
+        413,
+        429,
+        notes={
+            409: "An account with this email exists (`email_taken`)",
+            429: "Too many registrations of this email, or too many `email_taken` answers to "
+            "this address (`rate_limited`); wait for Retry-After",
+        },
+    ),
 )
-async def register(data: AccountCreate, session: SessionDep, runtime: RuntimeDep) -> Any:
+async def register(
+    data: AccountCreate, request: Request, session: SessionDep, runtime: RuntimeDep
+) -> Any:
     """Create a `client` account. The email is normalised (trimmed, lower-cased) and unique.
 
     Fields other than `email` and `password` (such as `role` or `balance`) are refused with 422.
+    An email that has an account is answered 409, so that a person learns at once that they
+    must log in instead; to keep that from listing who has an account, an email can be tried
+    only a few times an hour, and an address told only a few times an hour that an email is
+    taken (429 with Retry-After, before the email is looked up).
     """
-    row = await accounts.create_account(session=session, data=data, settings=runtime.settings)
+    row = await auth.register(
+        session=session,
+        data=data,
+        client_address=_client_address(request),
+        settings=runtime.settings,
+    )
     return accounts.account_public(row)
 
 

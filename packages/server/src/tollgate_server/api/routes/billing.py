@@ -7,12 +7,13 @@ from typing import Annotated, Any
 from fastapi import APIRouter, Query
 
 from tollgate_server.api.deps import CallerDep, SessionDep, UserDep
+from tollgate_server.api.json_body import StrictJsonRoute
 from tollgate_server.api.pagination import Limit, int_cursor
 from tollgate_server.api.responses import errors
 from tollgate_server.schemas import BalancePublic, LedgerEntryPage, Timestamp, UsagePublic
 from tollgate_server.services import ledger
 
-router = APIRouter(prefix="/v1", tags=["billing"])
+router = APIRouter(prefix="/v1", tags=["billing"], route_class=StrictJsonRoute)
 
 LedgerCursor = Annotated[
     str | None,
@@ -25,7 +26,9 @@ LedgerCursor = Annotated[
 """A ledger's cursor, checked here so that any other text is a 422 (not a 500)."""
 
 
-@router.get("/balance", response_model=BalancePublic, summary="Your balance", responses=errors(401))
+@router.get(
+    "/balance", response_model=BalancePublic, summary="Your balance", responses=errors(401, 403)
+)
 async def balance(caller: CallerDep, session: SessionDep) -> Any:
     """`balance`, the credits `held` by generations still running, and `available`
     (balance - held), as decimal strings. Accepts an API key."""

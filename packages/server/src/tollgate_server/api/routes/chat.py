@@ -11,13 +11,14 @@ from tollgate_core import format_credits
 
 from tollgate_server.api.deps import CallerDep, Principal, RuntimeDep
 from tollgate_server.api.generation_response import GenerationResponse
+from tollgate_server.api.json_body import StrictJsonRoute
 from tollgate_server.api.responses import STREAM_EVENT_SCHEMA, errors
 from tollgate_server.openai_format import ChatCompletionCreate
 from tollgate_server.runtime import Runtime
 from tollgate_server.schemas import ChatCompletionPublic
 from tollgate_server.services.gateway import plan_generation
 
-router = APIRouter(prefix="/v1", tags=["generation"])
+router = APIRouter(prefix="/v1", tags=["generation"], route_class=StrictJsonRoute)
 
 
 class ModelPricing(BaseModel):
@@ -41,7 +42,7 @@ class ModelList(BaseModel):
 
 
 @router.get(
-    "/models", response_model=ModelList, summary="Models you may use", responses=errors(401)
+    "/models", response_model=ModelList, summary="Models you may use", responses=errors(401, 403)
 )
 async def list_models(caller: CallerDep, runtime: RuntimeDep) -> Any:
     """The enabled, priced models whose provider is configured, in OpenAI's list format, each

@@ -10,12 +10,13 @@ from fastapi import APIRouter, Path
 from pydantic import BaseModel, Field
 
 from tollgate_server.api.deps import CallerDep, SessionDep
+from tollgate_server.api.json_body import StrictJsonRoute
 from tollgate_server.api.pagination import Cursor, Limit
 from tollgate_server.api.responses import Failure, errors
 from tollgate_server.schemas import Page
 from tollgate_server.services import generations
 
-router = APIRouter(prefix="/v1/generations", tags=["generation"])
+router = APIRouter(prefix="/v1/generations", tags=["generation"], route_class=StrictJsonRoute)
 
 
 class GenerationPublic(BaseModel):
@@ -53,11 +54,24 @@ class GenerationPublic(BaseModel):
     )
 
 
+class GenerationAdmin(GenerationPublic):
+    """A generation as an admin sees it: whose it is, and what a failed upstream said."""
+
+    account_id: uuid.UUID = Field(examples=["3fa85f64-5717-4562-b3fc-2c963f66afa6"])
+    error_detail: str | None = Field(
+        description="What the upstream said when it failed, with keys redacted; clients are "
+        "only told a fixed message per `error_code`",
+        examples=["upstream answered 500: overloaded"],
+    )
+
+
 class GenerationPage(Page[GenerationPublic]):
     """Generations, newest first."""
 
 
-@router.get("", response_model=GenerationPage, summary="Your generations", responses=errors(401))
+@router.get(
+    "", response_model=GenerationPage, summary="Your generations", responses=errors(401, 403)
+)
 async def list_generations(
     caller: CallerDep, session: SessionDep, limit: Limit = 50, cursor: Cursor = None
 ) -> Any:
@@ -74,6 +88,7 @@ async def list_generations(
     summary="One generation",
     responses=errors(
         401,
+        403,
         404,
         notes={
             404: Failure(

@@ -8,11 +8,12 @@ from fastapi import APIRouter
 from pydantic import BaseModel, Field
 
 from tollgate_server.api.deps import RuntimeDep
+from tollgate_server.api.json_body import StrictJsonRoute
 from tollgate_server.api.responses import errors
 from tollgate_server.db.revision import SCHEMA_HEAD
 from tollgate_server.errors import ApiError
 
-router = APIRouter(tags=["health"])
+router = APIRouter(tags=["health"], route_class=StrictJsonRoute)
 
 
 class HealthPublic(BaseModel):

@@ -8,11 +8,12 @@ from typing import Annotated, Any
 from fastapi import APIRouter, Path, status
 
 from tollgate_server.api.deps import RuntimeDep, SessionDep, UserDep
+from tollgate_server.api.json_body import StrictJsonRoute
 from tollgate_server.api.responses import Failure, errors
 from tollgate_server.schemas import ApiKeyCreate, ApiKeyCreated, ApiKeyPublic
 from tollgate_server.services import keys
 
-router = APIRouter(prefix="/v1/keys", tags=["keys"])
+router = APIRouter(prefix="/v1/keys", tags=["keys"], route_class=StrictJsonRoute)
 
 
 @router.post(

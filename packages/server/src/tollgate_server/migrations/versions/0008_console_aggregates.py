@@ -10,7 +10,7 @@ how many (day, model) groups there are, sorts tens of thousands of rows instead 
   foreign key.
 
 Revision ID: 0008
-Revises: 0004
+Revises: 0005
 Create Date: 2026-11-29
 """
 
@@ -21,7 +21,7 @@ from collections.abc import Sequence
 from alembic import op
 
 revision: str = "0008"
-down_revision: str | None = "0004"
+down_revision: str | None = "0005"
 branch_labels: str | Sequence[str] | None = None
 depends_on: str | Sequence[str] | None = None
 
