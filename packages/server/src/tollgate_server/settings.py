@@ -79,6 +79,9 @@ class Settings(BaseSettings):
     """A server process whose heartbeat is older than this is taken for dead, and the holds of
     its generations are released."""
     shutdown_grace_seconds: float = 20.0
+    embedded_restart_seconds: float = Field(60.0, gt=0)
+    """How long `tollgate serve` keeps restarting an embedded PostgreSQL that died before it
+    gives up, shuts down (spooling what it could not settle) and exits with status 1."""
 
     @field_validator("database_url")
     @classmethod
