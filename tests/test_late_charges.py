@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import asyncio
 import fcntl
+import json
 import os
 import shutil
 import time
@@ -123,6 +124,11 @@ def test_a_settlement_arriving_after_its_hold_was_released_is_charged_late_once(
         assert released["status"] == "interrupted" and released["cost"] == "0"
         assert client.get("/v1/balance", headers=user.headers).json()["held"] == "0"
 
+    # Until then, `tollgate db check` on that data directory says what waits there.
+    report = _db_check(database_url, tmp_path / "late")
+    assert report["spooled_settlements"]["settlements"] == 1
+    assert report["spooled_settlements"]["released_awaiting_late_charge"] == [str(generation_id)]
+
     # The dead instance's data directory comes back: its settlement is still charged.
     with serve_on(tmp_path / "late") as client:
         balance = client.get("/v1/balance", headers=user.headers).json()
@@ -135,6 +141,9 @@ def test_a_settlement_arriving_after_its_hold_was_released_is_charged_late_once(
     assert late[0]["held_delta"] == "0"
     assert not spooled.exists(), "a replayed spool file is removed"
     assert ready["settlements_spooled"] == 0
+    report = _db_check(database_url, tmp_path / "late")
+    assert report["spooled_settlements"]["settlements"] == 0
+    assert report["spooled_settlements"]["released_awaiting_late_charge"] == []
 
     # Replaying the same settlement again charges nothing more.
     shutil.copy(copy, spooled)
@@ -178,3 +187,50 @@ def test_the_sweeper_never_releases_a_hold_whose_settlement_is_spooled(
     assert settled["status"] == "completed" and settled["cost"] == "90"
     assert balance == {"balance": "910", "held": "0", "available": "910"}
     assert not spooled.exists()
+
+
+def _db_check(database_url: str, data_dir: Path) -> dict[str, Any]:
+    from tollgate_cli.main import app
+    from typer.testing import CliRunner
+
+    env = {"TOLLGATE_DATABASE_URL": database_url, "TOLLGATE_DATA_DIR": str(data_dir)}
+    result = CliRunner(env=env).invoke(app, ["db", "check", "--json"])
+    report: dict[str, Any] = json.loads(result.stdout)
+    assert result.exit_code == (0 if report["ok"] else 1)
+    return report
+
+
+def test_db_check_reports_an_answer_delivered_and_charged_nothing(
+    database_url: str, make_user: Callable[..., User], test_models: object, tmp_path: Path
+) -> None:
+    user = make_user(credits=1000)
+    generation_id = asyncio.run(_admit_for_a_dead_instance(database_url, user.id))
+
+    async def settle(outcome: ledger.Outcome) -> None:
+        conn = await asyncpg.connect(asyncpg_dsn(database_url))
+        try:
+            assert await ledger.settle(conn, generation_id, outcome)
+        finally:
+            await conn.close()
+
+    # An answer delivered (40 tokens) but charged nothing, with no reason: a bug to report.
+    usage = Usage(input_tokens=PROMPT_TOKENS, output_tokens=OUTPUT_TOKENS)
+    asyncio.run(settle(ledger.Outcome(status="completed", usage=usage, charge=0)))
+    report = _db_check(database_url, tmp_path)
+    assert report["ok"] is False
+    (rule,) = report["violations"]
+    assert "delivered output" in rule
+    assert report["violations"][rule][0][0] == str(generation_id)
+
+    # Undo the forged usage, so the suite's own check after this test finds the books whole.
+    async def forget_usage() -> None:
+        conn = await asyncpg.connect(asyncpg_dsn(database_url))
+        try:
+            await conn.execute(
+                "UPDATE generations SET output_tokens = NULL WHERE id = $1", generation_id
+            )
+        finally:
+            await conn.close()
+
+    asyncio.run(forget_usage())
+    assert _db_check(database_url, tmp_path)["ok"] is True
