@@ -33,7 +33,7 @@ class Settings(BaseSettings):
     database_url: str | None = None
     """PostgreSQL URL (``postgresql+asyncpg://...``). Unset: an embedded server in `data_dir`."""
     data_dir: Path = Field(default_factory=default_data_dir)
-    """Where the embedded database and the generated JWT secret live."""
+    """Where the embedded database, the generated JWT secret and the settlement spool live."""
     db_pool_size: int = 20
 
     jwt_secret: SecretStr | None = None
