@@ -31,15 +31,12 @@ import threading
 import uuid
 from dataclasses import dataclass
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 import orjson
 from tollgate_core import Usage
 
 from tollgate_server.services.ledger import Outcome
-
-if TYPE_CHECKING:
-    from tollgate_server.runtime import Runtime
 
 logger = logging.getLogger("tollgate.spool")
 
@@ -233,8 +230,7 @@ def summarize(directory: Path) -> SpoolSummary:
     return SpoolSummary(files=files, settlements=len(ids), generation_ids=frozenset(ids))
 
 
-async def settlements_pending(runtime: Runtime) -> tuple[int, int]:
-    """(waiting in this process's memory, spooled in the data directory): for `/readyz` and,
-    later, metrics (`Runtime.spool.spooled_total` and `Runtime.late_charges` count events)."""
-    summary = await asyncio.to_thread(summarize, runtime.spool.directory)
-    return len(runtime.pending_settlements), summary.settlements
+async def count_spooled(directory: Path) -> int:
+    """How many settlements wait in the directory's files, for `/readyz` and metrics (next to
+    `Runtime.pending_settlements`, `SettlementSpool.spooled_total` and `Runtime.late_charges`)."""
+    return (await asyncio.to_thread(summarize, directory)).settlements

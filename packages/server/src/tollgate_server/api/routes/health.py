@@ -11,7 +11,7 @@ from tollgate_server.api.deps import RuntimeDep
 from tollgate_server.api.responses import errors
 from tollgate_server.db.revision import SCHEMA_HEAD
 from tollgate_server.errors import ApiError
-from tollgate_server.services.spool import settlements_pending
+from tollgate_server.services.spool import count_spooled
 
 router = APIRouter(tags=["health"])
 
@@ -59,7 +59,8 @@ async def readyz(runtime: RuntimeDep) -> ReadyPublic:
     """200 when the database answers and its schema is at this code's newest migration.
 
     Both answers say how many settlements wait, in memory and on disk."""
-    waiting, spooled = await settlements_pending(runtime)
+    waiting = len(runtime.pending_settlements)
+    spooled = await count_spooled(runtime.spool.directory)
     pending = f"; settlements waiting: {waiting}, spooled: {spooled}"
     if runtime.draining:
         raise ApiError(
