@@ -284,6 +284,8 @@ def test_a_killed_embedded_database_is_brought_back_by_the_running_server(
         assert answer.status_code == 200, answer.text
         assert server.stop() == 0
     assert "embedded PostgreSQL is back" in server.output()
+    # The restarted PostgreSQL is stopped with the server, not left running.
+    assert not (data_dir / "postgres" / "pgdata" / "postmaster.pid").exists()
 
 
 def _alive(data_dir: Path) -> bool:

