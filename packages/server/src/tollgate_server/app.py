@@ -162,9 +162,11 @@ async def _stop_runtime(runtime: Runtime) -> None:
     await finish_draining(runtime)
     with contextlib.suppress(Exception):
         await unregister_instance(runtime)
-    for task in runtime.background:
+    # Settlements still waiting for the database are in the spool (see below): stop retrying.
+    waiting = [*runtime.background, *runtime.pending_settlements]
+    for task in waiting:
         task.cancel()
-    await asyncio.gather(*runtime.background, return_exceptions=True)
+    await asyncio.gather(*waiting, return_exceptions=True)
     await runtime.listener.stop()
     await runtime.http.close()
     await runtime.engine.dispose()
@@ -172,6 +174,15 @@ async def _stop_runtime(runtime: Runtime) -> None:
         await asyncio.wait_for(runtime.hot_pool.close(), timeout=5)
     except TimeoutError:
         runtime.hot_pool.terminate()
+    kept = runtime.spool.close()
+    if kept:
+        # Written before each answer's last byte; the next start on this data directory
+        # settles them before its sweeper runs.
+        logger.error(
+            "%d settlements could not reach the database; kept in %s for the next start",
+            kept,
+            runtime.spool.path,
+        )
 
 
 def app_from_env() -> Any:

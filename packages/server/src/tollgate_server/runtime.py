@@ -16,6 +16,7 @@ import asyncpg
 from sqlalchemy.ext.asyncio import AsyncEngine, AsyncSession, async_sessionmaker
 from tollgate_core import PluginReport, Provider
 
+from tollgate_server.services.spool import SettlementSpool, spool_directory
 from tollgate_server.services.tracker import GenerationTracker
 from tollgate_server.settings import Settings
 
@@ -55,3 +56,10 @@ class Runtime:
     background: list[asyncio.Task[None]] = field(default_factory=list)
     pending_settlements: set[asyncio.Task[None]] = field(default_factory=set)
     """Settlements waiting for the database to come back (see the gateway)."""
+    spool: SettlementSpool = field(init=False)
+    """This process's file of settlements that are waiting, on disk (`services/spool.py`)."""
+    late_charges: int = 0
+    """Late charges made by this process (a counter for metrics)."""
+
+    def __post_init__(self) -> None:
+        self.spool = SettlementSpool(spool_directory(self.settings.data_dir), self.instance_id)

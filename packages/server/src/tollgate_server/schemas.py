@@ -283,14 +283,15 @@ class BalancePublic(BaseModel):
     available: str = Field(description="balance - held", examples=["99.8"])
 
 
-LedgerKind = Literal["grant", "topup", "adjustment", "hold", "charge", "release"]
+LedgerKind = Literal["grant", "topup", "adjustment", "hold", "charge", "release", "late_charge"]
 
 
 class LedgerEntryPublic(BaseModel):
     id: int = Field(examples=[42])
     kind: LedgerKind = Field(
         description="grant, topup and adjustment change the balance; a generation's hold "
-        "changes `held`, then its one charge (or release) settles it",
+        "changes `held`, then its one charge (or release) settles it; a late_charge charges an "
+        "answer whose settlement arrived after its hold had been released",
         examples=["topup"],
     )
     amount: str = Field(description="Change to the balance", examples=["100"])

@@ -33,7 +33,7 @@ class Settings(BaseSettings):
     database_url: str | None = None
     """PostgreSQL URL (``postgresql+asyncpg://...``). Unset: an embedded server in `data_dir`."""
     data_dir: Path = Field(default_factory=default_data_dir)
-    """Where the embedded database and the generated JWT secret live."""
+    """Where the embedded database, the generated JWT secret and the settlement spool live."""
     db_pool_size: int = 20
 
     jwt_secret: SecretStr | None = None
@@ -92,6 +92,9 @@ class Settings(BaseSettings):
     """A server process whose heartbeat is older than this is taken for dead, and the holds of
     its generations are released."""
     shutdown_grace_seconds: float = 20.0
+    embedded_restart_seconds: float = Field(60.0, gt=0)
+    """How long `tollgate serve` keeps restarting an embedded PostgreSQL that died before it
+    gives up, shuts down (spooling what it could not settle) and exits with status 1."""
 
     @field_validator("database_url")
     @classmethod

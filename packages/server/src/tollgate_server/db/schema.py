@@ -241,7 +241,8 @@ class LedgerEntry(Base):
     __tablename__ = "ledger_entries"
     __table_args__ = (
         CheckConstraint(
-            "kind IN ('grant', 'topup', 'adjustment', 'hold', 'charge', 'release')", name="kind"
+            "kind IN ('grant', 'topup', 'adjustment', 'hold', 'charge', 'release', 'late_charge')",
+            name="kind",
         ),
         Index("ix_ledger_entries_account_id_desc", "account_id", text("id DESC")),
         # One hold and one settlement (charge or release) per generation, enforced by the
@@ -257,6 +258,14 @@ class LedgerEntry(Base):
             "generation_id",
             unique=True,
             postgresql_where=text("kind IN ('charge', 'release')"),
+        ),
+        # A settlement that arrives after its hold was released is charged once, late
+        # (`tollgate_server.services.late_charges`).
+        Index(
+            "uq_ledger_generation_late_charge",
+            "generation_id",
+            unique=True,
+            postgresql_where=text("kind = 'late_charge'"),
         ),
     )
 

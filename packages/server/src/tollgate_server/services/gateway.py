@@ -44,7 +44,6 @@ settles, and the ledger's guard makes a second settlement a no-op.
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import logging
 import time
 import uuid
@@ -79,6 +78,7 @@ from tollgate_server.openai_format import ChatCompletionCreate
 from tollgate_server.runtime import Runtime
 from tollgate_server.services import ledger
 from tollgate_server.services.catalogue import CatalogueModel
+from tollgate_server.services.late_charges import deliver_settlement
 
 logger = logging.getLogger("tollgate.gateway")
 
@@ -294,9 +294,9 @@ class Generation:
             )
         )
 
-    def _settle_later(self, outcome: ledger.Outcome) -> None:
+    def _settle_later(self, outcome: ledger.Outcome, *, spooled: bool = False) -> None:
         task = asyncio.create_task(
-            settle_when_possible(self.runtime, self.plan.generation_id, outcome)
+            settle_when_possible(self.runtime, self.plan.generation_id, outcome, spooled=spooled)
         )
         self.runtime.pending_settlements.add(task)
         task.add_done_callback(self.runtime.pending_settlements.discard)
@@ -455,7 +455,9 @@ class Generation:
         usage = self._usage()
         charge = self._charge(usage)
         # Settle before the last byte: a client that has its answer sees its balance charged.
-        await self._settle_shielded("completed", None)
+        if not await self._settle_shielded("completed", None):
+            # Neither committed nor spooled: the answer's cost could be lost, so no answer.
+            raise RuntimeError("the settlement could be neither committed nor spooled")
         finish_reason = self.end.finish_reason
         if finish_reason in ("error", "cancelled"):
             finish_reason = "stop"
@@ -560,9 +562,10 @@ class Generation:
             unbilled_output_tokens=unbilled_output,
         )
 
-    async def _settle_shielded(self, status: str, error_code: str | None) -> None:
+    async def _settle_shielded(self, status: str, error_code: str | None) -> bool:
+        """Settle once; False when the settlement is neither committed nor spooled."""
         if self.settled:
-            return
+            return True
         self.settled = True
         outcome = self._outcome(status, error_code)
         usage = outcome.usage
@@ -576,44 +579,65 @@ class Generation:
         )
         task = asyncio.ensure_future(self._settle(outcome))
         # Even if this request is cancelled again, the settlement runs to its end.
-        with contextlib.suppress(asyncio.CancelledError):
-            await asyncio.shield(task)
+        try:
+            return await asyncio.shield(task)
+        except asyncio.CancelledError:
+            return True  # the shielded task carries on, and spools if it must
 
-    async def _settle(self, outcome: ledger.Outcome) -> None:
+    async def _settle(self, outcome: ledger.Outcome) -> bool:
         generation_id = self.plan.generation_id
         try:
             await run_with_retry(
                 self.runtime.hot_pool, lambda conn: ledger.settle(conn, generation_id, outcome)
             )
-            return
+            return True
         except Exception as exc:
             if not database_unavailable(exc):
                 # The hold stays until the sweeper releases it: never a double charge.
                 logger.error("settling generation %s failed: %s", generation_id, exc)
-                return
-        # The database is away: finish the answer now and settle as soon as it is back.
-        self._settle_later(outcome)
+                return True
+        # The database is away. The settlement goes to disk before the answer's last byte, so
+        # no exit of this process before the database returns can lose it; it is settled in
+        # the background as soon as the database is back (or replayed by the next start).
+        try:
+            await asyncio.to_thread(self.runtime.spool.append, generation_id, outcome)
+        except OSError as exc:
+            logger.error("spooling the settlement of generation %s failed: %s", generation_id, exc)
+            self._settle_later(outcome)
+            return False
+        self._settle_later(outcome, spooled=True)
+        return True
 
 
 async def settle_when_possible(
-    runtime: Runtime, generation_id: uuid.UUID, outcome: ledger.Outcome
+    runtime: Runtime, generation_id: uuid.UUID, outcome: ledger.Outcome, *, spooled: bool = False
 ) -> None:
-    """Retry a settlement through a database outage, backing off, until the generation's
-    deadline; the settlement's guard makes every retry safe."""
+    """Retry a settlement through a database outage, backing off; the settlement's guard makes
+    every retry safe, and a hold released meanwhile makes it a late charge.
+
+    A settlement that is not spooled (a release of nothing) gives up at the generation's
+    deadline, when the sweeper releases the hold anyway. A spooled one keeps trying: its hold is
+    kept for it, and if this process exits first the next start replays it.
+    """
     loop = asyncio.get_running_loop()
     give_up_at = loop.time() + runtime.settings.max_generation_seconds + DEADLINE_MARGIN_SECONDS
     delay = 0.2
-    while loop.time() < give_up_at:
+    while spooled or loop.time() < give_up_at:
         await asyncio.sleep(delay)
         delay = min(delay * 2, 5.0)
         try:
             async with raw_connection(runtime.hot_pool) as conn:
-                await ledger.settle(conn, generation_id, outcome)
-            return
+                delivery = await deliver_settlement(conn, generation_id, outcome)
         except Exception as exc:
-            if not database_unavailable(exc):
-                logger.error("settling generation %s failed: %s", generation_id, exc)
-                return
+            if database_unavailable(exc):
+                continue
+            logger.error("settling generation %s failed: %s", generation_id, exc)
+            return
+        if delivery == "late_charge":
+            runtime.late_charges += 1
+        if spooled:
+            await asyncio.to_thread(runtime.spool.mark_done, generation_id)
+        return
     logger.error("generation %s could not be settled before its deadline", generation_id)
 
 

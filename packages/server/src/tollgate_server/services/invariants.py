@@ -3,6 +3,9 @@ and by `tollgate db check`. Each query returns the rows that break its rule: non
 
 from __future__ import annotations
 
+import uuid
+from collections.abc import Collection
+
 from sqlalchemy import text
 from sqlalchemy.ext.asyncio import AsyncConnection
 
@@ -83,3 +86,57 @@ async def find_violations(conn: AsyncConnection) -> dict[str, list[tuple[object,
 
 async def pending_generations(conn: AsyncConnection) -> int:
     return int((await conn.execute(text(PENDING_SQL))).scalar_one())
+
+
+# --- answers: what was delivered is charged (issue 24) --------------------------------------
+
+ANSWER_CHECKS: dict[str, str] = {
+    "every generation that delivered output was charged, or says why": """
+        SELECT g.id, g.status, g.output_tokens, g.cost FROM generations g
+        WHERE g.settled_at IS NOT NULL AND coalesce(g.output_tokens, 0) > 0 AND g.cost = 0
+          AND (g.input_price > 0 OR g.output_price > 0)
+          AND NOT EXISTS (
+              SELECT 1 FROM ledger_entries e
+              WHERE e.generation_id = g.id AND e.kind = 'late_charge'
+          )
+    """,
+    "every late charge follows a release of an interrupted generation, once": """
+        SELECT e.generation_id, g.status, g.cost, e.amount FROM ledger_entries e
+        JOIN generations g ON g.id = e.generation_id
+        WHERE e.kind = 'late_charge'
+          AND (g.status <> 'interrupted' OR g.settled_at IS NULL OR g.cost <> 0
+               OR e.amount >= 0 OR e.held_delta <> 0)
+    """,
+}
+"""A generation's usage is recorded only when its settlement reaches the database; one that
+never did (its process died before the database came back) shows as ``interrupted`` with no
+usage. Its settlement, if spooled, is in the data directory: `spooled_answers_released` finds
+those whose hold was released already, until the next start charges them late."""
+
+
+async def find_answer_violations(conn: AsyncConnection) -> dict[str, list[tuple[object, ...]]]:
+    """Like `find_violations`, for the rules that answers delivered are paid for."""
+    broken: dict[str, list[tuple[object, ...]]] = {}
+    for rule, sql in ANSWER_CHECKS.items():
+        rows = (await conn.execute(text(sql + " LIMIT 10"))).all()
+        if rows:
+            broken[rule] = [tuple(row) for row in rows]
+    return broken
+
+
+async def spooled_answers_released(
+    conn: AsyncConnection, generation_ids: Collection[uuid.UUID]
+) -> list[uuid.UUID]:
+    """Of the spooled settlements given, those whose generation was released with no charge
+    (answers delivered, not yet paid: the next start on that data directory charges them)."""
+    if not generation_ids:
+        return []
+    rows = await conn.execute(
+        text(
+            "SELECT g.id FROM generations g WHERE g.id = ANY(:ids) AND g.settled_at IS NOT NULL "
+            "AND g.cost = 0 AND NOT EXISTS (SELECT 1 FROM ledger_entries e "
+            "WHERE e.generation_id = g.id AND e.kind = 'late_charge') ORDER BY g.id"
+        ),
+        {"ids": list(generation_ids)},
+    )
+    return [row[0] for row in rows]

@@ -4,7 +4,9 @@ On SIGTERM (or SIGINT) the server starts draining at once: `/readyz` answers 503
 generations are refused with 503, while uvicorn stops accepting connections. Running
 generations get `shutdown_grace_seconds` to finish; any still running then are ended with a final
 SSE error event and charged for what they were sent. Only then are the database pool and the HTTP
-client closed, so no settlement is lost on the way out.
+client closed, so no settlement is lost on the way out. Settlements waiting for a database that is
+away get the grace period too; what is still waiting after it was spooled to disk before its
+answer ended, and the next start settles it (`tollgate_server.services.spool`).
 """
 
 from __future__ import annotations
@@ -55,7 +57,7 @@ async def drain(runtime: Runtime) -> None:
     await runtime.generations.drain(runtime.settings.shutdown_grace_seconds)
     if runtime.pending_settlements:
         # Settlements held up by a database outage get the grace period too; any still
-        # pending after it leave their holds to the sweeper (released, never charged twice).
+        # pending after it are in this process's spool file, settled by the next start.
         await asyncio.wait(
             set(runtime.pending_settlements), timeout=runtime.settings.shutdown_grace_seconds
         )

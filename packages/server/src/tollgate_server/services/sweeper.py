@@ -7,16 +7,24 @@ margin) has passed, belongs to nobody. Nothing is written per chunk, so there is
 what such a generation produced: the sweeper releases its hold with no charge (status
 ``interrupted``), through the same guarded statement every settlement uses, so it can never
 charge twice. Should the owner turn out alive after all (a heartbeat held up longer than the
-stale limit), its own settlement then finds the generation settled and changes nothing.
+stale limit), its own settlement then finds the hold released and charges what it delivered as a
+late charge (`tollgate_server.services.late_charges`).
+
+Settlements spooled to disk during a database outage come first: before each sweep (and at start,
+before the first), the spool files of processes that are gone are replayed, and no hold named in
+any spool file of this data directory is released (`tollgate_server.services.spool`).
 """
 
 from __future__ import annotations
 
 import asyncio
 import logging
+import uuid
 
 from tollgate_server.db.raw import raw_connection
 from tollgate_server.runtime import Runtime
+from tollgate_server.services import spool
+from tollgate_server.services.late_charges import deliver_settlement
 from tollgate_server.services.ledger import Outcome, settle
 
 logger = logging.getLogger("tollgate.sweeper")
@@ -24,7 +32,7 @@ logger = logging.getLogger("tollgate.sweeper")
 ORPHANS_SQL = """
 SELECT g.id FROM generations g
 LEFT JOIN instances i ON i.id = g.instance_id
-WHERE g.settled_at IS NULL
+WHERE g.settled_at IS NULL AND g.id <> ALL($2::uuid[])
   AND (g.deadline_at < now() OR i.id IS NULL
        OR i.heartbeat_at < now() - make_interval(secs => $1))
 ORDER BY g.deadline_at LIMIT 500
@@ -36,12 +44,51 @@ ON CONFLICT (id) DO UPDATE SET heartbeat_at = now()
 """
 
 
+async def replay_spools(runtime: Runtime) -> int:
+    """Settle what the spool files of processes that are gone still hold; returns how many.
+
+    A settlement whose generation this database does not know stays in its file (reported by
+    `tollgate db check`), rather than be dropped.
+    """
+    directory = spool.spool_directory(runtime.settings.data_dir)
+    claimed = await asyncio.to_thread(spool.claim_abandoned, directory)
+    replayed = 0
+    try:
+        for abandoned in claimed:
+            for generation_id, outcome in list(abandoned.pending.items()):
+                async with raw_connection(runtime.hot_pool) as conn:
+                    delivery = await deliver_settlement(conn, generation_id, outcome)
+                if delivery == "unknown_generation":
+                    logger.error(
+                        "spool file %s names generation %s, unknown to this database; kept",
+                        abandoned.path.name,
+                        generation_id,
+                    )
+                    continue
+                if delivery == "late_charge":
+                    runtime.late_charges += 1
+                abandoned.mark_done(generation_id)
+                replayed += 1
+    finally:
+        for abandoned in claimed:
+            abandoned.release()
+    if replayed:
+        logger.warning("settled %d settlements spooled by processes that are gone", replayed)
+    return replayed
+
+
 async def sweep_once(runtime: Runtime) -> int:
-    """Settle every expired generation; returns how many."""
+    """Replay abandoned spool files, then settle every expired generation; returns how many
+    were swept."""
+    await replay_spools(runtime)
+    spooled = await asyncio.to_thread(
+        spool.summarize, spool.spool_directory(runtime.settings.data_dir)
+    )
+    keep: list[uuid.UUID] = sorted(spooled.generation_ids)
     swept = 0
     async with raw_connection(runtime.hot_pool) as conn:
         stale = runtime.settings.instance_stale_seconds
-        for row in await conn.fetch(ORPHANS_SQL, stale):
+        for row in await conn.fetch(ORPHANS_SQL, stale, keep):
             outcome = Outcome(status="interrupted", usage=None, charge=0, error_code="interrupted")
             if await settle(conn, row["id"], outcome):
                 swept += 1

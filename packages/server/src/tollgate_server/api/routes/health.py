@@ -12,6 +12,7 @@ from tollgate_server.api.json_body import StrictJsonRoute
 from tollgate_server.api.responses import errors
 from tollgate_server.db.revision import SCHEMA_HEAD
 from tollgate_server.errors import ApiError
+from tollgate_server.services.spool import count_spooled
 
 router = APIRouter(tags=["health"], route_class=StrictJsonRoute)
 
@@ -25,6 +26,15 @@ class ReadyPublic(BaseModel):
     schema_revision: str = Field(
         description="The database schema's migration, the newest this code knows",
         examples=["0002"],
+    )
+    settlements_waiting: int = Field(
+        description="Settlements of this process waiting for the database (after an outage)",
+        examples=[0],
+    )
+    settlements_spooled: int = Field(
+        description="Settlements kept on disk in the data directory until they reach the "
+        "database, by this process or by processes that are gone",
+        examples=[0],
     )
 
 
@@ -47,9 +57,16 @@ async def healthz() -> HealthPublic:
     ),
 )
 async def readyz(runtime: RuntimeDep) -> ReadyPublic:
-    """200 when the database answers and its schema is at this code's newest migration."""
+    """200 when the database answers and its schema is at this code's newest migration.
+
+    Both answers say how many settlements wait, in memory and on disk."""
+    waiting = len(runtime.pending_settlements)
+    spooled = await count_spooled(runtime.spool.directory)
+    pending = f"; settlements waiting: {waiting}, spooled: {spooled}"
     if runtime.draining:
-        raise ApiError(503, "service_unavailable", "shutting down", headers={"Retry-After": "1"})
+        raise ApiError(
+            503, "service_unavailable", "shutting down" + pending, headers={"Retry-After": "1"}
+        )
     try:
         async with runtime.engine.connect() as conn:
             current = (
@@ -59,11 +76,16 @@ async def readyz(runtime: RuntimeDep) -> ReadyPublic:
         raise ApiError(
             503,
             "service_unavailable",
-            "the database is unavailable",
+            "the database is unavailable" + pending,
             headers={"Retry-After": "2"},
         ) from exc
     if current != SCHEMA_HEAD:
         raise ApiError(
             503, "service_unavailable", f"schema at {current}, code expects {SCHEMA_HEAD}"
         )
-    return ReadyPublic(status="ready", schema_revision=SCHEMA_HEAD)
+    return ReadyPublic(
+        status="ready",
+        schema_revision=SCHEMA_HEAD,
+        settlements_waiting=waiting,
+        settlements_spooled=spooled,
+    )
