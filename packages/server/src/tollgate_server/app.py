@@ -122,7 +122,7 @@ async def _start_runtime(
             *(provider.config.api_key for provider in providers.values()),
         ]
     )
-    listener = Listener(engine)
+    listener = Listener(settings.database_url)
     runtime = Runtime(
         settings=settings,
         engine=engine,
