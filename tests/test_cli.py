@@ -575,6 +575,25 @@ def test_keys_create_with_models_and_expiry(
 # --- database and providers ------------------------------------------------------------------
 
 
+def test_without_a_database_only_db_upgrade_creates_the_embedded_one(tmp_path: Path) -> None:
+    """Another HOME (or TOLLGATE_DATA_DIR) with no database in it: a command refuses in one
+    line and creates nothing; `db upgrade` creates it; then every command names it."""
+    data = tmp_path / "elsewhere"
+    runner = CliRunner(env={"TOLLGATE_DATA_DIR": str(data), "TOLLGATE_DATABASE_URL": None})
+    for args in (["credits", "show", "ada@example.com"], ["users", "list"], ["db", "current"]):
+        line = refused(runner.invoke(app, args))
+        assert line.startswith("error: no database: TOLLGATE_DATABASE_URL is unset"), line
+        assert str(data) in line
+    assert not (data / "postgres").exists()
+
+    upgraded = runner.invoke(app, ["db", "upgrade"])
+    assert upgraded.exit_code == 0, upgraded.output
+    assert (data / "postgres").is_dir()
+    listed = runner.invoke(app, ["users", "list"])
+    assert listed.exit_code == 0, listed.output
+    assert f"database: the embedded one in {data}" in listed.stderr
+
+
 def test_db_check_current_and_history(cli: Cli) -> None:
     out = ok(cli("db", "check"))
     assert "BROKEN" not in out

@@ -32,3 +32,8 @@ def start_embedded(data_dir: Path) -> tuple[Any, str]:
     socket_dir = server.get_postmaster_info().socket_dir
     url = f"postgresql+asyncpg://postgres@/{DATABASE_NAME}?host={socket_dir}"
     return server, url
+
+
+def embedded_exists(data_dir: Path) -> bool:
+    """Whether `start_embedded(data_dir)` would reuse a database rather than create one."""
+    return (data_dir / "pgdata" / "PG_VERSION").is_file()
