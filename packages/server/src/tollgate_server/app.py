@@ -19,6 +19,7 @@ from tollgate_server.api.openapi import install_docs
 from tollgate_server.api.routes import ROUTERS
 from tollgate_server.db.engine import make_engine, make_sessionmaker
 from tollgate_server.db.listener import Listener
+from tollgate_server.db.pool_budget import engine_pool_size
 from tollgate_server.db.raw import create_hot_pool
 from tollgate_server.logs import install_redaction
 from tollgate_server.middleware import RequestContextMiddleware
@@ -99,7 +100,7 @@ async def _start_runtime(
 ) -> Runtime:
     if not settings.database_url:
         raise RuntimeError("create_app needs TOLLGATE_DATABASE_URL; `tollgate serve` sets it")
-    engine = make_engine(settings.database_url, pool_size=max(2, settings.db_pool_size // 4))
+    engine = make_engine(settings.database_url, pool_size=engine_pool_size(settings.db_pool_size))
     try:
         hot_pool = await create_hot_pool(settings.database_url, size=settings.db_pool_size)
     except BaseException:
