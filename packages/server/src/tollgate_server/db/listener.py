@@ -42,6 +42,10 @@ class Listener:
         self._next_attempt = 0.0
         self._failures = 0
 
+    @property
+    def connected(self) -> bool:
+        return self._conn is not None and not self._conn.is_closed()
+
     def subscribe(self, channel: str, callback: Callable[[], None]) -> None:
         self._callbacks.setdefault(channel, []).append(callback)
 
