@@ -34,17 +34,20 @@ class DatabaseBudget:
     max_connections: int
     reserved: int
     """``superuser_reserved_connections`` (and ``reserved_connections``), which we may not use."""
-    in_use: int
-    """Connections open now, other than ours: other clients keep theirs."""
+    in_use: int = 0
+    """Connections open when we looked, other than ours. Only reported: it changes by the
+    second (other servers, tests, CLI commands), so sizing on it would make a start succeed or
+    fail by chance; the headroom is what other clients keep."""
 
     @property
     def headroom(self) -> int:
-        """Connections left for the database's other clients (and tollgate CLI commands)."""
-        return max(5, self.max_connections // 10)
+        """Connections left for the database's other clients (and tollgate CLI commands):
+        a fifth of the limit, at least 10."""
+        return max(10, self.max_connections // 5)
 
     @property
     def available(self) -> int:
-        return self.max_connections - self.reserved - self.in_use - self.headroom
+        return self.max_connections - self.reserved - self.headroom
 
 
 def fit_pool_size(wanted: int, workers: int, budget: DatabaseBudget) -> int | None:
@@ -62,9 +65,9 @@ def too_many_message(workers: int, budget: DatabaseBudget) -> str:
     return (
         f"--workers {workers} need at least "
         f"{workers * connections_per_process(MIN_POOL_SIZE)} database connections, but the "
-        f"database allows {budget.available} more (max_connections {budget.max_connections}, "
-        f"{budget.reserved} reserved, {budget.in_use} in use, {budget.headroom} kept for other "
-        "clients): lower --workers, or raise PostgreSQL's max_connections"
+        f"database gives Tollgate {budget.available} (max_connections {budget.max_connections}, "
+        f"less {budget.reserved} reserved and {budget.headroom} kept for other clients; "
+        f"{budget.in_use} in use now): lower --workers, or raise PostgreSQL's max_connections"
     )
 
 
