@@ -149,6 +149,27 @@ def test_bad_amounts_change_nothing(
     assert len(ledger(api, admin_headers, user)) == before
 
 
+@pytest.mark.parametrize("amount", ["1e3", " 5", "5 ", "+5", "1_000", "Infinity"])
+def test_the_cli_refuses_the_amounts_the_api_refuses(
+    cli: Cli,
+    api: httpx.Client,
+    admin_headers: dict[str, str],
+    make_user: Callable[..., User],
+    amount: str,
+) -> None:
+    """One parser for both: what the API answers 422 to, the CLI refuses in one line."""
+    user = make_user("5")
+    by_api = api.post(
+        f"/v1/admin/users/{user.id}/credits",
+        json={"amount": amount, "reason": "x"},
+        headers={**admin_headers, "Idempotency-Key": uuid.uuid4().hex},
+    )
+    assert by_api.status_code == 422, by_api.text
+    line = refused(cli("credits", "grant", user.email, amount, "--reason", "x"))
+    assert line.startswith("error: AMOUNT")
+    assert balance(api, user)["balance"] == "5"
+
+
 def test_an_unknown_email_is_one_line(cli: Cli) -> None:
     email = f"nobody-{uuid.uuid4().hex[:8]}@example.com"
     for args in (
@@ -424,6 +445,38 @@ def test_models_import_is_idempotent(
     assert (model["input_price"], model["enabled"]) == ("0.2", False)
 
 
+def test_models_import_and_add_give_the_same_defaults(
+    cli: Cli, api: httpx.Client, admin_headers: dict[str, str], tmp_path: Path
+) -> None:
+    """A catalogue entry without `context_window` and `max_output_tokens` gets what
+    `models add` gives; an existing model keeps its own when the file does not name them."""
+    imported, added = _name("imp"), _name("add")
+    catalogue = tmp_path / "catalogue.yaml"
+    catalogue.write_text(
+        f"- name: {imported}\n  provider: openai\n  upstream_model: fake\n"
+        "  input_price: 0.15\n  output_price: 0.6\n"
+    )
+    ok(cli("models", "import", str(catalogue)))
+    ok(
+        cli(
+            "models", "add", added, "--provider", "openai", "--upstream-model", "fake",
+            "--input-price", "0.15", "--output-price", "0.6",
+        )
+    )  # fmt: skip
+    models = admin_models(api, admin_headers)
+    limits = ("context_window", "max_output_tokens", "default_max_tokens")
+    assert [models[imported][f] for f in limits] == [models[added][f] for f in limits]
+    assert models[imported]["context_window"] == 128_000
+
+    ok(cli("models", "set-price", imported, "--input-price", "0.2"))
+    changed = api.patch(
+        f"/v1/admin/models/{imported}", json={"context_window": 5000}, headers=admin_headers
+    )
+    assert changed.status_code == 200, changed.text
+    out = ok(cli("models", "import", str(catalogue)))
+    assert admin_models(api, admin_headers)[imported]["context_window"] == 5000, out
+
+
 def test_a_bad_catalogue_file_writes_nothing(
     cli: Cli, api: httpx.Client, admin_headers: dict[str, str], tmp_path: Path
 ) -> None:
@@ -520,6 +573,25 @@ def test_keys_create_with_models_and_expiry(
 
 
 # --- database and providers ------------------------------------------------------------------
+
+
+def test_without_a_database_only_db_upgrade_creates_the_embedded_one(tmp_path: Path) -> None:
+    """Another HOME (or TOLLGATE_DATA_DIR) with no database in it: a command refuses in one
+    line and creates nothing; `db upgrade` creates it; then every command names it."""
+    data = tmp_path / "elsewhere"
+    runner = CliRunner(env={"TOLLGATE_DATA_DIR": str(data), "TOLLGATE_DATABASE_URL": None})
+    for args in (["credits", "show", "ada@example.com"], ["users", "list"], ["db", "current"]):
+        line = refused(runner.invoke(app, args))
+        assert line.startswith("error: no database: TOLLGATE_DATABASE_URL is unset"), line
+        assert str(data) in line
+    assert not (data / "postgres").exists()
+
+    upgraded = runner.invoke(app, ["db", "upgrade"])
+    assert upgraded.exit_code == 0, upgraded.output
+    assert (data / "postgres").is_dir()
+    listed = runner.invoke(app, ["users", "list"])
+    assert listed.exit_code == 0, listed.output
+    assert f"database: the embedded one in {data}" in listed.stderr
 
 
 def test_db_check_current_and_history(cli: Cli) -> None:

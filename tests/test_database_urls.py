@@ -1,6 +1,7 @@
 """Every way of writing the database URL that the settings accept reaches the database the same
 way on every path: the SQLAlchemy engine (sessions, migrations), the hot asyncpg pool and the
-schema check all read it through `tollgate_server.db.raw.asyncpg_dsn`."""
+schema check, the LISTEN connection and the connection budget all read it through
+`tollgate_server.db.raw.asyncpg_dsn`."""
 
 from __future__ import annotations
 
@@ -10,6 +11,8 @@ import pytest
 from sqlalchemy import text
 from sqlalchemy.engine import make_url
 from tollgate_server.db.engine import make_engine
+from tollgate_server.db.listener import Listener
+from tollgate_server.db.pool_budget import read_budget
 from tollgate_server.db.raw import create_hot_pool
 from tollgate_server.db.revision import SCHEMA_HEAD, schema_state
 from tollgate_server.settings import Settings
@@ -55,5 +58,12 @@ def test_each_accepted_url_form_works_on_every_path(
         finally:
             await pool.close()
         assert (await schema_state(url)).current == SCHEMA_HEAD
+        listener = Listener(url)
+        try:
+            await listener.start()
+            assert listener.connected
+        finally:
+            await listener.stop()
+        assert (await read_budget(url)).max_connections > 0
 
     asyncio.run(check())

@@ -36,7 +36,7 @@ def _amount_error() -> AmountError:
         (ApiError(404, "not_found", "no account with email a@b.c"), "no account with email a@b.c"),
         (ConfigurationError("TOLLGATE_X: bad"), "TOLLGATE_X: bad"),
         (_amount_error(), "1.0000001 has more than 6 decimal places"),
-        (_validation_error(), "provider: Field required (and 5 more)"),
+        (_validation_error(), "provider: Field required (and 3 more)"),
         (
             OperationalError("SELECT 1", {}, ConnectionRefusedError(111, "refused")),
             "cannot reach the database",

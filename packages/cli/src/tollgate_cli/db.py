@@ -20,7 +20,8 @@ app = typer.Typer(help="The database: migrations and consistency checks.", no_ar
 
 @app.command("upgrade")
 def upgrade() -> None:
-    """Bring the schema to the newest migration.
+    """Bring the schema to the newest migration (creating the embedded database, when no
+    TOLLGATE_DATABASE_URL is set and the data directory has none).
 
     Example: TOLLGATE_DATABASE_URL=postgresql+asyncpg://u@host/db tollgate db upgrade
     """
@@ -29,7 +30,7 @@ def upgrade() -> None:
     from tollgate_cli.context import database
     from tollgate_cli.serve import migrate
 
-    with database(load_settings()) as url:
+    with database(load_settings(), create=True) as url:
         migrate(url)
     typer.echo("schema is at the newest migration")
 

@@ -13,17 +13,20 @@ T = TypeVar("T")
 def positive_amount(text: str, *, name: str = "AMOUNT") -> str:
     """A positive amount of credits, normalised (``"100.50"`` -> ``"100.5"``).
 
-    Refuses, with a message naming `name`: non-numbers, more than six decimal places (never
-    rounded: money that was mistyped stays an error), zero and negative amounts.
+    Read by the API's own rule (`tollgate_server.schemas.check_credits`), so the CLI refuses
+    what the API refuses: non-numbers, exponents (``1e3``), surrounding spaces, more than six
+    decimal places (never rounded: money that was mistyped stays an error). Zero and negative
+    amounts are refused too.
     """
-    from tollgate_core import AmountError, format_credits, parse_credits
+    from tollgate_core import format_credits, parse_credits
+    from tollgate_server.schemas import check_credits
 
     try:
-        micro = parse_credits(text.strip())
-    except AmountError as exc:
+        micro = parse_credits(check_credits(text, negative=True))
+    except ValueError as exc:
         raise CliError(f"{name}: {exc}") from None
     if micro <= 0:
-        raise CliError(f"{name} must be a positive number of credits, not {text.strip()}")
+        raise CliError(f"{name} must be a positive number of credits, not {text}")
     return format_credits(micro)
 
 

@@ -10,6 +10,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Annotated, Any
 
 import typer
+from tollgate_server.model_defaults import DEFAULT_CONTEXT_WINDOW, DEFAULT_MAX_OUTPUT_TOKENS
 
 from tollgate_cli.output import JsonFlag, echo_json, note, table
 
@@ -136,10 +137,10 @@ def add(
     output_price: OutputPrice,
     context_window: Annotated[
         int, typer.Option("--context-window", help="Tokens of prompt and output together.")
-    ] = 128_000,
+    ] = DEFAULT_CONTEXT_WINDOW,
     max_output_tokens: Annotated[
         int, typer.Option("--max-output-tokens", help="Most output tokens one request may ask.")
-    ] = 4_096,
+    ] = DEFAULT_MAX_OUTPUT_TOKENS,
     default_max_tokens: Annotated[
         int | None,
         typer.Option(

@@ -7,6 +7,7 @@ import errno
 import os
 import signal
 import socket
+import sys
 from typing import Any
 
 from tollgate_core import ConfigurationError
@@ -56,6 +57,26 @@ def migrate(url: str) -> None:
     from tollgate_server.db.migrate import upgrade
 
     upgrade(url)
+
+
+def fit_pools(url: str, settings: Settings, workers: int) -> int:
+    """The pool size every worker uses, lowered from the configured one when `workers`
+    processes would open more connections than the database allows; refused with one line when
+    even the smallest pools would not fit."""
+    from tollgate_server.db.pool_budget import fit_pool_size, read_budget, too_many_message
+
+    budget = asyncio.run(asyncio.wait_for(read_budget(url), timeout=10))
+    size = fit_pool_size(settings.db_pool_size, workers, budget)
+    if size is None:
+        raise ConfigurationError(too_many_message(workers, budget))
+    if size < settings.db_pool_size:
+        print(
+            f"TOLLGATE_DB_POOL_SIZE: {settings.db_pool_size} lowered to {size} so that "
+            f"{workers} worker(s) fit the database's max_connections ({budget.max_connections})",
+            file=sys.stderr,
+            flush=True,
+        )
+    return size
 
 
 def check_port(host: str, port: int) -> None:
@@ -118,8 +139,10 @@ def run_server(*, settings: Settings, host: str, port: int, workers: int, log_le
         ).start()
     try:
         migrate(url)
+        pool_size = fit_pools(url, settings, workers)
         # Workers are separate processes: they read the settings from the environment.
         os.environ["TOLLGATE_DATABASE_URL"] = url
+        os.environ["TOLLGATE_DB_POOL_SIZE"] = str(pool_size)
         print(
             f"Tollgate on http://{host}:{port}  (Swagger UI: http://{host}:{port}/docs)", flush=True
         )

@@ -20,6 +20,7 @@ from tollgate_server.api.routes import ROUTERS
 from tollgate_server.console import install_console
 from tollgate_server.db.engine import make_engine, make_sessionmaker
 from tollgate_server.db.listener import Listener
+from tollgate_server.db.pool_budget import engine_pool_size
 from tollgate_server.db.raw import create_hot_pool
 from tollgate_server.logs import install_redaction
 from tollgate_server.middleware import RequestContextMiddleware
@@ -102,7 +103,7 @@ async def _start_runtime(
 ) -> Runtime:
     if not settings.database_url:
         raise RuntimeError("create_app needs TOLLGATE_DATABASE_URL; `tollgate serve` sets it")
-    engine = make_engine(settings.database_url, pool_size=max(2, settings.db_pool_size // 4))
+    engine = make_engine(settings.database_url, pool_size=engine_pool_size(settings.db_pool_size))
     try:
         hot_pool = await create_hot_pool(settings.database_url, size=settings.db_pool_size)
     except BaseException:
@@ -125,7 +126,7 @@ async def _start_runtime(
             *(provider.config.api_key for provider in providers.values()),
         ]
     )
-    listener = Listener(engine)
+    listener = Listener(settings.database_url)
     runtime = Runtime(
         settings=settings,
         engine=engine,

@@ -28,6 +28,8 @@ from pydantic import (
 )
 from tollgate_core import AmountError, parse_credits
 
+from tollgate_server.model_defaults import DEFAULT_CONTEXT_WINDOW, DEFAULT_MAX_OUTPUT_TOKENS
+
 T = TypeVar("T")
 
 # Shared by the examples of the OpenAPI document.
@@ -77,8 +79,12 @@ _DECIMAL = rf"[0-9]{{1,{AMOUNT_DIGITS}}}(\.[0-9]{{1,6}})?"
 _ZERO = r"^-?0+(\.0+)?$"
 
 
-def _credits(value: object, *, negative: bool) -> str:
-    """Check an amount of credits: a plain decimal string (a Python int or Decimal also does)."""
+def check_credits(value: object, *, negative: bool) -> str:
+    """Check an amount of credits: a plain decimal string (a Python int or Decimal also does).
+
+    The one reading of an amount a person typed, for the API's schemas and the CLI alike, so
+    what one refuses (``"1e3"``, ``" 5"``) the other refuses too. Raises ValueError.
+    """
     if isinstance(value, bool) or not isinstance(value, str | int | Decimal):
         raise ValueError('must be a decimal string such as "12.5"')
     try:
@@ -110,7 +116,7 @@ def _credits_schema(*, negative: bool, zero: bool) -> dict[str, Any]:
 
 Amount = Annotated[
     str,
-    BeforeValidator(partial(_credits, negative=True)),
+    BeforeValidator(partial(check_credits, negative=True)),
     WithJsonSchema(_credits_schema(negative=True, zero=False)),
     Field(
         description="Credits as a decimal string (or an integer): at most 6 decimal places, "
@@ -120,7 +126,7 @@ Amount = Annotated[
 ]
 Price = Annotated[
     str,
-    BeforeValidator(partial(_credits, negative=False)),
+    BeforeValidator(partial(check_credits, negative=False)),
     WithJsonSchema(_credits_schema(negative=False, zero=True)),
     Field(
         description="Credits per million tokens as a decimal string (or an integer): at most 6 "
@@ -371,8 +377,10 @@ class ModelCreate(Input):
     upstream_model: Text = Field(min_length=1, max_length=200, examples=["gpt-4o-mini"])
     enabled: Flag = True
     free: Flag = Field(False, description="Only a free model may have a zero price")
-    context_window: Count = Field(gt=0, le=100_000_000, examples=[128000])
-    max_output_tokens: Count = Field(gt=0, le=10_000_000, examples=[16384])
+    context_window: Count = Field(DEFAULT_CONTEXT_WINDOW, gt=0, le=100_000_000, examples=[128000])
+    max_output_tokens: Count = Field(
+        DEFAULT_MAX_OUTPUT_TOKENS, gt=0, le=10_000_000, examples=[16384]
+    )
     default_max_tokens: Count | None = Field(
         None, gt=0, le=10_000_000, description="max_tokens when a request names none"
     )

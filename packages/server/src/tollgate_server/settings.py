@@ -35,6 +35,9 @@ class Settings(BaseSettings):
     data_dir: Path = Field(default_factory=default_data_dir)
     """Where the embedded database, the generated JWT secret and the settlement spool live."""
     db_pool_size: int = 20
+    """The hot pool of each serving process; the SQLAlchemy engine gets a quarter of it (and as
+    much overflow). `tollgate serve` lowers it when its workers would exceed the database's
+    ``max_connections`` (see `tollgate_server.db.pool_budget`)."""
 
     jwt_secret: SecretStr | None = None
     """HMAC key for tokens; at least 32 bytes. Unset: generated once and kept in `data_dir`."""

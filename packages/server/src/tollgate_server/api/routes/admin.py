@@ -18,6 +18,7 @@ from tollgate_server.schemas import (
     AccountPublic,
     AccountUpdate,
     AdminUsagePublic,
+    ApiKeyPublic,
     CreditsCreate,
     CreditsResult,
     LedgerEntryPage,
@@ -27,7 +28,7 @@ from tollgate_server.schemas import (
     Text,
     Timestamp,
 )
-from tollgate_server.services import accounts, generations, ledger, models
+from tollgate_server.services import accounts, generations, keys, ledger, models
 
 router = APIRouter(prefix="/v1/admin", tags=["admin"], route_class=StrictJsonRoute)
 
@@ -197,6 +198,52 @@ async def user_usage(
         session=session, account_id=user_id, since=since, unbilled=True
     )
     return {"data": rows}
+
+
+@router.get(
+    "/users/{user_id}/keys",
+    response_model=list[ApiKeyPublic],
+    summary="An account's API keys",
+    responses=errors(401, 403, 404, notes={**NOT_ADMIN, **NO_ACCOUNT}),
+)
+async def user_keys(user_id: UserId, admin: AdminDep, session: SessionDep) -> Any:
+    """The account's keys, newest first, without their secrets (as `GET /v1/keys` shows its
+    owner)."""
+    await accounts.get_account(session=session, account_id=user_id)
+    return await keys.list_keys(session=session, account_id=user_id)
+
+
+@router.delete(
+    "/users/{user_id}/keys/{key_id}",
+    response_model=ApiKeyPublic,
+    summary="Revoke an account's API key",
+    responses=errors(
+        401,
+        403,
+        404,
+        notes={
+            **NOT_ADMIN,
+            404: Failure(
+                "No such account, or no such key of that account (`not_found`)",
+                "not_found",
+                "no such key",
+            ),
+        },
+    ),
+)
+async def revoke_user_key(
+    user_id: UserId,
+    key_id: Annotated[uuid.UUID, Path(description="The key's id")],
+    admin: AdminDep,
+    session: SessionDep,
+    runtime: RuntimeDep,
+) -> Any:
+    """Revoke a key of any account (a leaked key, a departed user); it stops working at once.
+    Revoking twice is harmless."""
+    revoked = await keys.revoke_key(session=session, key_id=key_id, account_id=user_id)
+    # Other processes empty their caches on the NOTIFY; this one must not wait for it.
+    runtime.keys.clear()
+    return revoked
 
 
 @router.get(
