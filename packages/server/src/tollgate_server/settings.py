@@ -80,6 +80,16 @@ class Settings(BaseSettings):
     its generations are released."""
     shutdown_grace_seconds: float = 20.0
 
+    # Observability (issue 19): see tollgate_server.observability.
+    metrics: str = "token"
+    """Who may read GET /metrics: ``off`` (nothing recorded), ``open``, ``token`` (the metrics
+    token, or an admin's access token or API key) or ``listen:HOST:PORT`` (a listener of its
+    own)."""
+    metrics_token: SecretStr | None = None
+    """A bearer token for Prometheus when ``metrics=token``, so no admin credential is needed."""
+    log_format: Literal["text", "json"] = "text"
+    """``json``: one JSON object a line (applied by `tollgate serve`)."""
+
     @field_validator("database_url")
     @classmethod
     def _asyncpg_url(cls, value: str | None) -> str | None:
@@ -96,6 +106,14 @@ class Settings(BaseSettings):
         if scheme != "postgresql+asyncpg":
             raise ValueError(f"the driver must be asyncpg (postgresql+asyncpg://), not {scheme}")
         return f"{scheme}://{rest}"
+
+    @field_validator("metrics")
+    @classmethod
+    def _metrics_access(cls, value: str) -> str:
+        from tollgate_server.observability.access import parse_metrics_access
+
+        parse_metrics_access(value)  # raises with what is expected
+        return value.strip()
 
     @field_validator("jwt_secret")
     @classmethod

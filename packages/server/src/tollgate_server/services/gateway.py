@@ -49,6 +49,7 @@ from tollgate_core import (
 
 from tollgate_server.db.raw import raw_connection, run_with_retry
 from tollgate_server.errors import ApiError, database_unavailable, upstream_api_error
+from tollgate_server.observability import tracing
 from tollgate_server.openai_format import ChatCompletionCreate, ChunkWriter, completion_body
 from tollgate_server.runtime import Runtime
 from tollgate_server.services import ledger
@@ -180,6 +181,8 @@ class GenerationResponse(Response):
         """Deltas and keep-alive comments come from two tasks; messages must not interleave."""
         self.last_write = 0.0
         self.stop_reason: str | None = None
+        self.trace_parent: Any = None
+        """The request span's context (None while tracing is off), for the settlement's span."""
         """Set when the server ends this generation itself (``"shutdown"``)."""
 
     def stop(self, reason: str) -> None:
@@ -198,7 +201,9 @@ class GenerationResponse(Response):
             account=str(self.plan.account_id),
             model=self.plan.model.name,
             generation_id=str(self.plan.generation_id),
+            provider=self.plan.model.provider,  # observability: a metrics label
         )
+        self.trace_parent = tracing.current()  # observability: parents the settlement's span
         self._send = send
         if self.runtime.draining:
             await self._send_error(
@@ -206,9 +211,10 @@ class GenerationResponse(Response):
             )
             return
         try:
-            await self._admit()
+            with tracing.span("admission"):
+                await self._admit()
         except ApiError as exc:
-            self.log["status"] = exc.code
+            self.log.update(status=exc.code, refused=exc.code)
             await self._send_error(exc)
             return
         except Exception as exc:
@@ -350,6 +356,7 @@ class GenerationResponse(Response):
         first_deadline = min(loop.time() + settings.upstream_first_token_timeout, give_up_at)
         events = self.plan.provider.stream(self.plan.request)
         self.upstream_called = True
+        upstream_span = tracing.start("upstream")  # observability
         limit: asyncio.Timeout | None = None
         try:
             async with asyncio.timeout_at(first_deadline) as limit:
@@ -357,6 +364,7 @@ class GenerationResponse(Response):
                     if isinstance(event, TextDelta):
                         if self.first_token_at is None:
                             self.first_token_at = time.perf_counter()
+                            tracing.event(upstream_span, "first_token")  # observability
                         self.text_parts.append(event.text)
                         self.chunks += 1
                         if self.plan.stream:
@@ -380,6 +388,7 @@ class GenerationResponse(Response):
         finally:
             # Closing the generator closes the upstream connection if it had not finished.
             await events.aclose()  # type: ignore[attr-defined]
+            tracing.end(upstream_span, chunks=self.chunks)  # observability
         if self.end is None:
             raise UpstreamError("the upstream ended the stream without finishing it")
         await self._finish(writer)
@@ -477,11 +486,18 @@ class GenerationResponse(Response):
             output_tokens=usage.output_tokens if usage else 0,
             estimated=bool(usage and usage.estimated),
             ttft_ms=outcome.first_token_ms,
+            # observability: metrics labels and values
+            cached_input_tokens=usage.cached_input_tokens if usage else 0,
+            reasoning_tokens=usage.reasoning_tokens if usage else 0,
+            error_code=error_code,
+            duration_ms=outcome.duration_ms,
         )
+        settlement_span = tracing.start("settlement", self.trace_parent)  # observability
         task = asyncio.ensure_future(self._settle(outcome))
         # Even if this request is cancelled again, the settlement runs to its end.
         with contextlib.suppress(asyncio.CancelledError):
             await asyncio.shield(task)
+        tracing.end(settlement_span, status=status)  # observability
 
     async def _settle(self, outcome: ledger.Outcome) -> None:
         generation_id = self.plan.generation_id

@@ -16,6 +16,7 @@ import asyncio
 import logging
 
 from tollgate_server.db.raw import raw_connection
+from tollgate_server.observability.metrics import get_metrics
 from tollgate_server.runtime import Runtime
 from tollgate_server.services.ledger import Outcome, settle
 
@@ -56,6 +57,7 @@ async def sweep_once(runtime: Runtime) -> int:
             stale,
         )
     if swept:
+        get_metrics().sweeper_released.inc(swept)  # observability
         logger.warning("released %d holds left by generations that never ended", swept)
     return swept
 

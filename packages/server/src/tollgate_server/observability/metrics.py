@@ -1,0 +1,291 @@
+"""Prometheus metrics: defined once per process, recorded from the request-context
+middleware's per-request log dict, rendered for `GET /metrics`.
+
+Labels are of bounded cardinality: route templates (never paths), model names from the
+catalogue, providers, statuses and error codes; never an account, a key or a generation.
+
+With ``PROMETHEUS_MULTIPROC_DIR`` set (`tollgate serve --workers N` sets it), prometheus-client
+keeps each worker's values in memory-mapped files in that folder and a scrape of any worker adds
+them up. What the database knows for every worker at once (credits held, generations in flight)
+is read at scrape time by one statement, never kept per process.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import os
+from collections.abc import Iterator
+from typing import Any
+
+from prometheus_client import (
+    CollectorRegistry,
+    Counter,
+    Gauge,
+    Histogram,
+    generate_latest,
+)
+from prometheus_client.core import GaugeMetricFamily, Metric
+from prometheus_client.multiprocess import MultiProcessCollector
+from prometheus_client.registry import Collector
+from starlette.types import Scope
+
+from tollgate_server.db.raw import raw_connection
+from tollgate_server.runtime import Runtime
+
+logger = logging.getLogger("tollgate.metrics")
+
+MULTIPROC_ENV = "PROMETHEUS_MULTIPROC_DIR"
+CONTENT_TYPE = "text/plain; version=0.0.4; charset=utf-8"
+"""The classic text format, which `generate_latest` writes and every Prometheus reads."""
+CHAT_ROUTE = "/v1/chat/completions"
+"""Served by the fast path, which never passes through the router that names routes."""
+
+_LATENCY_BUCKETS = (0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60, 120, 300)
+_GENERATION_STATUSES = frozenset(
+    {
+        "completed",
+        "client_disconnected",
+        "upstream_error",
+        "upstream_timeout",
+        "generation_timeout",
+        "error",
+        "shutdown",
+    }
+)
+HELD_SQL = "SELECT coalesce(sum(held), 0)::bigint, coalesce(sum(running), 0)::bigint FROM accounts"
+SAMPLE_SECONDS = 5.0
+
+
+class Metrics:
+    """Every metric family of the process. Built once (`get_metrics`): prometheus-client keeps
+    one value per family and label set, and in multiprocess mode one file per process."""
+
+    def __init__(self) -> None:
+        r = self.registry = CollectorRegistry(auto_describe=True)
+        self.http_requests = Counter(
+            "tollgate_http_requests",
+            "HTTP requests answered, by route template, method and status",
+            ["route", "method", "status"],
+            registry=r,
+        )
+        self.http_duration = Histogram(
+            "tollgate_http_request_duration_seconds",
+            "Time from the request's arrival to its last byte, by route, method and status",
+            ["route", "method", "status"],
+            buckets=_LATENCY_BUCKETS,
+            registry=r,
+        )
+        self.generations = Counter(
+            "tollgate_generations",
+            "Generations settled, by model, provider, endpoint and final status",
+            ["model", "provider", "endpoint", "status"],
+            registry=r,
+        )
+        self.refusals = Counter(
+            "tollgate_admission_refusals",
+            "Generations refused at admission (balance, concurrency, rate), by reason",
+            ["reason"],
+            registry=r,
+        )
+        self.input_tokens = Counter(
+            "tollgate_input_tokens", "Input tokens charged (cached included)", ["model"], registry=r
+        )
+        self.cached_input_tokens = Counter(
+            "tollgate_cached_input_tokens", "Input tokens read from a cache", ["model"], registry=r
+        )
+        self.output_tokens = Counter(
+            "tollgate_output_tokens",
+            "Output tokens charged (reasoning included)",
+            ["model"],
+            registry=r,
+        )
+        self.reasoning_tokens = Counter(
+            "tollgate_reasoning_tokens", "Output tokens spent reasoning", ["model"], registry=r
+        )
+        self.credits_charged = Counter(
+            "tollgate_credits_charged_microcredits",
+            "Credits charged at settlement, in micro-credits (an integer count: exact up to 2^53)",
+            ["model"],
+            registry=r,
+        )
+        self.first_token = Histogram(
+            "tollgate_upstream_first_token_seconds",
+            "Time from admission to the upstream's first token",
+            ["provider", "model"],
+            buckets=_LATENCY_BUCKETS,
+            registry=r,
+        )
+        self.upstream_duration = Histogram(
+            "tollgate_upstream_duration_seconds",
+            "Time from admission to the end of the upstream's answer (or its failure)",
+            ["provider", "model"],
+            buckets=_LATENCY_BUCKETS,
+            registry=r,
+        )
+        self.upstream_errors = Counter(
+            "tollgate_upstream_errors",
+            "Generations ended by the upstream, by provider and kind (an error code)",
+            ["provider", "kind"],
+            registry=r,
+        )
+        self.pool_in_use = Gauge(
+            "tollgate_db_pool_connections_in_use",
+            "Database connections checked out, by pool (hot: the generation path)",
+            ["pool"],
+            multiprocess_mode="livesum",
+            registry=r,
+        )
+        self.pool_waiting = Gauge(
+            "tollgate_db_pool_waiting",
+            "Tasks waiting for a connection of the pool",
+            ["pool"],
+            multiprocess_mode="livesum",
+            registry=r,
+        )
+        self.settlements_waiting = Gauge(
+            "tollgate_settlements_waiting",
+            "Settlements waiting for the database to come back",
+            multiprocess_mode="livesum",
+            registry=r,
+        )
+        self.sweeper_released = Counter(
+            "tollgate_sweeper_released_holds",
+            "Holds of generations that never ended, released by the sweeper",
+            registry=r,
+        )
+
+    # --- recording ------------------------------------------------------------------------
+
+    def record_request(
+        self, scope: Scope, state: dict[str, Any], status: int, seconds: float
+    ) -> None:
+        """Count one answered request and, from the gateway's log dict, its generation."""
+        route = route_template(scope)
+        method = str(scope.get("method", ""))
+        code = str(status)
+        self.http_requests.labels(route, method, code).inc()
+        self.http_duration.labels(route, method, code).observe(seconds)
+        log = state.get("log")
+        if log:
+            self.record_generation(log, endpoint=route)
+
+    def record_generation(self, log: dict[str, Any], *, endpoint: str) -> None:
+        refused = log.get("refused")
+        if refused is not None:
+            self.refusals.labels(str(refused)).inc()
+            return
+        status = log.get("status")
+        if status not in _GENERATION_STATUSES:
+            return  # refused before admission (or never started): the HTTP counters tell
+        model = str(log.get("model", ""))
+        provider = str(log.get("provider", ""))
+        self.generations.labels(model, provider, endpoint, status).inc()
+        self.input_tokens.labels(model).inc(log.get("input_tokens") or 0)
+        self.cached_input_tokens.labels(model).inc(log.get("cached_input_tokens") or 0)
+        self.output_tokens.labels(model).inc(log.get("output_tokens") or 0)
+        self.reasoning_tokens.labels(model).inc(log.get("reasoning_tokens") or 0)
+        self.credits_charged.labels(model).inc(log.get("cost") or 0)
+        ttft_ms = log.get("ttft_ms")
+        if ttft_ms is not None:
+            self.first_token.labels(provider, model).observe(ttft_ms / 1000)
+        duration_ms = log.get("duration_ms")
+        if duration_ms is not None:
+            self.upstream_duration.labels(provider, model).observe(duration_ms / 1000)
+        if status in ("upstream_error", "upstream_timeout"):
+            self.upstream_errors.labels(provider, str(log.get("error_code") or status)).inc()
+
+    def sample(self, runtime: Runtime) -> None:
+        """This process's pools and waiting settlements (added up over workers on a scrape)."""
+        pool = runtime.hot_pool
+        self.pool_in_use.labels("hot").set(pool.get_size() - pool.get_idle_size())
+        self.pool_waiting.labels("hot").set(_waiters(pool))
+        engine_pool: Any = runtime.engine.pool
+        with contextlib.suppress(AttributeError):
+            self.pool_in_use.labels("sessions").set(engine_pool.checkedout())
+        self.settlements_waiting.set(len(runtime.pending_settlements))
+
+    # --- rendering ------------------------------------------------------------------------
+
+    async def render(self, runtime: Runtime) -> bytes:
+        """The text exposition: every worker's counts, and the database's gauges of now."""
+        self.sample(runtime)
+        held, running = await _held_and_running(runtime)
+        scrape = CollectorRegistry(auto_describe=False)
+        scrape.register(_DatabaseGauges(held, running))
+        if os.environ.get(MULTIPROC_ENV):
+            MultiProcessCollector(scrape)  # type: ignore[no-untyped-call]
+            return generate_latest(scrape)
+        return generate_latest(self.registry) + generate_latest(scrape)
+
+
+def route_template(scope: Scope) -> str:
+    """The matched route's template (``/v1/keys/{key_id}``), never the path itself."""
+    route = scope.get("route")
+    path = getattr(route, "path", None)
+    if isinstance(path, str):
+        return path
+    root = scope.get("root_path", "")
+    raw = str(scope.get("path", ""))
+    if (raw[len(root) :] if root and raw.startswith(root) else raw) == CHAT_ROUTE:
+        return CHAT_ROUTE
+    return "unmatched"
+
+
+def _waiters(pool: Any) -> int:
+    # asyncpg exposes no count of waiters; its queue's getters are them. Zero when that changes.
+    queue = getattr(pool, "_queue", None)
+    getters = getattr(queue, "_getters", None)
+    return len(getters) if getters is not None else 0
+
+
+async def _held_and_running(runtime: Runtime) -> tuple[int | None, int | None]:
+    try:
+        async with raw_connection(runtime.hot_pool) as conn:
+            row = await conn.fetchrow(HELD_SQL)
+    except Exception as exc:  # a scrape during an outage still shows the process's counts
+        logger.warning("metrics: the database gauges are unavailable (%s)", type(exc).__name__)
+        return None, None
+    assert row is not None
+    return int(row[0]), int(row[1])
+
+
+class _DatabaseGauges(Collector):
+    def __init__(self, held: int | None, running: int | None) -> None:
+        self.held, self.running = held, running
+
+    def collect(self) -> Iterator[Metric]:
+        if self.held is not None:
+            yield GaugeMetricFamily(
+                "tollgate_credits_held_microcredits",
+                "Credits held by generations still running, in micro-credits (all workers)",
+                value=self.held,
+            )
+        if self.running is not None:
+            yield GaugeMetricFamily(
+                "tollgate_generations_in_flight",
+                "Generations admitted and not yet settled (all workers)",
+                value=self.running,
+            )
+
+
+_metrics: Metrics | None = None
+
+
+def get_metrics() -> Metrics:
+    """The process's metric families, built on first use (nothing at import time)."""
+    global _metrics
+    if _metrics is None:
+        _metrics = Metrics()
+    return _metrics
+
+
+async def run_sampler(runtime: Runtime) -> None:
+    """Keep this process's pool and settlement gauges fresh between scrapes, so that a scrape
+    answered by another worker sees them too."""
+    metrics = get_metrics()
+    while True:
+        with contextlib.suppress(Exception):
+            metrics.sample(runtime)
+        await asyncio.sleep(SAMPLE_SECONDS)
