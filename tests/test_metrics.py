@@ -347,3 +347,27 @@ def test_a_bad_metrics_setting_is_refused_in_one_line() -> None:
             load_settings()
     finally:
         del os.environ["TOLLGATE_METRICS"]
+
+
+def test_every_workers_counts_add_up(database_url: str, tmp_path: Path) -> None:
+    """`tollgate serve --workers 2` gives the workers one fresh multiprocess folder: whichever
+    worker answers a scrape, it counts every worker's requests."""
+    from conftest import JWT_SECRET
+    from support import ServeProcess, serve_env
+
+    env = serve_env(
+        TOLLGATE_DATABASE_URL=database_url,
+        TOLLGATE_DATA_DIR=str(tmp_path / "data"),
+        TOLLGATE_JWT_SECRET=JWT_SECRET,
+        TOLLGATE_METRICS="open",
+    )
+    env.pop("PROMETHEUS_MULTIPROC_DIR", None)
+    with ServeProcess(env, "--workers", "2") as running:
+        # A new connection each: the kernel spreads them over both workers.
+        for _ in range(40):
+            assert httpx.get(f"{running.url}/healthz").status_code == 200
+        for _ in range(6):
+            samples = parse(httpx.get(f"{running.url}/metrics").text)
+            counted = value(samples, "tollgate_http_requests_total", route="/healthz")
+            assert counted == 40
+        assert running.stop() == 0
