@@ -265,6 +265,25 @@ def test_credits_held_and_generations_in_flight_are_read_from_the_database(
     _wait_for(lambda: value(scrape(api, admin_headers), "tollgate_generations_in_flight") == 0)
 
 
+def test_labels_stay_bounded_whatever_a_client_sends(
+    api: httpx.Client, admin_headers: dict[str, str]
+) -> None:
+    junk = uuid.uuid4().hex
+    before = scrape(api, admin_headers)
+    assert api.request("PROPFIND", f"/coffee/{junk}").status_code == 404
+    assert api.delete(f"/v1/keys/{junk}", headers=admin_headers).status_code == 404
+    after = scrape(api, admin_headers)
+    requests = "tollgate_http_requests_total"
+    moved = value(after, requests, route="unmatched", method="other", status="404") - value(
+        before, requests, route="unmatched", method="other", status="404"
+    )
+    assert moved == 1
+    assert value(after, requests, route="/v1/keys/{key_id}", method="DELETE", status="404") >= 1
+    assert not any(
+        junk in label or "PROPFIND" in label for (_, ls), _ in after.items() for _, label in ls
+    )
+
+
 # --- who may read ------------------------------------------------------------------------------
 
 

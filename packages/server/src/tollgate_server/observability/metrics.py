@@ -54,6 +54,8 @@ _GENERATION_STATUSES = frozenset(
         "shutdown",
     }
 )
+_METHODS = frozenset({"GET", "HEAD", "POST", "PUT", "PATCH", "DELETE", "OPTIONS"})
+"""Any other method (a client may send anything) is counted as ``other``: bounded labels."""
 HELD_SQL = "SELECT coalesce(sum(held), 0)::bigint, coalesce(sum(running), 0)::bigint FROM accounts"
 SAMPLE_SECONDS = 5.0
 
@@ -155,6 +157,10 @@ class Metrics:
             "Holds of generations that never ended, released by the sweeper",
             registry=r,
         )
+        # The labelled children of each label set, looked up once: `labels()` validates and
+        # locks on every call, several times the cost of the increment itself.
+        self._http: dict[tuple[str, str, int], tuple[Any, Any]] = {}
+        self._generation: dict[tuple[str, str, str, str], _GenerationChildren] = {}
 
     # --- recording ------------------------------------------------------------------------
 
@@ -163,10 +169,17 @@ class Metrics:
     ) -> None:
         """Count one answered request and, from the gateway's log dict, its generation."""
         route = route_template(scope)
-        method = str(scope.get("method", ""))
-        code = str(status)
-        self.http_requests.labels(route, method, code).inc()
-        self.http_duration.labels(route, method, code).observe(seconds)
+        method = scope.get("method", "")
+        key = (route, method if method in _METHODS else "other", status)
+        children = self._http.get(key)
+        if children is None:
+            labels = (key[0], key[1], str(status))
+            children = self._http[key] = (
+                self.http_requests.labels(*labels),
+                self.http_duration.labels(*labels),
+            )
+        children[0].inc()
+        children[1].observe(seconds)
         log = state.get("log")
         if log:
             self.record_generation(log, endpoint=route)
@@ -181,18 +194,24 @@ class Metrics:
             return  # refused before admission (or never started): the HTTP counters tell
         model = str(log.get("model", ""))
         provider = str(log.get("provider", ""))
-        self.generations.labels(model, provider, endpoint, status).inc()
-        self.input_tokens.labels(model).inc(log.get("input_tokens") or 0)
-        self.cached_input_tokens.labels(model).inc(log.get("cached_input_tokens") or 0)
-        self.output_tokens.labels(model).inc(log.get("output_tokens") or 0)
-        self.reasoning_tokens.labels(model).inc(log.get("reasoning_tokens") or 0)
-        self.credits_charged.labels(model).inc(log.get("cost") or 0)
+        key = (model, provider, endpoint, status)
+        c = self._generation.get(key)
+        if c is None:
+            c = self._generation[key] = _GenerationChildren(self, key)
+        c.generations.inc()
+        c.input_tokens.inc(log.get("input_tokens") or 0)
+        if cached := log.get("cached_input_tokens"):
+            c.cached_input_tokens.inc(cached)
+        c.output_tokens.inc(log.get("output_tokens") or 0)
+        if reasoning := log.get("reasoning_tokens"):
+            c.reasoning_tokens.inc(reasoning)
+        c.credits_charged.inc(log.get("cost") or 0)
         ttft_ms = log.get("ttft_ms")
         if ttft_ms is not None:
-            self.first_token.labels(provider, model).observe(ttft_ms / 1000)
+            c.first_token.observe(ttft_ms / 1000)
         duration_ms = log.get("duration_ms")
         if duration_ms is not None:
-            self.upstream_duration.labels(provider, model).observe(duration_ms / 1000)
+            c.upstream_duration.observe(duration_ms / 1000)
         if status in ("upstream_error", "upstream_timeout"):
             self.upstream_errors.labels(provider, str(log.get("error_code") or status)).inc()
 
@@ -218,6 +237,32 @@ class Metrics:
             MultiProcessCollector(scrape)  # type: ignore[no-untyped-call]
             return generate_latest(scrape)
         return generate_latest(self.registry) + generate_latest(scrape)
+
+
+class _GenerationChildren:
+    """Every child a settled generation of one (model, provider, endpoint, status) moves."""
+
+    __slots__ = (
+        "cached_input_tokens",
+        "credits_charged",
+        "first_token",
+        "generations",
+        "input_tokens",
+        "output_tokens",
+        "reasoning_tokens",
+        "upstream_duration",
+    )
+
+    def __init__(self, metrics: Metrics, key: tuple[str, str, str, str]) -> None:
+        model, provider, _, _ = key
+        self.generations = metrics.generations.labels(*key)
+        self.input_tokens = metrics.input_tokens.labels(model)
+        self.cached_input_tokens = metrics.cached_input_tokens.labels(model)
+        self.output_tokens = metrics.output_tokens.labels(model)
+        self.reasoning_tokens = metrics.reasoning_tokens.labels(model)
+        self.credits_charged = metrics.credits_charged.labels(model)
+        self.first_token = metrics.first_token.labels(provider, model)
+        self.upstream_duration = metrics.upstream_duration.labels(provider, model)
 
 
 def route_template(scope: Scope) -> str:
