@@ -16,7 +16,7 @@ import asyncio
 import contextlib
 import logging
 import os
-from collections.abc import Iterator
+from collections.abc import Iterator, MutableMapping
 from typing import Any
 
 from prometheus_client import (
@@ -29,12 +29,14 @@ from prometheus_client import (
 from prometheus_client.core import GaugeMetricFamily, Metric
 from prometheus_client.multiprocess import MultiProcessCollector
 from prometheus_client.registry import Collector
-from starlette.types import Scope
 
 from tollgate_server.db.raw import raw_connection
 from tollgate_server.runtime import Runtime
 
 logger = logging.getLogger("tollgate.metrics")
+
+Scope = MutableMapping[str, Any]
+"""An ASGI scope, without importing a framework: the sweeper (a service) imports this module."""
 
 MULTIPROC_ENV = "PROMETHEUS_MULTIPROC_DIR"
 CONTENT_TYPE = "text/plain; version=0.0.4; charset=utf-8"
