@@ -30,13 +30,22 @@ needs_promtool = pytest.mark.skipif(
 
 
 @needs_promtool
-def test_promtool_accepts_the_alert_rules() -> None:
+def test_promtool_checks_and_tests_the_alert_rules() -> None:
     assert PROMTOOL is not None
     checked = subprocess.run(
         [PROMTOOL, "check", "rules", str(RULES)], capture_output=True, text=True, timeout=60
     )
     assert checked.returncode == 0, checked.stdout + checked.stderr
     assert "SUCCESS: 6 rules found" in checked.stdout
+    # Each alert fires on the situation it names (deploy/prometheus/alerts.test.yml).
+    tested = subprocess.run(
+        [PROMTOOL, "test", "rules", "alerts.test.yml"],
+        cwd=RULES.parent,
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+    assert tested.returncode == 0, tested.stdout + tested.stderr
 
 
 @pytest.fixture
