@@ -5,6 +5,7 @@ from __future__ import annotations
 
 from collections.abc import Callable, Iterator
 
+import httpx
 import openai
 import pytest
 from conftest import User
@@ -90,6 +91,20 @@ def test_a_streamed_generation_is_one_trace_of_four_spans(
     assert upstream.end_time <= settlement.start_time
     assert settlement.end_time <= request.end_time  # type: ignore[operator]
     assert (settlement.attributes or {})["status"] == "completed"
+
+
+def test_a_callers_traceparent_makes_the_request_part_of_its_trace(
+    exporter: InMemorySpanExporter, server: ServerThread
+) -> None:
+    trace_id, parent_id = "4bf92f3577b34da6a3ce929d0e0e4736", "00f067aa0ba902b7"
+    answer = httpx.get(
+        f"{server.url}/healthz", headers={"traceparent": f"00-{trace_id}-{parent_id}-01"}
+    )
+    assert answer.status_code == 200
+    assert answer.headers["x-request-id"] == trace_id
+    (span,) = [s for s in exporter.get_finished_spans() if s.name == "GET /healthz"]
+    assert span.parent is not None and format(span.parent.span_id, "016x") == parent_id
+    assert format(span.get_span_context().trace_id, "032x") == trace_id
 
 
 def test_traces_are_off_unless_the_otel_variables_ask(monkeypatch: pytest.MonkeyPatch) -> None:

@@ -63,7 +63,7 @@ class RequestContextMiddleware:
         if scope["type"] != "http":
             await self.app(scope, receive, send)
             return
-        traced = tracing.start_request(scope["method"])
+        traced = tracing.start_request(scope["method"], scope.get("headers", ()))
         trace_id = tracing.trace_id(traced)
         # While tracing, an id of our own is the trace id: one id finds the logs and the trace.
         request_id = _incoming_request_id(scope) or trace_id or uuid.uuid4().hex
@@ -126,10 +126,13 @@ class RequestContextMiddleware:
     def _finished(self, scope: Scope, state: dict[str, Any], status: int, started: float) -> None:
         """Everything observed of an answered request: metrics, span, access log line."""
         seconds = time.perf_counter() - started
-        if self.metrics is not None:
-            self.metrics.record_request(scope, state, status, seconds)
-        if state.get("span") is not None:
-            _end_span(scope, state, status)
+        try:
+            if self.metrics is not None:
+                self.metrics.record_request(scope, state, status, seconds)
+            if state.get("span") is not None:
+                _end_span(scope, state, status)
+        except Exception:  # observing a request must never fail it
+            logger.exception("recording request %s failed", state.get("request_id"))
         _log_request(scope, state, status, seconds)
 
 

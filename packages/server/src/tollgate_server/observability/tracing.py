@@ -11,11 +11,11 @@ from __future__ import annotations
 import contextlib
 import logging
 import os
-from collections.abc import Iterator, Mapping
+from collections.abc import Iterable, Iterator, Mapping
 from typing import Any
 
 from opentelemetry import context as otel_context
-from opentelemetry import trace
+from opentelemetry import propagate, trace
 
 logger = logging.getLogger("tollgate.tracing")
 
@@ -96,11 +96,20 @@ def shutdown() -> None:
 # --- spans -----------------------------------------------------------------------------------
 
 
-def start_request(method: str) -> Any:
-    """The request's span, made current until `end_request`; None while tracing is off."""
+def start_request(method: str, headers: Iterable[tuple[bytes, bytes]]) -> Any:
+    """The request's span, made current until `end_request`; None while tracing is off.
+
+    A caller's W3C ``traceparent`` (a proxy's, a client's) makes it a child of the caller's
+    trace."""
     if _tracer is None:
         return None
-    span = _tracer.start_span(method, kind=trace.SpanKind.SERVER)
+    carrier = {
+        name.decode("latin-1"): value.decode("latin-1")
+        for name, value in headers
+        if name in (b"traceparent", b"tracestate")
+    }
+    parent = propagate.extract(carrier) if carrier else None
+    span = _tracer.start_span(method, context=parent, kind=trace.SpanKind.SERVER)
     token = otel_context.attach(trace.set_span_in_context(span))
     return span, token
 
