@@ -294,7 +294,8 @@ def serve_with(
     started: list[ServerThread] = []
 
     def serve(**overrides: Any) -> ServerThread:
-        settings = make_settings(database_url, tmp_path, **overrides)
+        # A small pool: these servers share the test database server with everything else.
+        settings = make_settings(database_url, tmp_path, db_pool_size=2, **overrides)
         running = ServerThread(create_app(settings, provider_env=provider_env)).start()
         started.append(running)
         return running
@@ -340,10 +341,12 @@ def test_open_off_and_a_listener_of_its_own(serve_with: Callable[..., ServerThre
     assert (
         "security" not in httpx.get(f"{opened.url}/openapi.json").json()["paths"]["/metrics"]["get"]
     )
+    opened.stop()
 
     off = serve_with(metrics="off")
     assert httpx.get(f"{off.url}/metrics").status_code == 404
     assert "/metrics" not in httpx.get(f"{off.url}/openapi.json").json()["paths"]
+    off.stop()
 
     port = free_port()
     apart = serve_with(metrics=f"listen:127.0.0.1:{port}")
@@ -379,6 +382,7 @@ def test_every_workers_counts_add_up(database_url: str, tmp_path: Path) -> None:
         TOLLGATE_DATA_DIR=str(tmp_path / "data"),
         TOLLGATE_JWT_SECRET=JWT_SECRET,
         TOLLGATE_METRICS="open",
+        TOLLGATE_DB_POOL_SIZE="2",
     )
     env.pop("PROMETHEUS_MULTIPROC_DIR", None)
     with ServeProcess(env, "--workers", "2") as running:

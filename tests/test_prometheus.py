@@ -53,7 +53,11 @@ def tollgate(
     database_url: str, provider_env: dict[str, str], tmp_path: Path
 ) -> Iterator[ServerThread]:
     settings = make_settings(
-        database_url, tmp_path / "data", metrics="token", metrics_token=METRICS_TOKEN
+        database_url,
+        tmp_path / "data",
+        metrics="token",
+        metrics_token=METRICS_TOKEN,
+        db_pool_size=2,  # it shares the test database server with everything else
     )
     with ServerThread(create_app(settings, provider_env=provider_env)) as running:
         yield running
