@@ -120,3 +120,14 @@ def test_traces_are_off_unless_the_otel_variables_ask(monkeypatch: pytest.Monkey
     with tracing.span("admission") as span:
         assert span is None
     assert tracing.start("upstream") is None and tracing.current() is None
+
+
+def test_the_standard_variables_switch_traces_on_and_shutdown_off() -> None:
+    tracing.configure({"OTEL_TRACES_EXPORTER": "console", "OTEL_SERVICE_NAME": "tollgate-test"})
+    try:
+        assert tracing.enabled()
+        assert tracing._provider is not None
+        assert tracing._provider.resource.attributes["service.name"] == "tollgate-test"
+    finally:
+        tracing.shutdown()
+    assert not tracing.enabled()

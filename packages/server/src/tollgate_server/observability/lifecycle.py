@@ -6,13 +6,20 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+import os
 from collections.abc import Awaitable, Callable
 
 from aiohttp import web
+from prometheus_client.multiprocess import mark_process_dead
 
 from tollgate_server.observability import tracing
 from tollgate_server.observability.access import MetricsAccess
-from tollgate_server.observability.metrics import CONTENT_TYPE, get_metrics, run_sampler
+from tollgate_server.observability.metrics import (
+    CONTENT_TYPE,
+    MULTIPROC_ENV,
+    get_metrics,
+    run_sampler,
+)
 from tollgate_server.runtime import Runtime
 
 logger = logging.getLogger("tollgate.metrics")
@@ -34,6 +41,10 @@ async def start_observability(
             with contextlib.suppress(Exception):
                 await runner.cleanup()
         tracing.shutdown()
+        if access.recording and os.environ.get(MULTIPROC_ENV):
+            # This worker's live gauges (pools, settlements waiting) leave the sums with it.
+            with contextlib.suppress(Exception):
+                mark_process_dead(os.getpid())  # type: ignore[no-untyped-call]
 
     return stop
 
