@@ -376,15 +376,17 @@ def test_a_bad_metrics_setting_is_refused_in_one_line() -> None:
 
 def test_every_workers_counts_add_up(database_url: str, tmp_path: Path) -> None:
     """`tollgate serve --workers 2` gives the workers one fresh multiprocess folder: whichever
-    worker answers a scrape, it counts every worker's requests."""
+    worker answers a scrape (here on the metrics' own listener, which every worker binds), it
+    counts every worker's requests."""
     from conftest import JWT_SECRET
     from support import ServeProcess, serve_env
 
+    metrics_port = free_port()
     env = serve_env(
         TOLLGATE_DATABASE_URL=database_url,
         TOLLGATE_DATA_DIR=str(tmp_path / "data"),
         TOLLGATE_JWT_SECRET=JWT_SECRET,
-        TOLLGATE_METRICS="open",
+        TOLLGATE_METRICS=f"listen:127.0.0.1:{metrics_port}",
         TOLLGATE_DB_POOL_SIZE="2",
     )
     env.pop("PROMETHEUS_MULTIPROC_DIR", None)
@@ -392,8 +394,11 @@ def test_every_workers_counts_add_up(database_url: str, tmp_path: Path) -> None:
         # A new connection each: the kernel spreads them over both workers.
         for _ in range(40):
             assert httpx.get(f"{running.url}/healthz").status_code == 200
+        assert httpx.get(f"{running.url}/metrics").status_code == 404
         for _ in range(6):
-            samples = parse(httpx.get(f"{running.url}/metrics").text)
+            samples = parse(httpx.get(f"http://127.0.0.1:{metrics_port}/metrics").text)
             counted = value(samples, "tollgate_http_requests_total", route="/healthz")
             assert counted == 40
+            # Live gauges too: each worker's pool, summed.
+            assert ("tollgate_db_pool_connections_in_use", (("pool", "hot"),)) in samples
         assert running.stop() == 0
