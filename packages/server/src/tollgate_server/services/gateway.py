@@ -181,9 +181,9 @@ class GenerationResponse(Response):
         """Deltas and keep-alive comments come from two tasks; messages must not interleave."""
         self.last_write = 0.0
         self.stop_reason: str | None = None
+        """Set when the server ends this generation itself (``"shutdown"``)."""
         self.trace_parent: Any = None
         """The request span's context (None while tracing is off), for the settlement's span."""
-        """Set when the server ends this generation itself (``"shutdown"``)."""
 
     def stop(self, reason: str) -> None:
         """End the generation from outside (shutdown): it settles for what it produced."""
