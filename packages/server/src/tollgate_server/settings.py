@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import os
 import secrets
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Literal
 
@@ -22,6 +23,42 @@ MIN_JWT_SECRET_BYTES = 32
 
 def default_data_dir() -> Path:
     return Path(platformdirs.user_data_dir("tollgate", appauthor=False))
+
+
+# The TOLLGATE_METRICS setting (see tollgate_server.observability.access), parsed here so
+# that reading settings imports nothing of the server.
+Mode = Literal["off", "open", "token", "listen"]
+
+
+@dataclass(frozen=True, slots=True)
+class MetricsAccess:
+    mode: Mode
+    host: str | None = None
+    port: int | None = None
+
+    @property
+    def recording(self) -> bool:
+        return self.mode != "off"
+
+    @property
+    def on_api_port(self) -> bool:
+        return self.mode in ("open", "token")
+
+
+def parse_metrics_access(value: str) -> MetricsAccess:
+    """Read ``off``, ``open``, ``token`` or ``listen:HOST:PORT``; ValueError says what is
+    expected."""
+    text = value.strip()
+    if text in ("off", "open", "token"):
+        return MetricsAccess(mode=text)  # type: ignore[arg-type]
+    if text.startswith("listen:"):
+        host, sep, port = text.removeprefix("listen:").rpartition(":")
+        host = host.strip("[]")
+        if sep and host and port.isdigit() and 0 < int(port) < 65536:
+            return MetricsAccess(mode="listen", host=host, port=int(port))
+    raise ValueError(
+        "expected off, open, token or listen:HOST:PORT (such as listen:127.0.0.1:9464)"
+    )
 
 
 class Settings(BaseSettings):
@@ -99,6 +136,16 @@ class Settings(BaseSettings):
     """How long `tollgate serve` keeps restarting an embedded PostgreSQL that died before it
     gives up, shuts down (spooling what it could not settle) and exits with status 1."""
 
+    # Observability (issue 19): see tollgate_server.observability.
+    metrics: str = "token"
+    """Who may read GET /metrics: ``off`` (nothing recorded), ``open``, ``token`` (the metrics
+    token, or an admin's access token or API key) or ``listen:HOST:PORT`` (a listener of its
+    own)."""
+    metrics_token: SecretStr | None = None
+    """A bearer token for Prometheus when ``metrics=token``, so no admin credential is needed."""
+    log_format: Literal["text", "json"] = "text"
+    """``json``: one JSON object a line (applied by `tollgate serve`)."""
+
     @field_validator("database_url")
     @classmethod
     def _asyncpg_url(cls, value: str | None) -> str | None:
@@ -115,6 +162,12 @@ class Settings(BaseSettings):
         if scheme != "postgresql+asyncpg":
             raise ValueError(f"the driver must be asyncpg (postgresql+asyncpg://), not {scheme}")
         return f"{scheme}://{rest}"
+
+    @field_validator("metrics")
+    @classmethod
+    def _metrics_access(cls, value: str) -> str:
+        parse_metrics_access(value)  # raises with what is expected
+        return value.strip()
 
     @field_validator("jwt_secret")
     @classmethod

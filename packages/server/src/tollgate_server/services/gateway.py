@@ -74,6 +74,7 @@ from tollgate_server.errors import (
     upstream_api_error,
     upstream_detail,
 )
+from tollgate_server.observability import tracing
 from tollgate_server.openai_format import ChatCompletionCreate
 from tollgate_server.runtime import Runtime
 from tollgate_server.services import ledger
@@ -242,6 +243,8 @@ class Generation:
         """True while a delta waits to be written: a timeout then means the client stopped
         reading, not that the upstream went quiet."""
         self._checked: tuple[Usage, tuple[str, ...]] | None = None
+        self.trace_parent: Any = None
+        """The request span's context (None while tracing is off), for the settlement's span."""
 
     def stop(self, reason: str) -> None:
         """End the generation from outside (shutdown): it settles for what it produced."""
@@ -263,15 +266,18 @@ class Generation:
             account=str(self.plan.account_id),
             model=self.plan.model.name,
             generation_id=str(self.plan.generation_id),
+            provider=self.plan.model.provider,  # observability: a metrics label
         )
+        self.trace_parent = tracing.current()  # observability: parents the settlement's span
         if self.runtime.draining:
             raise ApiError(
                 503, "service_unavailable", "shutting down", headers={"Retry-After": "1"}
             )
         try:
-            await self._admit()
+            with tracing.span("admission"):
+                await self._admit()
         except ApiError as exc:
-            self.log["status"] = exc.code
+            self.log.update(status=exc.code, refused=exc.code)
             raise
         except Exception as exc:
             if not database_unavailable(exc):
@@ -393,6 +399,7 @@ class Generation:
         first_deadline = min(loop.time() + settings.upstream_first_token_timeout, give_up_at)
         events = self.plan.provider.stream(self.plan.request)
         self.upstream_called = True
+        upstream_span = tracing.start("upstream")  # observability
         limit: asyncio.Timeout | None = None
         try:
             async with asyncio.timeout_at(first_deadline) as limit:
@@ -400,6 +407,7 @@ class Generation:
                     if isinstance(event, TextDelta):
                         if self.first_token_at is None:
                             self.first_token_at = time.perf_counter()
+                            tracing.event(upstream_span, "first_token")  # observability
                         self.text_parts.append(event.text)
                         self.chunks += 1
                         if self.plan.stream:
@@ -435,6 +443,7 @@ class Generation:
         finally:
             # Closing the generator closes the upstream connection if it had not finished.
             await events.aclose()
+            tracing.end(upstream_span, chunks=self.chunks)  # observability
         if self.end is None:
             raise UpstreamError("the upstream ended the stream without finishing it")
         await self._finish(sink)
@@ -576,13 +585,21 @@ class Generation:
             output_tokens=usage.output_tokens if usage else 0,
             estimated=bool(usage and usage.estimated),
             ttft_ms=outcome.first_token_ms,
+            # observability: metrics labels and values
+            cached_input_tokens=usage.cached_input_tokens if usage else 0,
+            reasoning_tokens=usage.reasoning_tokens if usage else 0,
+            error_code=error_code,
+            duration_ms=outcome.duration_ms,
         )
+        settlement_span = tracing.start("settlement", self.trace_parent)  # observability
         task = asyncio.ensure_future(self._settle(outcome))
         # Even if this request is cancelled again, the settlement runs to its end.
         try:
             return await asyncio.shield(task)
         except asyncio.CancelledError:
             return True  # the shielded task carries on, and spools if it must
+        finally:
+            tracing.end(settlement_span, status=status)  # observability
 
     async def _settle(self, outcome: ledger.Outcome) -> bool:
         generation_id = self.plan.generation_id

@@ -22,6 +22,7 @@ import logging
 import uuid
 
 from tollgate_server.db.raw import raw_connection
+from tollgate_server.observability.metrics import get_metrics
 from tollgate_server.runtime import Runtime
 from tollgate_server.services import spool
 from tollgate_server.services.late_charges import deliver_settlement
@@ -103,6 +104,7 @@ async def sweep_once(runtime: Runtime) -> int:
             stale,
         )
     if swept:
+        get_metrics().sweeper_released.inc(swept)  # observability
         logger.warning("released %d holds left by generations that never ended", swept)
     return swept
 
