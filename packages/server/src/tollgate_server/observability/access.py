@@ -16,6 +16,7 @@ from tollgate_server.db.raw import raw_connection
 from tollgate_server.errors import forbidden, unauthenticated
 from tollgate_server.runtime import Runtime
 from tollgate_server.security.tokens import API_KEY_PREFIX, InvalidToken
+from tollgate_server.services.account_states import account_disabled
 from tollgate_server.settings import MetricsAccess, parse_metrics_access
 
 __all__ = ["MetricsAccess", "check_scraper", "parse_metrics_access"]
@@ -44,7 +45,10 @@ async def check_scraper(runtime: Runtime, token: str | None) -> None:
             raise unauthenticated("invalid or expired access token") from None
     async with raw_connection(runtime.hot_pool) as conn:
         row = await conn.fetchrow(ADMIN_SQL, account_id)
-    if row is None or row["disabled"]:
-        raise unauthenticated("this account no longer exists or is disabled")
+    # As `get_admin` answers: 401 for an account that is gone, 403 for a disabled one.
+    if row is None:
+        raise unauthenticated("this account no longer exists")
+    if row["disabled"]:
+        raise account_disabled()
     if row["role"] != "admin":
         raise forbidden("reading the metrics needs the admin role or the metrics token")
