@@ -154,6 +154,9 @@ class ServeProcess:
         self.env = env
         self.args = args
         self.process: subprocess.Popen[bytes] | None = None
+        # Output goes to a file, not a pipe: nobody reads a pipe while the server runs, and a
+        # full one (64 KiB of log) would block the server mid-test. Only the child keeps it open.
+        self._log: Path | None = None
 
     @property
     def url(self) -> str:
@@ -161,12 +164,17 @@ class ServeProcess:
 
     def start(self, ready_within: float = 60) -> float:
         """Start and wait for /readyz; returns the seconds it took."""
-        self.process = subprocess.Popen(
-            [*CLI, "serve", "--port", str(self.port), "--log-level", "warning", *self.args],
-            env=self.env,
-            stdout=subprocess.PIPE,
-            stderr=subprocess.STDOUT,
-        )
+        fd, name = tempfile.mkstemp(prefix="tollgate-serve-", suffix=".log")
+        self._log = Path(name)
+        try:
+            self.process = subprocess.Popen(
+                [*CLI, "serve", "--port", str(self.port), "--log-level", "warning", *self.args],
+                env=self.env,
+                stdout=fd,
+                stderr=subprocess.STDOUT,
+            )
+        finally:
+            os.close(fd)
         started = time.monotonic()
         while time.monotonic() - started < ready_within:
             if self.process.poll() is not None:
@@ -201,9 +209,10 @@ class ServeProcess:
         return self.process.returncode
 
     def output(self) -> str:
-        if self.process is None or self.process.stdout is None:
+        """Everything the process has printed so far."""
+        if self._log is None or not self._log.exists():
             return ""
-        return self.process.stdout.read().decode(errors="replace")
+        return self._log.read_bytes().decode(errors="replace")
 
     def __enter__(self) -> ServeProcess:
         self.start()

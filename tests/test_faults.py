@@ -547,7 +547,8 @@ def test_sigterm_lets_streams_finish_then_ends_the_rest(
                 data += chunk
             return data.decode()
 
-        short_tail, long_tail = read_all(short_sock), read_all(long_sock)
+        with short_sock, long_sock:
+            short_tail, long_tail = read_all(short_sock), read_all(long_sock)
         assert server.wait(timeout=30) == 0
     # The short stream finished within the grace period; the long one was ended and charged.
     assert "data: [DONE]" in short_tail

@@ -95,6 +95,8 @@ def test_the_readme_quickstart_runs_as_written(upstream: FakeUpstream, tmp_path:
         except subprocess.TimeoutExpired:
             os.killpg(server.pid, signal.SIGKILL)
             server.wait()
+        if server.stdout is not None:
+            server.stdout.close()
     assert run.returncode == 0, f"stdout:\n{run.stdout}\nstderr:\n{run.stderr}"
     assert "data: [DONE]" in run.stdout  # the streamed completion
     # Two completions of 3 prompt and 5 output tokens at the seeded gpt-4o-mini prices (15,000

@@ -137,6 +137,8 @@ def served(venv: Path, database_url: str, tmp_path: Path) -> Iterator[str]:
         finally:
             process.terminate()
             process.wait(timeout=30)
+            if process.stdout is not None:
+                process.stdout.close()
 
 
 def test_the_plugin_installed_from_its_wheel_is_listed_and_serves(venv: Path, served: str) -> None:
