@@ -71,7 +71,6 @@ def routed(
         route_deadline_seconds=2.0,
         route_max_attempts=3,
         route_backoff_seconds=0.01,
-        secret_key="routing-test-secret-key-" + "y" * 20,
     )
     with ServerThread(create_app(settings, provider_env=upstream_env(upstream))) as running:
         yield running

@@ -3,14 +3,27 @@
 from __future__ import annotations
 
 from datetime import datetime
-from typing import Any
+from typing import Annotated, Any
+from urllib.parse import urlsplit
 
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import AfterValidator, BaseModel, ConfigDict, Field
 
 from tollgate_server.schemas import Count, Flag, Input, Text
 
+
+def _http_url(value: str) -> str:
+    # Only http(s) to a named host: no file:, no scheme-less value the HTTP client would
+    # choke on in the middle of a request.
+    parsed = urlsplit(value)
+    if parsed.scheme not in ("http", "https") or not parsed.hostname:
+        raise ValueError("must be an http:// or https:// URL")
+    return value
+
+
+BaseUrl = Annotated[Text, AfterValidator(_http_url)]
+
 _EXAMPLE: dict[str, Any] = {
-    "model": "gpt-4o-mini",
+    "model": "my-model",
     "provider": "openai",
     "base_url": "https://api.openai.com/v1",
     "api_key": "<upstream key>",
@@ -27,7 +40,7 @@ class DeploymentCreate(Input):
 
     model: Text = Field(min_length=1, max_length=200, description="The catalogue model served")
     provider: Text = Field(min_length=1, max_length=100, description="The provider kind")
-    base_url: Text | None = Field(
+    base_url: BaseUrl | None = Field(
         None, min_length=1, max_length=2000, description="Unset: the provider's configured URL"
     )
     api_key: Text | None = Field(None, min_length=1, max_length=4000, description="Write-only")
@@ -37,7 +50,7 @@ class DeploymentCreate(Input):
     weight: Count = Field(1, ge=0, le=1_000_000)
     priority: Count = Field(0, ge=-1000, le=1000, description="Higher is tried first")
     requests_per_minute: Count | None = Field(None, gt=0, le=100_000_000)
-    tokens_per_minute: Count | None = Field(None, gt=0, le=10_000_000_000)
+    tokens_per_minute: Count | None = Field(None, gt=0, le=2_000_000_000)
     first_token_timeout: float | None = Field(None, gt=0, le=3600)
     enabled: Flag = True
 
@@ -47,13 +60,13 @@ class DeploymentUpdate(Input):
 
     model_config = ConfigDict(json_schema_extra={"examples": [{"weight": 3, "enabled": True}]})
 
-    base_url: Text | None = Field(None, min_length=1, max_length=2000)
+    base_url: BaseUrl | None = Field(None, min_length=1, max_length=2000)
     api_key: Text | None = Field(None, min_length=1, max_length=4000, description="Write-only")
     upstream_model: Text | None = Field(None, min_length=1, max_length=200)
     weight: Count | None = Field(None, ge=0, le=1_000_000)
     priority: Count | None = Field(None, ge=-1000, le=1000)
     requests_per_minute: Count | None = Field(None, gt=0, le=100_000_000)
-    tokens_per_minute: Count | None = Field(None, gt=0, le=10_000_000_000)
+    tokens_per_minute: Count | None = Field(None, gt=0, le=2_000_000_000)
     first_token_timeout: float | None = Field(None, gt=0, le=3600)
     enabled: Flag | None = None
 

@@ -54,6 +54,7 @@ from tollgate_core import (
     GenerationRequest,
     Provider,
     StreamEnd,
+    StreamEvent,
     TextDelta,
     UpstreamError,
     UpstreamTimeout,
@@ -428,7 +429,7 @@ class Generation:
             loop.time() + settings.max_generation_seconds - (time.perf_counter() - self.started)
         )
         # Routing bounds each attempt's wait for its first token and the attempts' total time
-        # (`RoutedCall.stream`); this limit is the generation's own.
+        # (`RoutedCall.open`); this limit is the generation's own.
         first_deadline = give_up_at
         call = self.call = RoutedCall(
             self.runtime.router,
@@ -436,12 +437,19 @@ class Generation:
             self.plan.request,
             tokens=self.plan.prompt_tokens + self.plan.request.max_tokens,
         )
-        events = call.stream()
         self.upstream_called = True
         upstream_span = tracing.start("upstream")  # observability
         limit: asyncio.Timeout | None = None
         try:
             async with asyncio.timeout_at(first_deadline) as limit:
+                events = await call.open()
+                if call.direct:
+                    # One deployment: its first token is waited for here, as before routing.
+                    limit.reschedule(min(loop.time() + call.first_token_timeout, give_up_at))
+                # The events routing read while waiting for the first token, then the rest
+                # straight from the serving provider: nothing between it and the client.
+                for event in call.early:
+                    await self._event(event, sink, limit, give_up_at, upstream_span)
                 async for event in events:
                     if isinstance(event, TextDelta):
                         if self.first_token_at is None:
@@ -464,6 +472,9 @@ class Generation:
                         self.reported = event.usage
                     else:
                         self.end = event
+        except UpstreamError as exc:
+            await call.failed(exc, started=self.first_token_at is not None)
+            raise
         except TimeoutError:
             if self.writing:
                 # The time ran out inside a write: the client's socket is full because it
@@ -474,18 +485,49 @@ class Generation:
                 raise _GenerationTimeout() from None
             which = "first token" if self.first_token_at is None else "next chunk"
             silence = (
-                settings.upstream_first_token_timeout
+                call.first_token_timeout
                 if self.first_token_at is None
                 else settings.upstream_idle_timeout
             )
-            raise UpstreamTimeout(f"the upstream sent no {which} in {silence:g} s") from None
+            timeout = UpstreamTimeout(f"the upstream sent no {which} in {silence:g} s")
+            await call.failed(timeout, started=self.first_token_at is not None)
+            raise timeout from None
         finally:
-            # Closing the generator closes the upstream connection if it had not finished.
-            await events.aclose()
+            # Closing the stream closes the upstream connection if it had not finished.
+            await call.close(self.first_token_at)
             tracing.end(upstream_span, chunks=self.chunks)  # observability
         if self.end is None:
             raise UpstreamError("the upstream ended the stream without finishing it")
         await self._finish(sink)
+
+    async def _event(
+        self,
+        event: StreamEvent,
+        sink: GenerationSink,
+        limit: asyncio.Timeout,
+        give_up_at: float,
+        upstream_span: Any,
+    ) -> None:
+        """One of the events routing read before handing the stream over (the loop in
+        `_forward` does the same for the rest, inline: it is the hot path)."""
+        if isinstance(event, TextDelta):
+            loop = asyncio.get_running_loop()
+            if self.first_token_at is None:
+                self.first_token_at = time.perf_counter()
+                tracing.event(upstream_span, "first_token")  # observability
+            self.text_parts.append(event.text)
+            self.chunks += 1
+            if self.plan.stream:
+                self.last_write = loop.time()
+                self.writing = True
+                await sink.delta(event.text)
+                self.writing = False
+                self.sent_chunks += 1
+            limit.reschedule(min(loop.time() + self.settings.upstream_idle_timeout, give_up_at))
+        elif isinstance(event, UsageReport):
+            self.reported = event.usage
+        elif isinstance(event, StreamEnd):
+            self.end = event
 
     async def _keep_alive(self, sink: GenerationSink) -> None:
         """During long silences (a slow first token, a pause mid-stream) send SSE comments so
@@ -621,7 +663,11 @@ class Generation:
         if call is None:
             return {}
         served = call.served
-        fields: dict[str, Any] = {"attempts": tuple(call.attempts)}
+        attempts = call.attempts
+        # One call that went well says nothing the generation does not (its deployment, its
+        # first token): only retries and failures are written, off the common path's cost.
+        notable = len(attempts) > 1 or (attempts and attempts[0].outcome != "ok")
+        fields: dict[str, Any] = {"attempts": tuple(attempts) if notable else ()}
         if served is not None:
             price = served.model.price
             assert price is not None

@@ -16,8 +16,9 @@ COLUMNS = (
     "id, model_name, status, stream, input_tokens, output_tokens, usage_estimated, hold, cost, "
     "error_code, first_token_ms, duration_ms, created_at, settled_at, usage_replaced, "
     "served_model, "
-    "(SELECT count(*) FROM generation_attempts a WHERE a.generation_id = generations.id) "
-    "AS attempt_count"
+    # One call that went well is not written (see the gateway): it counts as one attempt.
+    "greatest((SELECT count(*) FROM generation_attempts a "
+    "WHERE a.generation_id = generations.id), (served_model IS NOT NULL)::int) AS attempt_count"
 )
 
 
@@ -135,5 +136,23 @@ async def get_generation_for_admin(
                 "latency_ms": a.latency_ms,
             }
             for a in attempts
-        ],
+        ]
+        or _single_attempt(row),
     }
+
+
+def _single_attempt(row: Any) -> list[dict[str, Any]]:
+    """The one call of a generation served at the first try (not written, see the gateway)."""
+    if row.served_model is None:
+        return []
+    return [
+        {
+            "attempt": 1,
+            "model": row.served_model,
+            "deployment_id": row.deployment_id,
+            "outcome": "ok" if row.status != "upstream_error" else "failed_mid_stream",
+            "error_code": None if row.status != "upstream_error" else row.error_code,
+            "upstream_status": None,
+            "latency_ms": row.first_token_ms or 0,
+        }
+    ]

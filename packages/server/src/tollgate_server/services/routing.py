@@ -143,7 +143,7 @@ class Route:
         state.minute_tokens += tokens
 
 
-@dataclass(frozen=True, slots=True)
+@dataclass(slots=True)
 class Attempt:
     """One upstream call of a generation, as the admin API shows it."""
 
@@ -398,7 +398,12 @@ class Router:
 
 
 class RoutedCall:
-    """One generation's upstream calls: retried on other deployments until one commits."""
+    """One generation's upstream calls: retried on other deployments until one commits.
+
+    `open` returns the serving provider's own event stream once its first delta (or its end)
+    came, with the events up to that one in `early`: the gateway reads the rest straight from
+    the provider, so routing costs nothing per event.
+    """
 
     def __init__(
         self,
@@ -416,9 +421,24 @@ class RoutedCall:
         self.last: Route | None = None
         """The deployment called last (the one that failed, when none served)."""
         self.attempts: list[Attempt] = []
+        self.early: list[StreamEvent] = []
+        """The served stream's events up to its first delta (or its end), already read."""
+        self._events: AsyncGenerator[StreamEvent, None] | None = None
+        self._failed = False
+        self._ttft: int | None = None
+        self.direct = False
+        """One deployment and nothing to retry on: its stream is handed over unread, and the
+        gateway's own first-token limit applies (`first_token_timeout`)."""
+        self.first_token_timeout = router.settings.upstream_first_token_timeout
+        self._began = 0.0
 
-    async def stream(self) -> AsyncGenerator[StreamEvent, None]:
-        """The served deployment's events; failures before its first delta go to the next."""
+    async def open(self) -> AsyncGenerator[StreamEvent, None]:
+        """Call deployments until one answers; its events after `early`, or the last error."""
+        groups = self.groups
+        if len(groups) == 1 and len(groups[0]) == 1:
+            only = groups[0][0]
+            if only.requests_per_minute is None and only.tokens_per_minute is None:
+                return self._open_direct(only)
         settings = self.router.settings
         loop = asyncio.get_running_loop()
         deadline = loop.time() + settings.route_deadline_seconds
@@ -431,83 +451,124 @@ class RoutedCall:
             tried.add(id(route))
             self.last = route
             began = loop.time()
-            route.state.in_flight += 1
             request = (
                 self.request
                 if route.upstream_model == self.request.model
                 else replace(self.request, model=route.upstream_model)
             )
             events = route.provider.stream(request)
-            committed = finished = False
+            route.state.in_flight += 1
             try:
-                try:
-                    first, early = await self._first(route, events, loop)
-                except UpstreamError as exc:
-                    error = exc
-                    self._record(number, route, exc, began, loop)
-                    if isinstance(exc, UpstreamAuthenticationError):
-                        await self.router.disable(route, exc.code)
-                        raise
-                    if not retryable(exc):
-                        raise
-                    self.router.failed(route, exc)
-                    pause = self._backoff(number, exc)
-                    if loop.time() + pause >= deadline:
-                        raise
-                    await asyncio.sleep(pause)
-                    continue
-                committed = True
-                self.served = route
-                ttft = round((loop.time() - began) * 1000)
-                self.attempts.append(
-                    Attempt(number, route.model.name, route.deployment_id, "ok", None, None, ttft)
-                )
-                for event in early:
-                    yield event
-                yield first
-                try:
-                    async for event in events:
-                        yield event
-                except UpstreamError as exc:
-                    self.attempts[-1] = replace(
-                        self.attempts[-1],
-                        outcome="failed_mid_stream",
-                        error_code=exc.code,
-                        upstream_status=exc.upstream_status,
-                    )
-                    finished = True
-                    self.router.failed(route, exc)
-                    raise
-                finished = True
-                self.router.succeeded(route, ttft)
-                return
-            finally:
+                self.early = await self._first(route, events)
+            except BaseException as exc:
                 route.state.in_flight -= 1
-                if committed and self.served is route and not finished:
-                    # The client left (or the server stopped it): the upstream was fine.
-                    self.router.succeeded(route, None)
                 await events.aclose()
+                if not isinstance(exc, UpstreamError):
+                    raise  # cancelled (the client left, the generation's own limit): no verdict
+                error = exc
+                self._record(number, route, exc, began, loop)
+                if isinstance(exc, UpstreamAuthenticationError):
+                    await self.router.disable(route, exc.code)
+                    raise
+                if not retryable(exc):
+                    raise
+                self.router.failed(route, exc)
+                pause = self._backoff(number)
+                if loop.time() + pause >= deadline:
+                    raise
+                await asyncio.sleep(pause)
+                continue
+            self.served, self._events = route, events
+            self._ttft = round((loop.time() - began) * 1000)
+            self.attempts.append(
+                Attempt(number, route.model.name, route.deployment_id, "ok", None, None, self._ttft)
+            )
+            return events
         if error is None:
             raise UpstreamUnavailable("no deployment of this model is available now")
         raise error
 
+    def _open_direct(self, route: Route) -> AsyncGenerator[StreamEvent, None]:
+        # The common case (one upstream per model) pays for no first-token wrapper, no choice
+        # and no per-event hop: a single deployment is called even while cooling down.
+        self.direct = True
+        self.served = self.last = route
+        if route.first_token_timeout is not None:
+            self.first_token_timeout = route.first_token_timeout
+        request = self.request
+        if route.upstream_model != request.model:
+            request = replace(request, model=route.upstream_model)
+        route.state.in_flight += 1
+        self._began = time.perf_counter()
+        events = self._events = route.provider.stream(request)
+        return events
+
+    async def failed(self, exc: UpstreamError, *, started: bool) -> None:
+        """The served stream failed: after its first token (`started`: never retried, a token
+        may be out), or, on a direct call, before it."""
+        route = self.served
+        if route is None or self._failed:
+            return
+        self._failed = True
+        if not started and self.direct:
+            self.attempts.append(
+                Attempt(
+                    1,
+                    route.model.name,
+                    route.deployment_id,
+                    "timeout" if isinstance(exc, UpstreamTimeout) else "error",
+                    exc.code,
+                    exc.upstream_status,
+                    round((time.perf_counter() - self._began) * 1000),
+                )
+            )
+            if isinstance(exc, UpstreamAuthenticationError):
+                await self.router.disable(route, exc.code)
+                return
+            if not retryable(exc):
+                return  # the request's fault, not the deployment's
+        elif self.attempts:
+            attempt = self.attempts[-1]
+            attempt.outcome = "failed_mid_stream"
+            attempt.error_code, attempt.upstream_status = exc.code, exc.upstream_status
+        self.router.failed(route, exc)
+
+    async def close(self, first_token_at: float | None = None) -> None:
+        """Close the served stream (which closes its connection) and record its health: a
+        stream the client left early counts as a success, the upstream was fine.
+
+        `first_token_at` (``time.perf_counter()``) times a direct call's first token."""
+        route, events = self.served, self._events
+        if route is None or events is None:
+            return
+        self._events = None
+        route.state.in_flight -= 1
+        if self.direct:
+            ttft = (
+                round((first_token_at - self._began) * 1000) if first_token_at is not None else None
+            )
+            if not self._failed:
+                self.attempts.append(
+                    Attempt(1, route.model.name, route.deployment_id, "ok", None, None, ttft or 0)
+                )
+            self._ttft = ttft
+        if not self._failed:
+            self.router.succeeded(route, self._ttft)
+        await events.aclose()
+
     async def _first(
-        self,
-        route: Route,
-        events: AsyncGenerator[StreamEvent, None],
-        loop: asyncio.AbstractEventLoop,
-    ) -> tuple[StreamEvent, list[StreamEvent]]:
-        """The first event that commits the answer (a delta or the end), and any usage report
-        that came before it; under the first-token time limit."""
+        self, route: Route, events: AsyncGenerator[StreamEvent, None]
+    ) -> list[StreamEvent]:
+        """The events up to the first that commits the answer (a delta or the end), under the
+        first-token time limit."""
         silence = route.first_token_timeout or self.router.settings.upstream_first_token_timeout
         early: list[StreamEvent] = []
         try:
             async with asyncio.timeout(silence):
                 async for event in events:
-                    if isinstance(event, UsageReport):
-                        early.append(event)
-                        continue
-                    return event, early
+                    early.append(event)
+                    if not isinstance(event, UsageReport):
+                        return early
         except TimeoutError:
             raise UpstreamTimeout(f"the upstream sent no first token in {silence:g} s") from None
         raise UpstreamError("the upstream ended the stream without finishing it")
@@ -532,7 +593,7 @@ class RoutedCall:
             )
         )
 
-    def _backoff(self, number: int, exc: UpstreamError) -> float:
+    def _backoff(self, number: int) -> float:
         """Jittered exponential back-off ("full jitter"). A `Retry-After` applies to the
         deployment that sent it (its cooldown), not to the next one."""
         base = self.router.settings.route_backoff_seconds

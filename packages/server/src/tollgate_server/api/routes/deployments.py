@@ -92,6 +92,7 @@ async def create_deployment(
 async def get_deployment(
     deployment_id: DeploymentId, admin: AdminDep, session: SessionDep, runtime: RuntimeDep
 ) -> Any:
+    """The deployment, with its health as this server process has seen it."""
     row = await deployments.get_deployment(session=session, deployment_id=deployment_id)
     return _public(runtime, row)
 
@@ -131,6 +132,8 @@ async def update_deployment(
 async def delete_deployment(
     deployment_id: DeploymentId, admin: AdminDep, session: SessionDep, runtime: RuntimeDep
 ) -> None:
+    """Remove it at once; a model left without deployments is served by its provider's
+    default upstream again. Generations it served keep its id."""
     await deployments.delete_deployment(
         session=session, deployment_id=deployment_id, actor_id=admin.account_id
     )
