@@ -169,3 +169,26 @@ def test_a_key_encrypted_for_one_deployment_does_not_decrypt_for_another() -> No
         box.decrypt(blob, deployment_id=2)
     with pytest.raises(ConfigurationError, match="TOLLGATE_SECRET_KEY"):
         CredentialBox("other").decrypt(blob, deployment_id=1)
+
+
+def test_a_spooled_settlement_keeps_the_serving_model_and_its_price() -> None:
+    import uuid
+
+    import orjson
+    from tollgate_core import Usage
+    from tollgate_server.services.ledger import Outcome
+    from tollgate_server.services.spool import decode_outcome, encode_outcome
+
+    outcome = Outcome(
+        status="completed",
+        usage=Usage(input_tokens=3, output_tokens=4),
+        charge=77,
+        served_model="dear",
+        deployment_id=9,
+        served_price=Price(5_000_000, 7_000_000, id=42),
+    )
+    generation_id = uuid.uuid4()
+    decoded_id, decoded = decode_outcome(orjson.loads(encode_outcome(generation_id, outcome)))
+    assert decoded_id == generation_id
+    assert (decoded.served_model, decoded.deployment_id) == ("dear", 9)
+    assert decoded.served_price == Price(5_000_000, 7_000_000, id=42)

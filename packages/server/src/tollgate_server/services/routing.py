@@ -298,6 +298,10 @@ class Router:
         self._by_model[model.name] = built
         return built
 
+    def serves(self, model: CatalogueModel) -> bool:
+        """Whether some upstream can serve `model`: a deployment, or its provider's default."""
+        return bool(self.routes(model))
+
     def stats(self, deployment_id: int) -> dict[str, Any]:
         state = self._states.get(deployment_id)
         return state.stats(time.monotonic()) if state is not None else {}
