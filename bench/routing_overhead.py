@@ -20,7 +20,7 @@ from tollgate_core import GenerationRequest, Message, Price, ProviderConfig
 from tollgate_core.testing import FakeProvider
 from tollgate_server.services.catalogue import CatalogueModel
 from tollgate_server.services.credentials import CredentialBox
-from tollgate_server.services.routing import Route, RoutedCall, Router, RouteState
+from tollgate_server.services.routing import RoutedCall, Router
 from tollgate_server.settings import Settings
 
 MODEL = CatalogueModel(
@@ -69,9 +69,12 @@ async def direct(provider: Provider, requests: int) -> float:
     return (time.process_time() - started) / requests * 1e6
 
 
-async def routed(router: Router, routes: list[list[Route]], requests: int) -> float:
+async def routed(router: Router, requests: int) -> float:
     started = time.process_time()
     for _ in range(requests):
+        # What plan_generation adds: the routes, from memory.
+        await router.fresh()
+        routes = [router.routes(MODEL)]
         call = RoutedCall(router, routes, REQUEST, tokens=30)
         events = await call.open()
         for _event in call.early:
@@ -87,22 +90,23 @@ async def main(requests: int, rounds: int) -> None:
     router = Router(
         settings=Settings(),
         classes={},
-        defaults={},
+        defaults={"fake": provider},
         env={},
         http=None,  # type: ignore[arg-type]
         box=CredentialBox("bench"),
         engine=None,  # type: ignore[arg-type]
         rng=random.Random(1),
     )
-    route = Route(None, "fake", MODEL, provider, "gpt-4o-mini", 1, 0, RouteState())
-    routes = [[route]]
+    # The zero-configuration default: the provider's upstream from the environment.
+    router._stale, router._loaded_at = False, time.monotonic() + 3600
+    assert router.routes(MODEL)
     await direct(provider, 1000)
-    await routed(router, routes, 1000)
+    await routed(router, 1000)
     plain: list[float] = []
     through: list[float] = []
     for _ in range(rounds):
         plain.append(await direct(provider, requests))
-        through.append(await routed(router, routes, requests))
+        through.append(await routed(router, requests))
     a, b = statistics.median(plain), statistics.median(through)
     print(f"provider stream read directly: {a:.1f} us CPU per request (median of {rounds})")
     print(f"through RoutedCall (1 route):  {b:.1f} us CPU per request")

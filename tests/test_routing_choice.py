@@ -192,3 +192,10 @@ def test_a_spooled_settlement_keeps_the_serving_model_and_its_price() -> None:
     assert decoded_id == generation_id
     assert (decoded.served_model, decoded.deployment_id) == ("dear", 9)
     assert decoded.served_price == Price(5_000_000, 7_000_000, id=42)
+
+
+def test_a_short_secret_key_is_refused() -> None:
+    from pydantic import ValidationError
+
+    with pytest.raises(ValidationError, match="TOLLGATE_SECRET_KEY"):
+        Settings(secret_key="too-short")

@@ -192,6 +192,16 @@ class Settings(BaseSettings):
             )
         return value
 
+    @field_validator("secret_key")
+    @classmethod
+    def _key_long_enough(cls, value: SecretStr | None) -> SecretStr | None:
+        # Hashed into the AES key: a short one would be guessed, whatever the hash.
+        if value is not None and len(value.get_secret_value().encode()) < MIN_JWT_SECRET_BYTES:
+            raise ValueError(
+                f"TOLLGATE_SECRET_KEY must be at least {MIN_JWT_SECRET_BYTES} bytes long"
+            )
+        return value
+
     def provider_env(self) -> dict[str, str]:
         """The environment the provider plugins read their upstreams and keys from."""
         return dict(os.environ)
