@@ -190,6 +190,7 @@ class Router:
         self._disabled: set[int] = set()
         """Deployments this process disabled before the database's copy was reloaded."""
         self._stale = True
+        self._loaded = False
         self._loaded_at = 0.0
         self._lock = asyncio.Lock()
         self.secrets: list[str] = []
@@ -203,6 +204,7 @@ class Router:
     async def reload(self, *, strict: bool = False) -> None:
         """Read the deployments. `strict` (at start-up) turns a key that cannot be decrypted
         into a `ConfigurationError`; later, such a deployment is logged and left out."""
+        self._stale = False  # first: a change announced while this reads is read again
         async with self._engine.connect() as conn:
             rows = await read_deployments(conn)
         routes: dict[str, list[tuple[DeploymentRow, Provider]]] = {}
@@ -227,8 +229,8 @@ class Router:
         self.rows = rows
         self.secrets = secrets
         self._by_model = {}
-        self._stale = False
         self._loaded_at = time.monotonic()
+        self._loaded = True
 
     def _build(self, row: DeploymentRow) -> Provider | None:
         cls = self._classes.get(row.provider)
@@ -249,10 +251,19 @@ class Router:
         return cls(config=config, http=self._http)
 
     async def fresh(self) -> None:
+        """Reload when a change was announced or the copy is a minute old. A reload that fails
+        (the database is away) keeps the routes already known and tries again 10 s later."""
         if self._stale or time.monotonic() - self._loaded_at > 60.0:
             async with self._lock:
                 if self._stale or time.monotonic() - self._loaded_at > 60.0:
-                    await self.reload()
+                    try:
+                        await self.reload()
+                    except Exception as exc:
+                        if not self._loaded:
+                            raise
+                        self._stale = False
+                        self._loaded_at = time.monotonic() - 50.0
+                        logger.warning("deployments not reloaded (%s); the known ones serve", exc)
 
     def routes(self, model: CatalogueModel) -> list[Route]:
         """The deployments of `model`: its stored ones, else its provider's default upstream."""
