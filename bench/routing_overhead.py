@@ -98,7 +98,7 @@ async def main(requests: int, rounds: int) -> None:
         rng=random.Random(1),
     )
     # The zero-configuration default: the provider's upstream from the environment.
-    router._stale, router._loaded_at = False, time.monotonic() + 3600
+    router._loaded_version, router._loaded_at = router._announced, time.monotonic() + 3600
     assert router.routes(MODEL)
     await direct(provider, 1000)
     await routed(router, 1000)

@@ -71,6 +71,7 @@ def routed(
         route_deadline_seconds=2.0,
         route_max_attempts=5,
         route_backoff_seconds=0.01,
+        requests_per_minute=0,  # the weighted split sends 1,000 requests from one account
     )
     with ServerThread(create_app(settings, provider_env=upstream_env(upstream))) as running:
         yield running
@@ -271,6 +272,50 @@ def test_every_deployment_down_charges_nothing_and_releases_the_hold(
     balance = rapi.get("/v1/balance", headers=user.headers).json()
     assert balance == {"balance": "1000", "held": "0", "available": "1000"}
     assert [k for k, _, g in entries(database_url, user.id) if g] == ["hold", "release"]
+
+
+def test_a_weighted_split_over_1000_requests_is_within_5_percent_of_the_weights(
+    routed: ServerThread,
+    rapi: httpx.Client,
+    radmin: dict[str, str],
+    ruser: Callable[[str], User],
+    fakes: list[FakeUpstream],
+) -> None:
+    model = add_model(rapi, radmin)
+    weights = [1, 3, 6]
+    for fake, weight in zip(fakes, weights, strict=True):
+        add_deployment(rapi, radmin, model, fake, weight=weight)
+    user = ruser("100000")
+
+    async def send() -> list[int]:
+        limits = httpx.Limits(max_connections=8)
+        async with httpx.AsyncClient(base_url=routed.url, timeout=60, limits=limits) as client:
+            gate = asyncio.Semaphore(8)
+
+            async def one() -> int:
+                async with gate:
+                    response = await client.post(
+                        "/v1/chat/completions",
+                        json={
+                            "model": model,
+                            "messages": [{"role": "user", "content": PROMPT}],
+                            "max_tokens": 2,
+                        },
+                        headers=user.headers,
+                    )
+                    return response.status_code
+
+            return await asyncio.gather(*(one() for _ in range(1000)))
+
+    assert set(asyncio.run(send())) == {200}
+    for _ in range(100):  # a fake writes its record as its handler ends, a moment later
+        counts = [len(fake.records) for fake in fakes]
+        if sum(counts) == 1000:
+            break
+        time.sleep(0.02)
+    assert sum(counts) == 1000
+    for count, weight in zip(counts, weights, strict=True):
+        assert abs(count / 1000 - weight / sum(weights)) <= 0.05, counts
 
 
 def test_a_cooling_deployment_gets_no_traffic_until_its_probe_succeeds(

@@ -189,7 +189,8 @@ class Router:
         self._rows_routes: dict[str, list[tuple[DeploymentRow, Provider]]] = {}
         self._disabled: set[int] = set()
         """Deployments this process disabled before the database's copy was reloaded."""
-        self._stale = True
+        self._announced = 1
+        self._loaded_version = 0
         self._loaded = False
         self._loaded_at = 0.0
         self._lock = asyncio.Lock()
@@ -199,12 +200,17 @@ class Router:
             listener.subscribe(CHANNEL, self.invalidate)
 
     def invalidate(self) -> None:
-        self._stale = True
+        self._announced += 1
+
+    @property
+    def _stale(self) -> bool:
+        return self._loaded_version != self._announced
 
     async def reload(self, *, strict: bool = False) -> None:
         """Read the deployments. `strict` (at start-up) turns a key that cannot be decrypted
         into a `ConfigurationError`; later, such a deployment is logged and left out."""
-        self._stale = False  # first: a change announced while this reads is read again
+        # Taken first: a change announced while this reads is read again by the next request.
+        version = self._announced
         async with self._engine.connect() as conn:
             rows = await read_deployments(conn)
         routes: dict[str, list[tuple[DeploymentRow, Provider]]] = {}
@@ -230,6 +236,7 @@ class Router:
         self.secrets = secrets
         self._by_model = {}
         self._loaded_at = time.monotonic()
+        self._loaded_version = version
         self._loaded = True
 
     def _build(self, row: DeploymentRow) -> Provider | None:
@@ -261,7 +268,7 @@ class Router:
                     except Exception as exc:
                         if not self._loaded:
                             raise
-                        self._stale = False
+                        self._loaded_version = self._announced
                         self._loaded_at = time.monotonic() - 50.0
                         logger.warning("deployments not reloaded (%s); the known ones serve", exc)
 
