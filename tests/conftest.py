@@ -33,6 +33,7 @@ ADMIN_EMAIL = "root@example.com"
 ADMIN_PASSWORD = "admin-password-123"
 PASSWORD = "client-password-123"
 JWT_SECRET = "test-secret-" + "x" * 40
+SECRET_KEY = "test-credentials-key-" + "k" * 30
 
 
 @pytest.fixture(scope="session")
@@ -47,6 +48,9 @@ def make_settings(database_url: str, data_dir: Path, **overrides: Any) -> Settin
         "data_dir": data_dir,
         "environment": "test",
         "jwt_secret": JWT_SECRET,
+        # One key for the upstream keys of deployments, as every worker of a deployment shares:
+        # the test servers share one database.
+        "secret_key": SECRET_KEY,
         "admin_email": ADMIN_EMAIL,
         "admin_password": ADMIN_PASSWORD,
         "login_max_failures": 5,

@@ -140,7 +140,26 @@ class World:
                     "output_price": "1",
                 }
             ],
-            "PATCH /v1/admin/models/{name}": [{"upstream_model": "openai-upstream"}],
+            "PATCH /v1/admin/models/{name}": [
+                {"upstream_model": "openai-upstream"},
+                {"fallbacks": ["fake-openai"]},
+            ],
+            "POST /v1/admin/deployments": [
+                {
+                    "model": self.model,
+                    "provider": "openai",
+                    "base_url": "http://127.0.0.1:9/v1",
+                    "api_key": "sk-walk-0123456789",
+                    "upstream_model": "x",
+                }
+            ],
+            "PATCH /v1/admin/deployments/{deployment_id}": [
+                {
+                    "base_url": "http://127.0.0.1:9/v1",
+                    "api_key": "sk-walk-0123456789",
+                    "upstream_model": "x",
+                }
+            ],
         }
         return bases[operation]
 
@@ -150,6 +169,7 @@ class World:
             "generation_id": str(uuid.uuid4()),
             "key_id": str(uuid.uuid4()),
             "name": self.model,
+            "deployment_id": "1",
         }
 
     def headers(self, operation: dict[str, Any], path: str) -> dict[str, str]:

@@ -12,7 +12,7 @@ from typing import Annotated
 
 import typer
 
-from tollgate_cli import credits, db, keys, models, providers, users
+from tollgate_cli import credits, db, deployments, keys, models, providers, users
 from tollgate_cli.errors import CliGroup
 
 app = typer.Typer(
@@ -28,6 +28,7 @@ app.add_typer(credits.app, name="credits")
 app.add_typer(models.app, name="models")
 app.add_typer(keys.app, name="keys")
 app.add_typer(providers.app, name="providers")
+app.add_typer(deployments.app, name="deployments")
 
 
 @app.command()

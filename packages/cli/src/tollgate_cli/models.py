@@ -255,6 +255,28 @@ def set_price(
     )
 
 
+@app.command("set-fallbacks")
+def set_fallbacks(
+    name: Name,
+    fallback: Annotated[
+        list[str] | None,
+        typer.Argument(help="Models tried in this order when all of NAME's deployments fail."),
+    ] = None,
+    json_output: JsonFlag = False,
+) -> None:
+    """Set a model's fallbacks (none given: clear them). The hold is then taken at the dearest
+    of the model and its fallbacks; the charge is at the price of the model that served.
+
+    Example: tollgate models set-fallbacks gpt-4o gpt-4o-mini claude-3-5-haiku
+    """
+    from tollgate_server.schemas import ModelUpdate
+
+    from tollgate_cli.inputs import validated
+
+    model = change(name, validated(ModelUpdate, fallbacks=fallback or []))
+    _report(model, f"{name} falls back to {', '.join(model.fallbacks) or 'nothing'}", json_output)
+
+
 @app.command("enable")
 def enable(name: Name, json_output: JsonFlag = False) -> None:
     """Serve a model again.

@@ -145,6 +145,19 @@ async def _start_runtime(
         ]
     )
     listener = Listener(settings.database_url)
+    from tollgate_server.services.credentials import CredentialBox
+    from tollgate_server.services.routing import Router
+
+    router = Router(
+        settings=settings,
+        classes=report.providers,
+        defaults=providers,
+        env=env,
+        http=http,
+        box=CredentialBox(settings.resolved_secret_key()),
+        engine=engine,
+        listener=listener,
+    )
     runtime = Runtime(
         settings=settings,
         engine=engine,
@@ -159,6 +172,7 @@ async def _start_runtime(
         keys=KeyCache(hot_pool, listener),
         access_tokens=VerifiedAccessTokens(settings, jwt_secret),
         accounts=AccountStates(hot_pool, listener),
+        router=router,
     )
     from tollgate_server.services.shutdown import install_drain_on_signals
     from tollgate_server.services.startup import on_startup
@@ -166,6 +180,9 @@ async def _start_runtime(
     try:
         await runtime.listener.start()
         await runtime.catalogue.reload()
+        # A stored key that cannot be decrypted (a lost TOLLGATE_SECRET_KEY) stops the start
+        # here, with what to do, rather than failing requests later.
+        await runtime.router.reload(strict=True)
         await on_startup(runtime)
         install_drain_on_signals(runtime)
     except BaseException:

@@ -26,6 +26,7 @@ if TYPE_CHECKING:
     from tollgate_server.services.account_states import AccountStates
     from tollgate_server.services.catalogue import Catalogue
     from tollgate_server.services.keys import KeyCache
+    from tollgate_server.services.routing import Router
 
 
 @dataclass(eq=False)
@@ -47,6 +48,8 @@ class Runtime:
     access_tokens: VerifiedAccessTokens
     accounts: AccountStates
     """Whether an account may act now (exists, not disabled), for every authenticated route."""
+    router: Router
+    """Each model's deployments and their health in this process (`services/routing.py`)."""
     instance_id: uuid.UUID = field(default_factory=uuid.uuid4)
     """This process, as registered in `instances` for the sweeper."""
     draining: bool = False

@@ -404,6 +404,12 @@ class ModelUpdate(Input):
     default_max_tokens: Count | None = Field(None, gt=0, le=10_000_000)
     input_price: Price | None = None
     output_price: Price | None = None
+    fallbacks: list[Annotated[Text, Field(min_length=1, max_length=200)]] | None = Field(
+        None,
+        max_length=5,
+        description="Models tried, in this order, when every deployment of this one fails; "
+        "[] for none. The hold is taken at the dearest of the model and its fallbacks",
+    )
 
 
 class ModelPublic(BaseModel):
@@ -423,6 +429,9 @@ class ModelPublic(BaseModel):
         description="Credits per million output tokens", examples=["0.6"]
     )
     price_effective_from: datetime | None = Field(examples=[CREATED_AT])
+    fallbacks: list[str] = Field(
+        default_factory=list, description="Models tried when this one's deployments all fail"
+    )
 
 
 # --- chat completions (for the OpenAPI document; the gateway writes these bodies as bytes) ---

@@ -78,6 +78,10 @@ class Settings(BaseSettings):
 
     jwt_secret: SecretStr | None = None
     """HMAC key for tokens; at least 32 bytes. Unset: generated once and kept in `data_dir`."""
+    secret_key: SecretStr | None = None
+    """Encrypts the upstream keys stored with deployments (AES-GCM, on its SHA-256). Unset:
+    generated once and kept in `data_dir`. Losing it makes those keys unreadable: the server
+    then refuses to start (see `tollgate_server.services.credentials`)."""
     jwt_algorithm: Literal["HS256", "HS384", "HS512"] = "HS256"
     jwt_issuer: str = "tollgate"
     jwt_audience: str = "tollgate-api"
@@ -126,6 +130,16 @@ class Settings(BaseSettings):
     max_generation_seconds: float = 600.0
     keepalive_seconds: float = 15.0
     """Seconds of upstream silence after which a stream gets an SSE comment."""
+    route_max_attempts: int = Field(3, ge=1, le=10)
+    """Upstream calls one client request may make, each to another deployment (routing)."""
+    route_deadline_seconds: float = Field(30.0, gt=0)
+    """Overall time for a request's attempts to reach a first token; no retry starts after it."""
+    route_backoff_seconds: float = Field(0.05, ge=0)
+    """Base of the jittered back-off between two attempts (doubled each attempt)."""
+    cooldown_after_failures: int = Field(3, ge=1)
+    """Consecutive failures that put a deployment in cooldown."""
+    cooldown_seconds: float = Field(5.0, gt=0)
+    """First cooldown; each repeat doubles it (at most five minutes). It ends with one probe."""
     sweep_interval_seconds: float = 30.0
     heartbeat_seconds: float = 5.0
     instance_stale_seconds: float = 30.0
@@ -178,15 +192,34 @@ class Settings(BaseSettings):
             )
         return value
 
+    @field_validator("secret_key")
+    @classmethod
+    def _key_long_enough(cls, value: SecretStr | None) -> SecretStr | None:
+        # Hashed into the AES key: a short one would be guessed, whatever the hash.
+        if value is not None and len(value.get_secret_value().encode()) < MIN_JWT_SECRET_BYTES:
+            raise ValueError(
+                f"TOLLGATE_SECRET_KEY must be at least {MIN_JWT_SECRET_BYTES} bytes long"
+            )
+        return value
+
     def provider_env(self) -> dict[str, str]:
         """The environment the provider plugins read their upstreams and keys from."""
         return dict(os.environ)
+
+    def resolved_secret_key(self) -> str:
+        """The configured credentials key, or the one generated and kept in the data directory."""
+        if self.secret_key is not None:
+            return self.secret_key.get_secret_value()
+        return self._generated_secret("secret-key")
 
     def resolved_jwt_secret(self) -> str:
         """The configured secret, or the one generated and kept in the data directory."""
         if self.jwt_secret is not None:
             return self.jwt_secret.get_secret_value()
-        path = self.data_dir / "jwt-secret"
+        return self._generated_secret("jwt-secret")
+
+    def _generated_secret(self, name: str) -> str:
+        path = self.data_dir / name
         if path.exists():
             return path.read_text().strip()
         self.data_dir.mkdir(parents=True, exist_ok=True)

@@ -21,6 +21,8 @@ class Directives:
     status: int | None = None
     """Answer with this HTTP status and a vendor-format error body instead of generating."""
     retry_after: float | None = None
+    flaky: float = 0.0
+    """Answer 503 with this probability (0 to 1) instead of generating: an unreliable upstream."""
     """Send ``Retry-After: <seconds>`` with the error status."""
     chunks: int | None = None
     """Words to generate (before the cap at the request's max tokens); default 5."""

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import json
+import random
 import re
 import socket
 import struct
@@ -63,6 +64,10 @@ class FakeUpstream:
         self.port = port
         self.default_chunks = default_chunks
         self.require_key = require_key
+        self.fault = ""
+        """Directives applied to every request after the prompt's own (``"status=503"``): the
+        prompt is the same for every deployment a request is retried on, so a test scripts
+        each fake upstream of a route apart with this."""
         self.records: list[UpstreamRecord] = []
         self._runner: web.AppRunner | None = None
         self._stopping = False
@@ -228,7 +233,9 @@ class FakeUpstream:
         body = record.body
         texts, last_user = dialect.texts(body)
         try:
-            directives = parse_directives(last_user)
+            directives = parse_directives(
+                f"{last_user} [[fake:{self.fault}]]" if self.fault else last_user
+            )
         except DirectiveError as exc:
             return await self._error(request, record, dialect, 400, f"fake upstream: {exc}")
         record.directives = directives
@@ -246,6 +253,9 @@ class FakeUpstream:
             problem = "max_tokens: Field required"
         if problem is not None:
             return await self._error(request, record, dialect, 400, problem)
+        if directives.flaky and random.random() < directives.flaky:
+            message = "fake upstream: flaky, answering 503"
+            return await self._error(request, record, dialect, 503, message)
         if directives.status is not None:
             # The key is echoed on purpose, as some vendors do: providers must redact it.
             message = (

@@ -257,7 +257,7 @@ async def models_page(
     done: Annotated[str | None, Query()] = None,
 ) -> Response:
     catalogue = [
-        models.model_public(m, configured=m.provider in runtime.providers)
+        models.model_public(m, configured=runtime.router.serves(m))
         for m in await models.list_models(session=session)
     ]
     listing = table(

@@ -26,7 +26,7 @@ async def playground(user: ViewerDep, session: SessionDep, runtime: RuntimeDep) 
     usable = [
         m
         for m in await models.list_models(session=session)
-        if models.model_public(m, configured=m.provider in runtime.providers)["available"]
+        if models.model_public(m, configured=runtime.router.serves(m))["available"]
     ]
     if not usable:
         refusal = notice("No model can be used right now; ask an admin to add one.", error=True)

@@ -131,8 +131,9 @@ class Metrics:
         )
         self.upstream_errors = Counter(
             "tollgate_upstream_errors",
-            "Generations ended by the upstream, by provider and kind (an error code)",
-            ["provider", "kind"],
+            "Generations ended by the upstream, by provider, kind (an error code) and the "
+            "deployment that failed last (its id, or the provider's name for its default)",
+            ["provider", "kind", "deployment"],
             registry=r,
         )
         self.pool_in_use = Gauge(
@@ -223,7 +224,9 @@ class Metrics:
         if duration_ms is not None:
             c.upstream_duration.observe(duration_ms / 1000)
         if status in ("upstream_error", "upstream_timeout"):
-            self.upstream_errors.labels(provider, str(log.get("error_code") or status)).inc()
+            self.upstream_errors.labels(
+                provider, str(log.get("error_code") or status), str(log.get("deployment", ""))
+            ).inc()
 
     def sample(self, runtime: Runtime) -> None:
         """This process's pools and waiting settlements (added up over workers on a scrape)."""

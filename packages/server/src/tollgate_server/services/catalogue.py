@@ -29,7 +29,7 @@ MAX_AGE_SECONDS = 60.0
 
 CATALOGUE_SQL = """
 SELECT m.id, m.name, m.provider, m.upstream_model, m.enabled, m.free, m.context_window,
-       m.max_output_tokens, m.default_max_tokens, m.created_at,
+       m.max_output_tokens, m.default_max_tokens, m.created_at, m.fallbacks,
        p.id AS price_id, p.input_per_million, p.output_per_million, p.effective_from
 FROM models m
 LEFT JOIN LATERAL (
@@ -55,6 +55,8 @@ class CatalogueModel:
     created_at: datetime
     price: Price | None
     price_effective_from: datetime | None
+    fallbacks: tuple[str, ...] = ()
+    """Models tried, in this order, when every deployment of this one failed (routing)."""
 
     @property
     def servable(self) -> bool:
@@ -83,6 +85,7 @@ def model_from_row(row: Any) -> CatalogueModel:
         created_at=row.created_at,
         price=price,
         price_effective_from=row.effective_from,
+        fallbacks=tuple(row.fallbacks or ()),
     )
 
 

@@ -54,6 +54,7 @@ from tollgate_core import (
     GenerationRequest,
     Provider,
     StreamEnd,
+    StreamEvent,
     TextDelta,
     UpstreamError,
     UpstreamTimeout,
@@ -80,6 +81,7 @@ from tollgate_server.runtime import Runtime
 from tollgate_server.services import ledger
 from tollgate_server.services.catalogue import CatalogueModel
 from tollgate_server.services.late_charges import deliver_settlement
+from tollgate_server.services.routing import Route, RoutedCall
 
 logger = logging.getLogger("tollgate.gateway")
 
@@ -97,6 +99,9 @@ class Plan:
     api_key_id: uuid.UUID | None
     model: CatalogueModel
     provider: Provider
+    """The first deployment's provider: it counts the prompt's tokens."""
+    routes: list[list[Route]]
+    """The deployments of the model, then of each fallback that can take the request."""
     request: GenerationRequest
     prompt_tokens: int
     hold: int
@@ -117,14 +122,16 @@ async def plan_generation(
         raise ApiError(404, "model_not_found", f"no model named {body.model} is served")
     if allowed_models is not None and model.name not in allowed_models:
         raise ApiError(403, "model_not_allowed", f"this API key may not use {model.name}")
-    provider = runtime.providers.get(model.provider)
-    if provider is None:
+    await runtime.router.fresh()
+    routes = runtime.router.routes(model)
+    if not routes:
         raise ApiError(
             503,
             "model_unavailable",
             f"the provider of {model.name} is not installed or not configured",
             headers={"Retry-After": "60"},
         )
+    provider = routes[0].provider
     max_tokens = body.requested_max_tokens() or model.default_max_tokens
     if max_tokens > model.max_output_tokens:
         raise ApiError(
@@ -150,15 +157,38 @@ async def plan_generation(
         stop=body.stop_sequences(),
         user=body.user,
     )
+    groups = [routes]
+    hold = hold_amount(prompt_tokens=prompt_tokens, max_tokens=max_tokens, price=model.price)
+    for name in model.fallbacks:
+        fallback = await runtime.catalogue.get(name)
+        if (
+            fallback is None
+            or fallback.price is None
+            or not fallback.enabled
+            or fallback.max_output_tokens < max_tokens
+            or fallback.context_window < prompt_tokens
+        ):
+            continue  # it could not take this request: not a route, not in the hold
+        fallback_routes = runtime.router.routes(fallback)
+        if fallback_routes:
+            groups.append(fallback_routes)
+            # The hold covers the dearest model that may serve: the admission bound holds.
+            hold = max(
+                hold,
+                hold_amount(
+                    prompt_tokens=prompt_tokens, max_tokens=max_tokens, price=fallback.price
+                ),
+            )
     return Plan(
         generation_id=uuid.uuid4(),
         account_id=account_id,
         api_key_id=api_key_id,
         model=model,
         provider=provider,
+        routes=groups,
         request=request,
         prompt_tokens=prompt_tokens,
-        hold=hold_amount(prompt_tokens=prompt_tokens, max_tokens=max_tokens, price=model.price),
+        hold=hold,
         stream=body.stream,
     )
 
@@ -245,6 +275,8 @@ class Generation:
         self._checked: tuple[Usage, tuple[str, ...]] | None = None
         self.trace_parent: Any = None
         """The request span's context (None while tracing is off), for the settlement's span."""
+        self.call: RoutedCall | None = None
+        """The upstream calls (routing): which deployment served, and every attempt."""
 
     def stop(self, reason: str) -> None:
         """End the generation from outside (shutdown): it settles for what it produced."""
@@ -396,13 +428,28 @@ class Generation:
         give_up_at = (
             loop.time() + settings.max_generation_seconds - (time.perf_counter() - self.started)
         )
-        first_deadline = min(loop.time() + settings.upstream_first_token_timeout, give_up_at)
-        events = self.plan.provider.stream(self.plan.request)
+        # Routing bounds each attempt's wait for its first token and the attempts' total time
+        # (`RoutedCall.open`); this limit is the generation's own.
+        first_deadline = give_up_at
+        call = self.call = RoutedCall(
+            self.runtime.router,
+            self.plan.routes,
+            self.plan.request,
+            tokens=self.plan.prompt_tokens + self.plan.request.max_tokens,
+        )
         self.upstream_called = True
         upstream_span = tracing.start("upstream")  # observability
         limit: asyncio.Timeout | None = None
         try:
             async with asyncio.timeout_at(first_deadline) as limit:
+                events = await call.open()
+                if call.direct:
+                    # One deployment: its first token is waited for here, as before routing.
+                    limit.reschedule(min(loop.time() + call.first_token_timeout, give_up_at))
+                # The events routing read while waiting for the first token, then the rest
+                # straight from the serving provider: nothing between it and the client.
+                for event in call.early:
+                    await self._event(event, sink, limit, give_up_at, upstream_span)
                 async for event in events:
                     if isinstance(event, TextDelta):
                         if self.first_token_at is None:
@@ -425,6 +472,9 @@ class Generation:
                         self.reported = event.usage
                     else:
                         self.end = event
+        except UpstreamError as exc:
+            await call.failed(exc, started=self.first_token_at is not None)
+            raise
         except TimeoutError:
             if self.writing:
                 # The time ran out inside a write: the client's socket is full because it
@@ -435,18 +485,49 @@ class Generation:
                 raise _GenerationTimeout() from None
             which = "first token" if self.first_token_at is None else "next chunk"
             silence = (
-                settings.upstream_first_token_timeout
+                call.first_token_timeout
                 if self.first_token_at is None
                 else settings.upstream_idle_timeout
             )
-            raise UpstreamTimeout(f"the upstream sent no {which} in {silence:g} s") from None
+            timeout = UpstreamTimeout(f"the upstream sent no {which} in {silence:g} s")
+            await call.failed(timeout, started=self.first_token_at is not None)
+            raise timeout from None
         finally:
-            # Closing the generator closes the upstream connection if it had not finished.
-            await events.aclose()
+            # Closing the stream closes the upstream connection if it had not finished.
+            await call.close(self.first_token_at)
             tracing.end(upstream_span, chunks=self.chunks)  # observability
         if self.end is None:
             raise UpstreamError("the upstream ended the stream without finishing it")
         await self._finish(sink)
+
+    async def _event(
+        self,
+        event: StreamEvent,
+        sink: GenerationSink,
+        limit: asyncio.Timeout,
+        give_up_at: float,
+        upstream_span: Any,
+    ) -> None:
+        """One of the events routing read before handing the stream over (the loop in
+        `_forward` does the same for the rest, inline: it is the hot path)."""
+        if isinstance(event, TextDelta):
+            loop = asyncio.get_running_loop()
+            if self.first_token_at is None:
+                self.first_token_at = time.perf_counter()
+                tracing.event(upstream_span, "first_token")  # observability
+            self.text_parts.append(event.text)
+            self.chunks += 1
+            if self.plan.stream:
+                self.last_write = loop.time()
+                self.writing = True
+                await sink.delta(event.text)
+                self.writing = False
+                self.sent_chunks += 1
+            limit.reschedule(min(loop.time() + self.settings.upstream_idle_timeout, give_up_at))
+        elif isinstance(event, UsageReport):
+            self.reported = event.usage
+        elif isinstance(event, StreamEnd):
+            self.end = event
 
     async def _keep_alive(self, sink: GenerationSink) -> None:
         """During long silences (a slow first token, a pause mid-stream) send SSE comments so
@@ -541,8 +622,13 @@ class Generation:
             estimated=True,
         )
 
+    def _served(self) -> CatalogueModel:
+        """The model that served (a fallback's price is its own), else the one asked for."""
+        served = self.call.served if self.call is not None else None
+        return served.model if served is not None else self.plan.model
+
     def _charge(self, usage: Usage | None) -> int:
-        price = self.plan.model.price
+        price = self._served().price
         assert price is not None
         return settlement_charge(usage=usage, price=price, hold=self.plan.hold).charge
 
@@ -569,7 +655,33 @@ class Generation:
             usage_replaced=self._checked[1] if self._checked is not None else (),
             unbilled_input_tokens=unbilled_input,
             unbilled_output_tokens=unbilled_output,
+            **self._routing_outcome(),
         )
+
+    def _routing_outcome(self) -> dict[str, Any]:
+        call = self.call
+        if call is None:
+            return {}
+        served = call.served
+        attempts = call.attempts
+        # One call that went well says nothing the generation does not (its deployment, its
+        # first token): only retries and failures are written, off the common path's cost.
+        notable = len(attempts) > 1 or (attempts and attempts[0].outcome != "ok")
+        fields: dict[str, Any] = {"attempts": tuple(attempts) if notable else ()}
+        if served is not None:
+            price = served.model.price
+            assert price is not None
+            fields.update(
+                served_model=served.model.name,
+                deployment_id=served.deployment_id,
+                served_price=price,
+            )
+            self.log["deployment"] = served.label  # observability: a metrics label
+        elif call.attempts:
+            self.log["deployment"] = str(
+                call.attempts[-1].deployment_id or self.plan.model.provider
+            )
+        return fields
 
     async def _settle_shielded(self, status: str, error_code: str | None) -> bool:
         """Settle once; False when the settlement is neither committed nor spooled."""

@@ -14,7 +14,11 @@ from tollgate_server.errors import ApiError, not_found
 
 COLUMNS = (
     "id, model_name, status, stream, input_tokens, output_tokens, usage_estimated, hold, cost, "
-    "error_code, first_token_ms, duration_ms, created_at, settled_at, usage_replaced"
+    "error_code, first_token_ms, duration_ms, created_at, settled_at, usage_replaced, "
+    "served_model, "
+    # One call that went well is not written (see the gateway): it counts as one attempt.
+    "greatest((SELECT count(*) FROM generation_attempts a "
+    "WHERE a.generation_id = generations.id), (served_model IS NOT NULL)::int) AS attempt_count"
 )
 
 
@@ -35,6 +39,8 @@ def generation_public(row: Any) -> dict[str, Any]:
         "duration_ms": row.duration_ms,
         "created_at": row.created_at,
         "settled_at": row.settled_at,
+        "served_model": row.served_model,
+        "attempts": row.attempt_count,
     }
 
 
@@ -96,14 +102,57 @@ async def get_generation_for_admin(
     upstream said (redacted): the detail a client is never shown."""
     row = (
         await session.execute(
-            text(f"SELECT {COLUMNS}, account_id, error_detail FROM generations WHERE id = :id"),
+            text(
+                f"SELECT {COLUMNS}, account_id, error_detail, deployment_id FROM generations "
+                "WHERE id = :id"
+            ),
             {"id": generation_id},
         )
     ).one_or_none()
     if row is None:
         raise not_found("generation")
+    attempts = (
+        await session.execute(
+            text(
+                "SELECT attempt, model_name, deployment_id, outcome, error_code, upstream_status, "
+                "latency_ms FROM generation_attempts WHERE generation_id = :id ORDER BY attempt"
+            ),
+            {"id": generation_id},
+        )
+    ).all()
     return {
         **generation_public(row),
         "account_id": row.account_id,
         "error_detail": row.error_detail,
+        "deployment_id": row.deployment_id,
+        "attempts": [
+            {
+                "attempt": a.attempt,
+                "model": a.model_name,
+                "deployment_id": a.deployment_id,
+                "outcome": a.outcome,
+                "error_code": a.error_code,
+                "upstream_status": a.upstream_status,
+                "latency_ms": a.latency_ms,
+            }
+            for a in attempts
+        ]
+        or _single_attempt(row),
     }
+
+
+def _single_attempt(row: Any) -> list[dict[str, Any]]:
+    """The one call of a generation served at the first try (not written, see the gateway)."""
+    if row.served_model is None:
+        return []
+    return [
+        {
+            "attempt": 1,
+            "model": row.served_model,
+            "deployment_id": row.deployment_id,
+            "outcome": "ok" if row.status != "upstream_error" else "failed_mid_stream",
+            "error_code": None if row.status != "upstream_error" else row.error_code,
+            "upstream_status": None,
+            "latency_ms": row.first_token_ms or 0,
+        }
+    ]

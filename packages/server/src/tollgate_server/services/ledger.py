@@ -20,7 +20,7 @@ import orjson
 from sqlalchemy import text
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.ext.asyncio import AsyncSession
-from tollgate_core import Usage, format_credits, parse_credits
+from tollgate_core import Price, Usage, format_credits, parse_credits
 from tollgate_core.money import MAX_BALANCE
 
 from tollgate_server.errors import ApiError, not_found
@@ -85,6 +85,8 @@ WITH gen AS (
         reasoning_tokens = $6, usage_estimated = $7, cost = $8, error_code = $9,
         first_token_ms = $10, duration_ms = $11, usage_replaced = $12,
         unbilled_input_tokens = $13, unbilled_output_tokens = $14, error_detail = $15,
+        served_model = $16, deployment_id = $17, price_id = coalesce($18, price_id),
+        input_price = coalesce($19, input_price), output_price = coalesce($20, output_price),
         settled_at = now()
     WHERE id = $1 AND settled_at IS NULL
     RETURNING account_id, hold
@@ -144,6 +146,14 @@ class Outcome:
     unbilled_output_tokens: int = 0
     error_detail: str | None = None
     """What the upstream said when it failed, redacted: for admins, never for the client."""
+    served_model: str | None = None
+    """The model that served (a fallback's name when one did); None when none did."""
+    deployment_id: int | None = None
+    served_price: Price | None = None
+    """The serving model's price, captured when it served: the charge is at this price, and
+    the generation names it (the hold was at the dearest of the model and its fallbacks)."""
+    attempts: tuple[Any, ...] = ()
+    """The upstream calls (`services.routing.Attempt`), recorded with the settlement."""
 
 
 async def admit(
@@ -239,9 +249,47 @@ def _refusal(
     return ApiError(402, "insufficient_balance", message)
 
 
+ATTEMPTS_SQL = """
+INSERT INTO generation_attempts (
+    generation_id, attempt, model_name, deployment_id, outcome, error_code, upstream_status,
+    latency_ms
+) VALUES ($1, $2, $3, $4, $5, $6, $7, $8)
+ON CONFLICT DO NOTHING
+"""
+
+
 async def settle(conn: asyncpg.Connection, generation_id: uuid.UUID, outcome: Outcome) -> bool:
-    """Charge once and release the hold. False when the generation was already settled."""
+    """Charge once and release the hold. False when the generation was already settled.
+
+    A generation's attempts are written in the same transaction, so they exist exactly when
+    its settlement does."""
+    if not outcome.attempts:
+        return await _settle(conn, generation_id, outcome)
+    async with conn.transaction():
+        settled = await _settle(conn, generation_id, outcome)
+        if settled:
+            await conn.executemany(
+                ATTEMPTS_SQL,
+                [
+                    (
+                        generation_id,
+                        a.attempt,
+                        a.model_name,
+                        a.deployment_id,
+                        a.outcome,
+                        a.error_code,
+                        a.upstream_status,
+                        a.latency_ms,
+                    )
+                    for a in outcome.attempts
+                ],
+            )
+        return settled
+
+
+async def _settle(conn: asyncpg.Connection, generation_id: uuid.UUID, outcome: Outcome) -> bool:
     usage = outcome.usage
+    price = outcome.served_price
     row = await conn.fetchrow(
         SETTLE_SQL,
         generation_id,
@@ -259,6 +307,11 @@ async def settle(conn: asyncpg.Connection, generation_id: uuid.UUID, outcome: Ou
         outcome.unbilled_input_tokens,
         outcome.unbilled_output_tokens,
         outcome.error_detail,
+        outcome.served_model,
+        outcome.deployment_id,
+        price.id if price else None,
+        price.input_per_million if price else None,
+        price.output_per_million if price else None,
     )
     return row is not None
 

@@ -38,6 +38,7 @@ def model_public(model: CatalogueModel, *, configured: bool) -> dict[str, Any]:
         "input_price": format_credits(price.input_per_million) if price else None,
         "output_price": format_credits(price.output_per_million) if price else None,
         "price_effective_from": model.price_effective_from,
+        "fallbacks": list(model.fallbacks),
     }
 
 
@@ -159,6 +160,8 @@ async def update_model(
         and (current.price.input_per_million == 0 or current.price.output_per_million == 0)
     ):
         raise ApiError(422, "validation_error", "a model priced at zero must stay free")
+    if data.fallbacks is not None:
+        await _set_fallbacks(session, current, data.fallbacks)
     await record_audit(
         session=session,
         actor_id=actor_id,
@@ -167,6 +170,27 @@ async def update_model(
     )
     await session.commit()
     return await get_model(session=session, name=name)
+
+
+async def _set_fallbacks(session: AsyncSession, model: CatalogueModel, names: list[str]) -> None:
+    if model.name in names or len(set(names)) != len(names):
+        raise ApiError(
+            422, "validation_error", "fallbacks: each a different model, not the model itself"
+        )
+    known = set(
+        (
+            await session.execute(
+                text("SELECT name FROM models WHERE name = ANY(:names)"), {"names": names}
+            )
+        ).scalars()
+    )
+    missing = [name for name in names if name not in known]
+    if missing:
+        raise ApiError(422, "validation_error", f"fallbacks: no model named {missing[0]}")
+    await session.execute(
+        text("UPDATE models SET fallbacks = :names WHERE id = :id"),
+        {"names": names, "id": model.id},
+    )
 
 
 async def seed_default_catalogue(*, session: AsyncSession) -> None:

@@ -34,7 +34,7 @@ from pathlib import Path
 from typing import Any
 
 import orjson
-from tollgate_core import Usage
+from tollgate_core import Price, Usage
 
 from tollgate_server.services.ledger import Outcome
 
@@ -57,6 +57,16 @@ def encode_outcome(generation_id: uuid.UUID, outcome: Outcome) -> bytes:
         "error_code": outcome.error_code,
         "first_token_ms": outcome.first_token_ms,
         "duration_ms": outcome.duration_ms,
+        # Who served and at what price: the charge was priced at it (routing's fallbacks).
+        "served_model": outcome.served_model,
+        "deployment_id": outcome.deployment_id,
+        "served_price": None
+        if outcome.served_price is None
+        else [
+            outcome.served_price.id,
+            outcome.served_price.input_per_million,
+            outcome.served_price.output_per_million,
+        ],
         "usage": None
         if usage is None
         else {
@@ -79,6 +89,15 @@ def decode_outcome(record: dict[str, Any]) -> tuple[uuid.UUID, Outcome]:
         error_code=record.get("error_code"),
         first_token_ms=record.get("first_token_ms"),
         duration_ms=record.get("duration_ms"),
+        served_model=record.get("served_model"),
+        deployment_id=record.get("deployment_id"),
+        served_price=None
+        if not record.get("served_price")
+        else Price(
+            id=record["served_price"][0],
+            input_per_million=record["served_price"][1],
+            output_per_million=record["served_price"][2],
+        ),
     )
 
 

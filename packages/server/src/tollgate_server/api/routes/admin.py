@@ -255,7 +255,7 @@ async def revoke_user_key(
 async def list_models(admin: AdminDep, session: SessionDep, runtime: RuntimeDep) -> Any:
     """Every model, enabled or not, with its current price and whether it can be served."""
     return [
-        models.model_public(m, configured=m.provider in runtime.providers)
+        models.model_public(m, configured=runtime.router.serves(m))
         for m in await models.list_models(session=session)
     ]
 
@@ -287,7 +287,7 @@ async def create_model(
     A zero price is accepted only for a model marked `free`; negative prices never."""
     model = await models.create_model(session=session, data=data, actor_id=admin.account_id)
     runtime.catalogue.invalidate()
-    return models.model_public(model, configured=model.provider in runtime.providers)
+    return models.model_public(model, configured=runtime.router.serves(model))
 
 
 @router.patch(
@@ -314,7 +314,7 @@ async def update_model(
         session=session, name=name, data=data, actor_id=admin.account_id
     )
     runtime.catalogue.invalidate()
-    return models.model_public(model, configured=model.provider in runtime.providers)
+    return models.model_public(model, configured=runtime.router.serves(model))
 
 
 @router.get(

@@ -48,8 +48,9 @@ async def list_models(caller: CallerDep, runtime: RuntimeDep) -> Any:
     """The enabled, priced models whose provider is configured, in OpenAI's list format, each
     with its price. An API key limited to some models sees only those."""
     data = []
+    await runtime.router.fresh()
     for model in (await runtime.catalogue.models()).values():
-        if not model.servable or model.provider not in runtime.providers:
+        if not model.servable or not runtime.router.serves(model):
             continue
         if not caller.may_use(model.name):
             continue

@@ -52,6 +52,27 @@ class GenerationPublic(BaseModel):
     settled_at: datetime | None = Field(
         description="When it was charged; null while running", examples=["2026-11-27T09:30:01Z"]
     )
+    served_model: str | None = Field(
+        None,
+        description="The model that answered: `model`, or one of its fallbacks; null when none "
+        "did (or before routing recorded it)",
+        examples=["gpt-4o-mini"],
+    )
+    attempts: int = Field(
+        0, description="Upstream calls made for it (retries included)", examples=[1]
+    )
+
+
+class AttemptAdmin(BaseModel):
+    attempt: int = Field(examples=[1])
+    model: str = Field(examples=["gpt-4o-mini"])
+    deployment_id: int | None = Field(
+        description="null: the provider's default upstream", examples=[3]
+    )
+    outcome: str = Field(description="ok, error, timeout, or failed_mid_stream", examples=["error"])
+    error_code: str | None = Field(examples=["upstream_rate_limited"])
+    upstream_status: int | None = Field(examples=[429])
+    latency_ms: int = Field(description="To its first token, or to its failure", examples=[85])
 
 
 class GenerationAdmin(GenerationPublic):
@@ -62,6 +83,12 @@ class GenerationAdmin(GenerationPublic):
         description="What the upstream said when it failed, with keys redacted; clients are "
         "only told a fixed message per `error_code`",
         examples=["upstream answered 500: overloaded"],
+    )
+    deployment_id: int | None = Field(
+        None, description="The deployment that served; null: the provider's default upstream"
+    )
+    attempts: list[AttemptAdmin] = Field(  # type: ignore[assignment]
+        default_factory=list, description="Every upstream call, in order"
     )
 
 
