@@ -134,6 +134,27 @@ Price = Annotated[
         examples=["0.15"],
     ),
 ]
+
+
+def _positive_credits(value: object) -> str:
+    checked = check_credits(value, negative=False)
+    if parse_credits(checked) == 0:
+        raise ValueError("must be more than zero; send null for no limit")
+    return checked
+
+
+SpendLimit = Annotated[
+    str,
+    BeforeValidator(_positive_credits),
+    WithJsonSchema(_credits_schema(negative=False, zero=False)),
+    Field(
+        description="Credits the key may spend per `spend_period` (its holds count until they "
+        "settle), as a decimal string; null for no limit",
+        examples=["25"],
+    ),
+]
+SpendPeriod = Literal["day", "week", "month"]
+PerMinute = Annotated[int, Strict(), Field(gt=0, le=1_000_000_000)]
 Role = Literal["client", "admin"]
 
 
@@ -249,6 +270,18 @@ class ApiKeyCreate(Input):
         description="When the key stops working, with a time zone; omit for never",
         examples=["2030-01-01T00:00:00Z"],
     )
+    spend_limit: SpendLimit | None = None
+    spend_period: SpendPeriod | None = Field(
+        None,
+        description="day, week or month: calendar periods in UTC (a week starts on Monday); "
+        "null for the key's whole lifetime",
+    )
+    rpm: PerMinute | None = Field(None, description="Requests per minute; null for no limit")
+    tpm: PerMinute | None = Field(
+        None,
+        description="Tokens per minute, counted at admission as the prompt's estimate plus "
+        "max_tokens; null for no limit",
+    )
 
     @field_validator("expires_at")
     @classmethod
@@ -256,6 +289,19 @@ class ApiKeyCreate(Input):
         if value is not None and value.tzinfo is None:
             raise ValueError("expires_at needs a time zone, such as 2030-01-01T00:00:00Z")
         return value
+
+
+class ApiKeyUpdate(Input):
+    """Only the fields you send change; null removes a limit."""
+
+    model_config = ConfigDict(
+        json_schema_extra={"examples": [{"spend_limit": "25", "spend_period": "month"}]}
+    )
+
+    spend_limit: SpendLimit | None = None
+    spend_period: SpendPeriod | None = None
+    rpm: PerMinute | None = None
+    tpm: PerMinute | None = None
 
 
 class ApiKeyPublic(BaseModel):
@@ -271,6 +317,19 @@ class ApiKeyPublic(BaseModel):
     revoked_at: datetime | None = Field(examples=[None])
     last_used_at: datetime | None = Field(examples=[None])
     created_at: datetime = Field(examples=[CREATED_AT])
+    spend_limit: str | None = Field(
+        description="Credits per spend_period; null for no limit", examples=["25"]
+    )
+    spend_period: SpendPeriod | None = Field(
+        description="day, week, month (UTC); null for the key's lifetime", examples=["month"]
+    )
+    rpm: int | None = Field(description="Requests per minute; null for no limit", examples=[60])
+    tpm: int | None = Field(description="Tokens per minute; null for no limit", examples=[None])
+    spend: str = Field(
+        description="Credits spent in the current period: charges plus the holds of "
+        "generations still running",
+        examples=["3.5"],
+    )
 
 
 class ApiKeyCreated(ApiKeyPublic):

@@ -116,6 +116,10 @@ class Settings(BaseSettings):
     requests_per_minute: int = 600
     """Generation requests per minute per account, counted across all its API keys and access
     tokens (one counter, inside the admission statement); 0 turns the limit off."""
+    period_clock_offset_seconds: float = 0.0
+    """Seconds added to the database's clock when computing an API key's spend period (day,
+    week, month in UTC), and nothing else: for tests that stand on either side of a period
+    boundary. Leave it at 0."""
     max_api_keys_per_account: int = 50
     """Live (unrevoked, unexpired) API keys one account may hold; creating one more is refused
     with 409 ``too_many_api_keys``."""

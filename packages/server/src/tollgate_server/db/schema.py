@@ -107,6 +107,41 @@ class ApiKey(Base):
     revoked_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))
     last_used_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))
     created_at: Mapped[datetime] = _now()
+    spend_limit: Mapped[int | None] = mapped_column(BigInteger)
+    """Micro-credits the key may spend (held + charged) per `spend_period`; NULL for no limit."""
+    spend_period: Mapped[str | None] = mapped_column(String(8))
+    """day, week or month (calendar periods in UTC); NULL for the key's lifetime."""
+    rpm: Mapped[int | None] = mapped_column(Integer)
+    tpm: Mapped[int | None] = mapped_column(Integer)
+    """Tokens per minute, counted at admission as the prompt's estimate plus max_tokens."""
+
+
+class KeySpend(Base):
+    """A key's spend in one period: admission adds the hold to `held`; settlement takes it off
+    and adds the charge to `charged` (migration 0010). The lifetime's row starts at -infinity."""
+
+    __tablename__ = "key_spend"
+    __table_args__ = (CheckConstraint("held >= 0 AND charged >= 0", name="not_negative"),)
+
+    api_key_id: Mapped[uuid.UUID] = mapped_column(
+        ForeignKey("api_keys.id", ondelete="CASCADE"), primary_key=True
+    )
+    period_start: Mapped[datetime] = mapped_column(DateTime(timezone=True), primary_key=True)
+    held: Mapped[int] = mapped_column(BigInteger, nullable=False, server_default="0")
+    charged: Mapped[int] = mapped_column(BigInteger, nullable=False, server_default="0")
+
+
+class KeyWindow(Base):
+    """A key's admitted requests and tokens in one minute (migration 0010)."""
+
+    __tablename__ = "key_windows"
+
+    api_key_id: Mapped[uuid.UUID] = mapped_column(
+        ForeignKey("api_keys.id", ondelete="CASCADE"), primary_key=True
+    )
+    window_start: Mapped[datetime] = mapped_column(DateTime(timezone=True), primary_key=True)
+    requests: Mapped[int] = mapped_column(Integer, nullable=False, server_default="0")
+    tokens: Mapped[int] = mapped_column(BigInteger, nullable=False, server_default="0")
 
 
 class Model(Base):
@@ -174,6 +209,9 @@ class Generation(Base):
     id: Mapped[uuid.UUID] = mapped_column(UUID(as_uuid=True), primary_key=True)
     account_id: Mapped[uuid.UUID] = mapped_column(ForeignKey("accounts.id"), nullable=False)
     api_key_id: Mapped[uuid.UUID | None] = mapped_column(ForeignKey("api_keys.id"))
+    key_period_start: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))
+    """The `key_spend` row its hold went to: settlement moves it there, so a generation that
+    straddles a period boundary counts once, in the period it was admitted in."""
     model_id: Mapped[int] = mapped_column(ForeignKey("models.id"), nullable=False)
     model_name: Mapped[str] = mapped_column(String(200), nullable=False)
     price_id: Mapped[int | None] = mapped_column(ForeignKey("model_prices.id"))

@@ -1,0 +1,103 @@
+"""key spend limits
+
+Per API key: a spend limit (lifetime or per calendar period in UTC), requests and tokens per
+minute. Every guard runs inside the one admission statement:
+
+* `api_keys` gains `spend_limit` (micro-credits), `spend_period` (day, week, month; NULL for the
+  key's lifetime), `rpm` and `tpm`;
+* `key_spend` holds one counter row per key and period start: `held` (holds of generations
+  admitted in that period and still running) plus `charged` (their charges) is the key's spend.
+  Admission adds the hold, settlement takes it off and adds the charge, in the same statements
+  that change the account; a generation remembers its period (`generations.key_period_start`),
+  so one that straddles a boundary counts once, in the period it was admitted in;
+* `key_windows` counts a key's admitted requests and tokens per minute (one row per key and
+  minute, shared by every server process);
+* `tollgate_period_start(period, at)` is the period arithmetic, in SQL: a period resets by
+  arithmetic on its start, with no job to miss.
+
+Revision ID: 0010
+Revises: 0007
+Create Date: 2026-11-29
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+import sqlalchemy as sa
+from alembic import op
+
+revision: str = "0010"
+down_revision: str | None = "0007"
+branch_labels: str | Sequence[str] | None = None
+depends_on: str | Sequence[str] | None = None
+
+PERIOD_START = """
+CREATE FUNCTION tollgate_period_start(period text, at timestamptz) RETURNS timestamptz
+LANGUAGE sql IMMUTABLE PARALLEL SAFE AS $$
+    SELECT CASE
+        WHEN period IN ('day', 'week', 'month')
+            THEN date_trunc(period, at AT TIME ZONE 'UTC') AT TIME ZONE 'UTC'
+        ELSE '-infinity'::timestamptz
+    END
+$$
+"""
+
+
+def upgrade() -> None:
+    op.add_column("api_keys", sa.Column("spend_limit", sa.BigInteger(), nullable=True))
+    op.add_column("api_keys", sa.Column("spend_period", sa.String(length=8), nullable=True))
+    op.add_column("api_keys", sa.Column("rpm", sa.Integer(), nullable=True))
+    op.add_column("api_keys", sa.Column("tpm", sa.Integer(), nullable=True))
+    op.create_check_constraint("ck_api_keys_spend_limit_positive", "api_keys", "spend_limit > 0")
+    op.create_check_constraint(
+        "ck_api_keys_spend_period_known", "api_keys", "spend_period IN ('day', 'week', 'month')"
+    )
+    op.create_check_constraint("ck_api_keys_rpm_positive", "api_keys", "rpm > 0")
+    op.create_check_constraint("ck_api_keys_tpm_positive", "api_keys", "tpm > 0")
+    op.create_table(
+        "key_spend",
+        sa.Column("api_key_id", sa.UUID(), nullable=False),
+        sa.Column("period_start", sa.DateTime(timezone=True), nullable=False),
+        sa.Column("held", sa.BigInteger(), server_default="0", nullable=False),
+        sa.Column("charged", sa.BigInteger(), server_default="0", nullable=False),
+        sa.ForeignKeyConstraint(
+            ["api_key_id"],
+            ["api_keys.id"],
+            name=op.f("fk_key_spend_api_key_id_api_keys"),
+            ondelete="CASCADE",
+        ),
+        sa.PrimaryKeyConstraint("api_key_id", "period_start", name=op.f("pk_key_spend")),
+        sa.CheckConstraint("held >= 0 AND charged >= 0", name=op.f("ck_key_spend_not_negative")),
+    )
+    op.create_table(
+        "key_windows",
+        sa.Column("api_key_id", sa.UUID(), nullable=False),
+        sa.Column("window_start", sa.DateTime(timezone=True), nullable=False),
+        sa.Column("requests", sa.Integer(), server_default="0", nullable=False),
+        sa.Column("tokens", sa.BigInteger(), server_default="0", nullable=False),
+        sa.ForeignKeyConstraint(
+            ["api_key_id"],
+            ["api_keys.id"],
+            name=op.f("fk_key_windows_api_key_id_api_keys"),
+            ondelete="CASCADE",
+        ),
+        sa.PrimaryKeyConstraint("api_key_id", "window_start", name=op.f("pk_key_windows")),
+    )
+    op.add_column(
+        "generations", sa.Column("key_period_start", sa.DateTime(timezone=True), nullable=True)
+    )
+    op.execute(PERIOD_START)
+
+
+def downgrade() -> None:
+    op.execute("DROP FUNCTION tollgate_period_start(text, timestamptz)")
+    op.drop_column("generations", "key_period_start")
+    op.drop_table("key_windows")
+    op.drop_table("key_spend")
+    op.drop_constraint("ck_api_keys_tpm_positive", "api_keys")
+    op.drop_constraint("ck_api_keys_rpm_positive", "api_keys")
+    op.drop_constraint("ck_api_keys_spend_period_known", "api_keys")
+    op.drop_constraint("ck_api_keys_spend_limit_positive", "api_keys")
+    for column in ("tpm", "rpm", "spend_period", "spend_limit"):
+        op.drop_column("api_keys", column)
