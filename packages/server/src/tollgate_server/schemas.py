@@ -304,6 +304,43 @@ class ApiKeyUpdate(Input):
     tpm: PerMinute | None = None
 
 
+class AllowanceSet(Input):
+    model_config = ConfigDict(
+        json_schema_extra={"examples": [{"amount": "100", "period": "month", "mode": "grant"}]}
+    )
+
+    amount: Annotated[
+        str,
+        BeforeValidator(_positive_credits),
+        WithJsonSchema(_credits_schema(negative=False, zero=False)),
+        Field(
+            description="Credits: granted every period (mode grant), or the floor the available "
+            "balance is topped up to (mode floor)",
+            examples=["100"],
+        ),
+    ]
+    period: SpendPeriod = Field(description="day, week (from Monday) or month, in UTC")
+    mode: Literal["grant", "floor"] = Field(
+        "grant", description="grant: add `amount` each period; floor: top up to `amount`"
+    )
+
+
+class AllowanceGrantPublic(BaseModel):
+    period_start: datetime
+    amount: str = Field(description="Credits granted for that period (0: already at the floor)")
+    ledger_entry_id: int | None
+
+
+class AllowancePublic(BaseModel):
+    account_id: uuid.UUID
+    amount: str = Field(examples=["100"])
+    period: SpendPeriod
+    mode: Literal["grant", "floor"]
+    starts_at: datetime = Field(description="The first period granted is the one this is in")
+    updated_at: datetime
+    grants: list[AllowanceGrantPublic] = Field(description="The last twelve periods granted")
+
+
 class ApiKeyPublic(BaseModel):
     id: uuid.UUID = Field(examples=["0b5e2f4c-7d1a-4c3e-9f60-2a8d5e7b1c94"])
     name: str = Field(examples=["my script"])

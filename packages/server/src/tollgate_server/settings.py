@@ -130,6 +130,9 @@ class Settings(BaseSettings):
     max_generation_seconds: float = 600.0
     keepalive_seconds: float = 15.0
     """Seconds of upstream silence after which a stream gets an SSE comment."""
+    allowance_interval_seconds: float = Field(60.0, gt=0)
+    """How often each process grants the periodic allowances owed (each period once, whichever
+    process is first)."""
     sweep_interval_seconds: float = 30.0
     heartbeat_seconds: float = 5.0
     instance_stale_seconds: float = 30.0

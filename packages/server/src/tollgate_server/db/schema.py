@@ -269,6 +269,44 @@ class Instance(Base):
     heartbeat_at: Mapped[datetime] = _now()
 
 
+class Allowance(Base):
+    """An account's recurring grant (migration 0010): `amount` every period (mode ``grant``),
+    or a top-up of the available balance to `amount` (mode ``floor``)."""
+
+    __tablename__ = "allowances"
+    __table_args__ = (
+        CheckConstraint("amount > 0", name="amount_positive"),
+        CheckConstraint("period IN ('day', 'week', 'month')", name="period"),
+        CheckConstraint("mode IN ('grant', 'floor')", name="mode"),
+    )
+
+    account_id: Mapped[uuid.UUID] = mapped_column(
+        ForeignKey("accounts.id", ondelete="CASCADE"), primary_key=True
+    )
+    amount: Mapped[int] = mapped_column(BigInteger, nullable=False)
+    period: Mapped[str] = mapped_column(String(8), nullable=False)
+    mode: Mapped[str] = mapped_column(String(8), nullable=False)
+    starts_at: Mapped[datetime] = _now()
+    """The first period granted is the one this falls in."""
+    created_by: Mapped[uuid.UUID | None] = mapped_column(UUID(as_uuid=True))
+    updated_at: Mapped[datetime] = _now()
+
+
+class AllowanceGrant(Base):
+    """One period's grant of an allowance: its primary key is what makes a grant happen once,
+    whichever process gets there first."""
+
+    __tablename__ = "allowance_grants"
+
+    account_id: Mapped[uuid.UUID] = mapped_column(
+        ForeignKey("accounts.id", ondelete="CASCADE"), primary_key=True
+    )
+    period_start: Mapped[datetime] = mapped_column(DateTime(timezone=True), primary_key=True)
+    amount: Mapped[int] = mapped_column(BigInteger, nullable=False)
+    ledger_entry_id: Mapped[int | None] = mapped_column(BigInteger)
+    created_at: Mapped[datetime] = _now()
+
+
 class LedgerEntry(Base):
     """One movement of credits. Append-only: corrections are new entries.
 

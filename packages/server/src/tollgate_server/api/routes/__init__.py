@@ -2,7 +2,16 @@
 
 from fastapi import APIRouter
 
-from tollgate_server.api.routes import admin, auth, billing, chat, generations, health, keys
+from tollgate_server.api.routes import (
+    admin,
+    allowances,
+    auth,
+    billing,
+    chat,
+    generations,
+    health,
+    keys,
+)
 
 ROUTERS: list[APIRouter] = [
     chat.router,
@@ -11,5 +20,6 @@ ROUTERS: list[APIRouter] = [
     billing.router,
     keys.router,
     admin.router,
+    allowances.router,
     health.router,
 ]

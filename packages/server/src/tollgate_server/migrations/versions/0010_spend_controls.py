@@ -1,4 +1,4 @@
-"""key spend limits
+"""spend controls: key limits and periodic allowances
 
 Per API key: a spend limit (lifetime or per calendar period in UTC), requests and tokens per
 minute. Every guard runs inside the one admission statement:
@@ -14,6 +14,11 @@ minute. Every guard runs inside the one admission statement:
   minute, shared by every server process);
 * `tollgate_period_start(period, at)` is the period arithmetic, in SQL: a period resets by
   arithmetic on its start, with no job to miss.
+
+Per account, a periodic allowance (`allowances`: a grant of `amount` every period, or a top-up
+to a floor of `amount`), issued by the server processes themselves: `allowance_grants` has one
+row per account and period start, inserted with ON CONFLICT DO NOTHING in the transaction that
+writes the ledger entry, so several processes, or a restart, never grant a period twice.
 
 Revision ID: 0010
 Revises: 0007
@@ -88,9 +93,58 @@ def upgrade() -> None:
         "generations", sa.Column("key_period_start", sa.DateTime(timezone=True), nullable=True)
     )
     op.execute(PERIOD_START)
+    op.create_table(
+        "allowances",
+        sa.Column("account_id", sa.UUID(), nullable=False),
+        sa.Column("amount", sa.BigInteger(), nullable=False),
+        sa.Column("period", sa.String(length=8), nullable=False),
+        sa.Column("mode", sa.String(length=8), nullable=False),
+        sa.Column(
+            "starts_at", sa.DateTime(timezone=True), server_default=sa.text("now()"), nullable=False
+        ),
+        sa.Column("created_by", sa.UUID(), nullable=True),
+        sa.Column(
+            "updated_at",
+            sa.DateTime(timezone=True),
+            server_default=sa.text("now()"),
+            nullable=False,
+        ),
+        sa.ForeignKeyConstraint(
+            ["account_id"],
+            ["accounts.id"],
+            name=op.f("fk_allowances_account_id_accounts"),
+            ondelete="CASCADE",
+        ),
+        sa.PrimaryKeyConstraint("account_id", name=op.f("pk_allowances")),
+        sa.CheckConstraint("amount > 0", name=op.f("ck_allowances_amount_positive")),
+        sa.CheckConstraint("period IN ('day', 'week', 'month')", name=op.f("ck_allowances_period")),
+        sa.CheckConstraint("mode IN ('grant', 'floor')", name=op.f("ck_allowances_mode")),
+    )
+    op.create_table(
+        "allowance_grants",
+        sa.Column("account_id", sa.UUID(), nullable=False),
+        sa.Column("period_start", sa.DateTime(timezone=True), nullable=False),
+        sa.Column("amount", sa.BigInteger(), nullable=False),
+        sa.Column("ledger_entry_id", sa.BigInteger(), nullable=True),
+        sa.Column(
+            "created_at",
+            sa.DateTime(timezone=True),
+            server_default=sa.text("now()"),
+            nullable=False,
+        ),
+        sa.ForeignKeyConstraint(
+            ["account_id"],
+            ["accounts.id"],
+            name=op.f("fk_allowance_grants_account_id_accounts"),
+            ondelete="CASCADE",
+        ),
+        sa.PrimaryKeyConstraint("account_id", "period_start", name=op.f("pk_allowance_grants")),
+    )
 
 
 def downgrade() -> None:
+    op.drop_table("allowance_grants")
+    op.drop_table("allowances")
     op.execute("DROP FUNCTION tollgate_period_start(text, timestamptz)")
     op.drop_column("generations", "key_period_start")
     op.drop_table("key_windows")
