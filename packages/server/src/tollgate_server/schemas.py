@@ -341,6 +341,65 @@ class AllowancePublic(BaseModel):
     grants: list[AllowanceGrantPublic] = Field(description="The last twelve periods granted")
 
 
+def _webhook_url(value: str) -> str:
+    if not re.fullmatch(r"https?://[^\s/?#]+[^\s]*", value):
+        raise ValueError("must be an http:// or https:// URL")
+    return value
+
+
+class WebhookEndpointSet(Input):
+    model_config = ConfigDict(
+        json_schema_extra={
+            "examples": [{"url": "https://example.com/tollgate", "secret": "a long random secret"}]
+        }
+    )
+
+    url: Annotated[Text, AfterValidator(_webhook_url), Field(max_length=2000)]
+    secret: Text = Field(
+        min_length=16,
+        max_length=200,
+        description="Signs every body (HMAC-SHA256); stored to sign, never shown back",
+    )
+
+
+class WebhookEndpointPublic(BaseModel):
+    url: str
+    secret_set: bool = Field(description="Always true: the secret is never shown back")
+    updated_at: datetime
+
+
+class BalanceAlertSet(Input):
+    threshold: Price = Field(
+        description="A `balance.low` event is sent when the available balance falls below this "
+        "(once, until a top-up lifts it back)"
+    )
+
+
+class BalanceAlertPublic(BaseModel):
+    account_id: uuid.UUID
+    threshold: str
+    alerted: bool = Field(description="Below the threshold, alert sent, waiting for a top-up")
+
+
+class WebhookDeliveryPublic(BaseModel):
+    id: uuid.UUID = Field(description="The event's id, in its body: receivers drop repeats by it")
+    type: Literal["balance.low", "key.budget_80", "key.budget_100"]
+    account_id: uuid.UUID | None
+    data: dict[str, Any]
+    created_at: datetime
+    status: Literal["pending", "delivered", "given_up"]
+    attempts: int
+    next_attempt_at: datetime
+    delivered_at: datetime | None
+    gave_up_at: datetime | None
+    last_status: int | None = Field(description="The receiver's last HTTP status, if it answered")
+    last_error: str | None
+
+
+class WebhookDeliveryPage(BaseModel):
+    data: list[WebhookDeliveryPublic]
+
+
 class ApiKeyPublic(BaseModel):
     id: uuid.UUID = Field(examples=["0b5e2f4c-7d1a-4c3e-9f60-2a8d5e7b1c94"])
     name: str = Field(examples=["my script"])

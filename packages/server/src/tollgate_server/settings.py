@@ -133,6 +133,16 @@ class Settings(BaseSettings):
     allowance_interval_seconds: float = Field(60.0, gt=0)
     """How often each process grants the periodic allowances owed (each period once, whichever
     process is first)."""
+    webhook_deliver: bool = True
+    """Whether this process delivers webhooks (every process may: they never send one event at
+    once)."""
+    webhook_poll_seconds: float = Field(1.0, gt=0)
+    """How often each process looks for webhook events due."""
+    webhook_backoff_seconds: float = Field(10.0, gt=0)
+    """The wait after a failed delivery, doubled after each further failure (at most an hour)."""
+    webhook_retry_hours: float = Field(26.0, gt=0)
+    """How long a failing delivery is retried before it is given up (more than a day)."""
+    webhook_timeout_seconds: float = Field(10.0, gt=0)
     sweep_interval_seconds: float = 30.0
     heartbeat_seconds: float = 5.0
     instance_stale_seconds: float = 30.0

@@ -20,6 +20,7 @@ from sqlalchemy import (
     Integer,
     LargeBinary,
     MetaData,
+    SmallInteger,
     String,
     Text,
     func,
@@ -129,6 +130,11 @@ class KeySpend(Base):
     period_start: Mapped[datetime] = mapped_column(DateTime(timezone=True), primary_key=True)
     held: Mapped[int] = mapped_column(BigInteger, nullable=False, server_default="0")
     charged: Mapped[int] = mapped_column(BigInteger, nullable=False, server_default="0")
+    alerted: Mapped[int] = mapped_column(SmallInteger, nullable=False, server_default="0")
+    """The highest budget alert (80, 100 per cent) raised in this period: each fires once."""
+    alert_now: Mapped[int] = mapped_column(SmallInteger, nullable=False, server_default="0")
+    """The alert the last admission raised (0: none): how the admission statement, which
+    cannot see the row's previous version, knows it crossed."""
 
 
 class KeyWindow(Base):
@@ -305,6 +311,59 @@ class AllowanceGrant(Base):
     amount: Mapped[int] = mapped_column(BigInteger, nullable=False)
     ledger_entry_id: Mapped[int | None] = mapped_column(BigInteger)
     created_at: Mapped[datetime] = _now()
+
+
+class WebhookEndpoint(Base):
+    """Where alerts are sent (one row), and the secret that signs them (needed to sign, so
+    stored; never shown back)."""
+
+    __tablename__ = "webhook_endpoint"
+    __table_args__ = (CheckConstraint("id = 1", name="single"),)
+
+    id: Mapped[int] = mapped_column(SmallInteger, primary_key=True, server_default="1")
+    url: Mapped[str] = mapped_column(Text, nullable=False)
+    secret: Mapped[str] = mapped_column(Text, nullable=False)
+    updated_at: Mapped[datetime] = _now()
+
+
+class BalanceAlert(Base):
+    """An account's low-balance threshold; `alerted` until a top-up lifts it back above."""
+
+    __tablename__ = "balance_alerts"
+
+    account_id: Mapped[uuid.UUID] = mapped_column(
+        ForeignKey("accounts.id", ondelete="CASCADE"), primary_key=True
+    )
+    threshold: Mapped[int] = mapped_column(BigInteger, nullable=False)
+    alerted: Mapped[bool] = mapped_column(Boolean, nullable=False, server_default=text("false"))
+
+
+class WebhookEvent(Base):
+    """The outbox: written by the statement that caused the event, delivered afterwards."""
+
+    __tablename__ = "webhook_events"
+    __table_args__ = (
+        Index(
+            "ix_webhook_events_due",
+            "next_attempt_at",
+            postgresql_where=text("delivered_at IS NULL AND gave_up_at IS NULL"),
+        ),
+        Index("ix_webhook_events_created", "created_at"),
+    )
+
+    id: Mapped[uuid.UUID] = mapped_column(
+        UUID(as_uuid=True), primary_key=True, server_default=text("gen_random_uuid()")
+    )
+    type: Mapped[str] = mapped_column(String(64), nullable=False)
+    account_id: Mapped[uuid.UUID | None] = mapped_column(UUID(as_uuid=True))
+    data: Mapped[dict[str, object]] = mapped_column(JSONB, nullable=False)
+    created_at: Mapped[datetime] = _now()
+    attempts: Mapped[int] = mapped_column(Integer, nullable=False, server_default="0")
+    next_attempt_at: Mapped[datetime] = _now()
+    delivered_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))
+    gave_up_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))
+    last_status: Mapped[int | None] = mapped_column(Integer)
+    last_error: Mapped[str | None] = mapped_column(Text)
 
 
 class LedgerEntry(Base):

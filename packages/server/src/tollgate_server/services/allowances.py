@@ -20,7 +20,7 @@ import asyncio
 import logging
 import uuid
 from datetime import datetime
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import asyncpg
 from sqlalchemy import text
@@ -30,8 +30,10 @@ from tollgate_core.money import MAX_BALANCE
 
 from tollgate_server.db.raw import raw_connection
 from tollgate_server.errors import not_found
-from tollgate_server.runtime import Runtime
 from tollgate_server.schemas import AllowanceSet
+
+if TYPE_CHECKING:
+    from tollgate_server.runtime import Runtime
 
 logger = logging.getLogger("tollgate.allowances")
 
@@ -121,6 +123,14 @@ async def _grant(conn: asyncpg.Connection, account_id: uuid.UUID, period_start: 
                 after["balance"],
                 after["held"],
                 f"allowance ({claim['mode']}) for the period from {period_start.isoformat()}",
+            )
+            # A grant re-arms the account's low-balance alert once it lifts it above.
+            await conn.execute(
+                "UPDATE balance_alerts SET alerted = false WHERE account_id = $1 AND alerted "
+                "AND $2::bigint - $3::bigint >= threshold",
+                account_id,
+                after["balance"],
+                after["held"],
             )
         await conn.execute(
             "UPDATE allowance_grants SET amount = $3, ledger_entry_id = $4 "

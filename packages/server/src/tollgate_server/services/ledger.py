@@ -24,6 +24,7 @@ from tollgate_core import Usage, format_credits, parse_credits
 from tollgate_core.money import MAX_BALANCE
 
 from tollgate_server.errors import ApiError, not_found
+from tollgate_server.services.webhooks import check_balance_alert
 
 # --- admission and settlement (raw asyncpg: the hot path) ----------------------------------
 
@@ -72,15 +73,30 @@ WITH cur AS (
     RETURNING requests
 ), ks AS (
     -- The key's spend in its period (held + charged): the hold is added only if it fits.
-    INSERT INTO key_spend AS s (api_key_id, period_start, held)
-    SELECT k.id, k.period, $2 FROM k, account
+    -- `alert_now` is the budget alert (80 or 100 per cent) this admission raised, once a period.
+    INSERT INTO key_spend AS s (api_key_id, period_start, held, alerted, alert_now)
+    SELECT k.id, k.period, $2, lvl.level, lvl.level
+    FROM k, account, LATERAL (
+        SELECT CASE WHEN $2 >= k.spend_limit THEN 100
+                    WHEN $2 * 5 >= k.spend_limit * 4 THEN 80 ELSE 0 END AS level
+    ) lvl
     WHERE account.refusal IS NULL
       AND (k.rpm IS NULL AND k.tpm IS NULL OR EXISTS (SELECT 1 FROM kwin))
       AND (k.spend_limit IS NULL OR $2 <= k.spend_limit)
-    ON CONFLICT (api_key_id, period_start) DO UPDATE SET held = s.held + EXCLUDED.held
+    ON CONFLICT (api_key_id, period_start) DO UPDATE
+    SET held = s.held + EXCLUDED.held,
+        alerted = greatest(s.alerted, (SELECT CASE
+            WHEN s.held + s.charged + EXCLUDED.held >= k.spend_limit THEN 100
+            WHEN (s.held + s.charged + EXCLUDED.held) * 5 >= k.spend_limit * 4 THEN 80
+            ELSE 0 END FROM k)),
+        alert_now = (SELECT CASE
+            WHEN s.alerted < 100 AND s.held + s.charged + EXCLUDED.held >= k.spend_limit THEN 100
+            WHEN s.alerted < 80
+                 AND (s.held + s.charged + EXCLUDED.held) * 5 >= k.spend_limit * 4 THEN 80
+            ELSE 0 END FROM k)
     WHERE (SELECT k.spend_limit IS NULL OR s.held + s.charged + EXCLUDED.held <= k.spend_limit
            FROM k)
-    RETURNING period_start
+    RETURNING period_start, alert_now, held + charged AS spend
 ), verdict AS (
     SELECT account.id, account.balance, account.held,
            coalesce(account.refusal, CASE
@@ -111,6 +127,40 @@ WITH cur AS (
         account_id, kind, amount, held_delta, balance_after, held_after, generation_id
     )
     SELECT acc.id, 'hold', 0, $2, acc.balance, acc.held, gen.id FROM acc, gen
+), kfull AS (
+    -- Refused by the key's budget: the 100 per cent alert, unless this period raised it.
+    UPDATE key_spend s SET alerted = 100
+    FROM k, verdict v
+    WHERE v.refusal = 'key_budget_exceeded' AND s.api_key_id = k.id
+      AND s.period_start = k.period AND s.alerted < 100
+    RETURNING s.period_start, s.held + s.charged AS spend
+), low AS (
+    -- The available balance fell below the account's threshold (once, until a top-up).
+    UPDATE balance_alerts b SET alerted = true FROM acc
+    WHERE b.account_id = acc.id AND NOT b.alerted AND acc.balance - acc.held < b.threshold
+    RETURNING b.threshold, acc.balance - acc.held AS available
+), events AS (
+    -- The outbox: alerts commit (or roll back) with the admission that raised them.
+    INSERT INTO webhook_events (type, account_id, data)
+    SELECT e.type, $1, e.data FROM (
+        SELECT 'key.budget_' || x.alert_now AS type, jsonb_build_object(
+            'account_id', $1, 'key_id', $5, 'period_start', x.period_start,
+            'spend', tollgate_credits(x.spend), 'spend_limit', tollgate_credits(k.spend_limit),
+            'percent', x.alert_now) AS data
+        FROM ks x, k WHERE x.alert_now > 0
+        UNION ALL
+        SELECT 'key.budget_100', jsonb_build_object(
+            'account_id', $1, 'key_id', $5, 'period_start', f.period_start,
+            'spend', tollgate_credits(f.spend), 'spend_limit', tollgate_credits(k.spend_limit),
+            'percent', 100)
+        FROM kfull f, k
+        UNION ALL
+        SELECT 'balance.low', jsonb_build_object(
+            'account_id', $1, 'available', tollgate_credits(low.available),
+            'threshold', tollgate_credits(low.threshold))
+        FROM low
+    ) e
+    WHERE EXISTS (SELECT 1 FROM webhook_endpoint)
 )
 SELECT coalesce(v.refusal, CASE WHEN v.id IS NULL THEN 'account_disabled' END) AS refusal,
        v.balance, v.held, 60 - extract(second FROM now())::int AS window_left
@@ -446,6 +496,8 @@ async def post_credits(
             raise ApiError(
                 409, "insufficient_balance", "a deduction may not exceed the available balance"
             )
+        # The low-balance alert (or its re-arming), in this same transaction.
+        await check_balance_alert(session, account_id)
         entry = (
             await session.execute(
                 text(

@@ -11,6 +11,7 @@ from tollgate_server.api.routes import (
     generations,
     health,
     keys,
+    webhooks,
 )
 
 ROUTERS: list[APIRouter] = [
@@ -21,5 +22,6 @@ ROUTERS: list[APIRouter] = [
     keys.router,
     admin.router,
     allowances.router,
+    webhooks.router,
     health.router,
 ]

@@ -20,6 +20,12 @@ to a floor of `amount`), issued by the server processes themselves: `allowance_g
 row per account and period start, inserted with ON CONFLICT DO NOTHING in the transaction that
 writes the ledger entry, so several processes, or a restart, never grant a period twice.
 
+Alerts go out as webhooks through an outbox: `webhook_events` rows are written by the statement
+that causes them (the admission statement, for a key's budget and an account's low balance), so
+none is lost and none is sent for a change that rolled back; `webhook_endpoint` is the admin's
+URL and signing secret; `balance_alerts` each account's threshold; `key_spend.alerted` the
+highest budget alert (80, 100) already raised in that period.
+
 Revision ID: 0010
 Revises: 0007
 Create Date: 2026-11-29
@@ -31,6 +37,7 @@ from collections.abc import Sequence
 
 import sqlalchemy as sa
 from alembic import op
+from sqlalchemy.dialects import postgresql
 
 revision: str = "0010"
 down_revision: str | None = "0007"
@@ -47,6 +54,14 @@ LANGUAGE sql IMMUTABLE PARALLEL SAFE AS $$
     END
 $$
 """
+
+CREDITS = """
+CREATE FUNCTION tollgate_credits(micro bigint) RETURNS text
+LANGUAGE sql IMMUTABLE PARALLEL SAFE AS $$
+    SELECT trim_scale(micro::numeric / 1000000)::text
+$$
+"""
+"""Micro-credits as the API writes credits (a decimal string), for webhook payloads."""
 
 
 def upgrade() -> None:
@@ -72,6 +87,8 @@ def upgrade() -> None:
             name=op.f("fk_key_spend_api_key_id_api_keys"),
             ondelete="CASCADE",
         ),
+        sa.Column("alerted", sa.SmallInteger(), server_default="0", nullable=False),
+        sa.Column("alert_now", sa.SmallInteger(), server_default="0", nullable=False),
         sa.PrimaryKeyConstraint("api_key_id", "period_start", name=op.f("pk_key_spend")),
         sa.CheckConstraint("held >= 0 AND charged >= 0", name=op.f("ck_key_spend_not_negative")),
     )
@@ -93,6 +110,7 @@ def upgrade() -> None:
         "generations", sa.Column("key_period_start", sa.DateTime(timezone=True), nullable=True)
     )
     op.execute(PERIOD_START)
+    op.execute(CREDITS)
     op.create_table(
         "allowances",
         sa.Column("account_id", sa.UUID(), nullable=False),
@@ -140,11 +158,74 @@ def upgrade() -> None:
         ),
         sa.PrimaryKeyConstraint("account_id", "period_start", name=op.f("pk_allowance_grants")),
     )
+    op.create_table(
+        "webhook_endpoint",
+        sa.Column("id", sa.SmallInteger(), server_default="1", nullable=False),
+        sa.Column("url", sa.Text(), nullable=False),
+        sa.Column("secret", sa.Text(), nullable=False),
+        sa.Column(
+            "updated_at",
+            sa.DateTime(timezone=True),
+            server_default=sa.text("now()"),
+            nullable=False,
+        ),
+        sa.PrimaryKeyConstraint("id", name=op.f("pk_webhook_endpoint")),
+        sa.CheckConstraint("id = 1", name=op.f("ck_webhook_endpoint_single")),
+    )
+    op.create_table(
+        "balance_alerts",
+        sa.Column("account_id", sa.UUID(), nullable=False),
+        sa.Column("threshold", sa.BigInteger(), nullable=False),
+        sa.Column("alerted", sa.Boolean(), server_default=sa.text("false"), nullable=False),
+        sa.ForeignKeyConstraint(
+            ["account_id"],
+            ["accounts.id"],
+            name=op.f("fk_balance_alerts_account_id_accounts"),
+            ondelete="CASCADE",
+        ),
+        sa.PrimaryKeyConstraint("account_id", name=op.f("pk_balance_alerts")),
+    )
+    op.create_table(
+        "webhook_events",
+        sa.Column("id", sa.UUID(), server_default=sa.text("gen_random_uuid()"), nullable=False),
+        sa.Column("type", sa.String(length=64), nullable=False),
+        sa.Column("account_id", sa.UUID(), nullable=True),
+        sa.Column("data", postgresql.JSONB(), nullable=False),
+        sa.Column(
+            "created_at",
+            sa.DateTime(timezone=True),
+            server_default=sa.text("now()"),
+            nullable=False,
+        ),
+        sa.Column("attempts", sa.Integer(), server_default="0", nullable=False),
+        sa.Column(
+            "next_attempt_at",
+            sa.DateTime(timezone=True),
+            server_default=sa.text("now()"),
+            nullable=False,
+        ),
+        sa.Column("delivered_at", sa.DateTime(timezone=True), nullable=True),
+        sa.Column("gave_up_at", sa.DateTime(timezone=True), nullable=True),
+        sa.Column("last_status", sa.Integer(), nullable=True),
+        sa.Column("last_error", sa.Text(), nullable=True),
+        sa.PrimaryKeyConstraint("id", name=op.f("pk_webhook_events")),
+    )
+    op.create_index(
+        "ix_webhook_events_due",
+        "webhook_events",
+        ["next_attempt_at"],
+        postgresql_where=sa.text("delivered_at IS NULL AND gave_up_at IS NULL"),
+    )
+    op.create_index("ix_webhook_events_created", "webhook_events", ["created_at"])
 
 
 def downgrade() -> None:
+    op.drop_table("webhook_events")
+    op.drop_table("balance_alerts")
+    op.drop_table("webhook_endpoint")
     op.drop_table("allowance_grants")
     op.drop_table("allowances")
+    op.execute("DROP FUNCTION tollgate_credits(bigint)")
     op.execute("DROP FUNCTION tollgate_period_start(text, timestamptz)")
     op.drop_column("generations", "key_period_start")
     op.drop_table("key_windows")
