@@ -141,6 +141,15 @@ class World:
                 }
             ],
             "PATCH /v1/admin/models/{name}": [{"upstream_model": "openai-upstream"}],
+            "PATCH /v1/keys/{key_id}": [{"spend_limit": "5", "spend_period": "day"}],
+            "PATCH /v1/admin/keys/{key_id}": [{"spend_limit": "5", "spend_period": "day"}],
+            "PUT /v1/admin/users/{user_id}/allowance": [
+                {"amount": "5", "period": "day", "mode": "grant"}
+            ],
+            "PUT /v1/admin/users/{user_id}/balance-alert": [{"threshold": "5"}],
+            "PUT /v1/admin/webhooks": [
+                {"url": "https://example.com/hook", "secret": "0123456789abcdef0123"}
+            ],
         }
         return bases[operation]
 

@@ -150,8 +150,9 @@ async def run_allowances(runtime: Runtime) -> None:
             await issue_due(
                 runtime.hot_pool, clock_offset=runtime.settings.period_clock_offset_seconds
             )
-        except Exception:  # a database outage must not end the loop
-            logger.warning("could not issue allowances; will retry", exc_info=True)
+        except Exception as exc:  # a database outage must not end the loop
+            # One line: the database's own outage is reported where it is watched.
+            logger.warning("could not issue allowances (%s); will retry", type(exc).__name__)
         await asyncio.sleep(runtime.settings.allowance_interval_seconds)
 
 

@@ -24,7 +24,7 @@ from tollgate_core import Usage, format_credits, parse_credits
 from tollgate_core.money import MAX_BALANCE
 
 from tollgate_server.errors import ApiError, not_found
-from tollgate_server.services.webhooks import check_balance_alert
+from tollgate_server.services.alerts import check_balance_alert
 
 # --- admission and settlement (raw asyncpg: the hot path) ----------------------------------
 
