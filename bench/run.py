@@ -711,6 +711,9 @@ class Options:
     tokens: int
     scaling: bool
     profile_dir: Path | None
+    key_limits: bool = False
+    """Give every API key a spend limit (per month) and rpm/tpm limits too high to refuse, to
+    measure what the key guards of the admission statement cost."""
 
 
 class Server:
@@ -1034,7 +1037,14 @@ class Bench:
             user_token = admin.json(
                 "POST", "/v1/auth/login", {"email": email, "password": PASSWORD}
             )["access_token"]
-            key = admin.json("POST", "/v1/keys", {"name": "bench"}, token=user_token)["key"]
+            limits = (
+                {"spend_limit": "100000", "spend_period": "month", "rpm": 10**9, "tpm": 10**9}
+                if self.options.key_limits
+                else {}
+            )
+            key = admin.json("POST", "/v1/keys", {"name": "bench", **limits}, token=user_token)[
+                "key"
+            ]
             self.jwts.append(user_token)
             self.keys.append(key)
         admin.close()
@@ -1776,6 +1786,12 @@ def parse_args(argv: Sequence[str] | None = None) -> tuple[argparse.Namespace, O
     )
     parser.add_argument("--no-scaling", action="store_true", help="skip the 2-worker comparison")
     parser.add_argument(
+        "--key-limits",
+        action="store_true",
+        help="API keys with a monthly spend limit and rpm/tpm limits (never reached), to "
+        "compare with keys without limits",
+    )
+    parser.add_argument(
         "--server-env",
         choices=("deployed", "current"),
         default="deployed",
@@ -1820,6 +1836,7 @@ def parse_args(argv: Sequence[str] | None = None) -> tuple[argparse.Namespace, O
         tokens=args.tokens,
         scaling=not args.no_scaling,
         profile_dir=args.profile,
+        key_limits=args.key_limits,
     )
     return args, options
 

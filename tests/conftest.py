@@ -59,6 +59,8 @@ def make_settings(database_url: str, data_dir: Path, **overrides: Any) -> Settin
         "register_max_taken_per_address": 1000,
         "keepalive_seconds": 15.0,
         "sweep_interval_seconds": 3600.0,
+        # Webhooks are delivered by the servers of tests/test_webhooks.py only, to its receiver.
+        "webhook_deliver": False,
     }
     values.update(overrides)
     return Settings(**values)

@@ -572,6 +572,34 @@ def test_keys_create_with_models_and_expiry(
     assert refused(cli("keys", "revoke", missing)) == f"error: no key with id {missing}"
 
 
+def test_keys_limits_from_the_cli(
+    cli: Cli, api: httpx.Client, make_user: Callable[..., User], test_models: dict[str, str]
+) -> None:
+    user = make_user("100")
+    created = json.loads(
+        ok(
+            cli(
+                "keys", "create", user.email, "--name", "capped", "--spend-limit", "25",
+                "--spend-period", "month", "--rpm", "60", "--json",
+            )
+        )
+    )  # fmt: skip
+    assert (created["spend_limit"], created["spend_period"], created["rpm"]) == ("25", "month", 60)
+    out = ok(cli("keys", "limit", created["id"], "--spend-limit", "0.5", "--rpm", "none"))
+    assert "limit 0.5 credits per month, rpm -" in out
+    refused_answer = api.post(
+        "/v1/chat/completions",
+        headers={"Authorization": f"Bearer {created['key']}"},
+        json={"model": test_models["openai"], "messages": [{"role": "user", "content": "hi"}]},
+    )
+    assert refused_answer.json()["error"]["code"] == "key_budget_exceeded"
+    (key,) = json.loads(ok(cli("keys", "list", user.email, "--json")))
+    assert (key["spend_limit"], key["rpm"], key["spend"]) == ("0.5", None, "0")
+    assert "spend_limit" in refused(cli("keys", "limit", created["id"], "--spend-limit", "0"))
+    assert "--rpm" in refused(cli("keys", "limit", created["id"], "--rpm", "many"))
+    assert "at least one" in refused(cli("keys", "limit", created["id"]))
+
+
 # --- database and providers ------------------------------------------------------------------
 
 
@@ -633,7 +661,7 @@ def test_every_command_has_help_with_an_example(cli: Cli) -> None:
         "users": ["create", "list", "show", "set-role", "disable", "enable"],
         "credits": ["show", "grant", "deduct", "ledger"],
         "models": ["list", "add", "set-price", "enable", "disable", "import"],
-        "keys": ["create", "list", "revoke"],
+        "keys": ["create", "list", "limit", "revoke"],
         "providers": ["list"],
     }
     for group, commands in groups.items():

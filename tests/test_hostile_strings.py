@@ -160,6 +160,15 @@ class World:
                     "upstream_model": "x",
                 }
             ],
+            "PATCH /v1/keys/{key_id}": [{"spend_limit": "5", "spend_period": "day"}],
+            "PATCH /v1/admin/keys/{key_id}": [{"spend_limit": "5", "spend_period": "day"}],
+            "PUT /v1/admin/users/{user_id}/allowance": [
+                {"amount": "5", "period": "day", "mode": "grant"}
+            ],
+            "PUT /v1/admin/users/{user_id}/balance-alert": [{"threshold": "5"}],
+            "PUT /v1/admin/webhooks": [
+                {"url": "https://example.com/hook", "secret": "0123456789abcdef0123"}
+            ],
         }
         return bases[operation]
 

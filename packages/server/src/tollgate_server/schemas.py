@@ -134,6 +134,27 @@ Price = Annotated[
         examples=["0.15"],
     ),
 ]
+
+
+def _positive_credits(value: object) -> str:
+    checked = check_credits(value, negative=False)
+    if parse_credits(checked) == 0:
+        raise ValueError("must be more than zero; send null for no limit")
+    return checked
+
+
+SpendLimit = Annotated[
+    str,
+    BeforeValidator(_positive_credits),
+    WithJsonSchema(_credits_schema(negative=False, zero=False)),
+    Field(
+        description="Credits the key may spend per `spend_period` (its holds count until they "
+        "settle), as a decimal string; null for no limit",
+        examples=["25"],
+    ),
+]
+SpendPeriod = Literal["day", "week", "month"]
+PerMinute = Annotated[int, Strict(), Field(gt=0, le=1_000_000_000)]
 Role = Literal["client", "admin"]
 
 
@@ -249,6 +270,18 @@ class ApiKeyCreate(Input):
         description="When the key stops working, with a time zone; omit for never",
         examples=["2030-01-01T00:00:00Z"],
     )
+    spend_limit: SpendLimit | None = None
+    spend_period: SpendPeriod | None = Field(
+        None,
+        description="day, week or month: calendar periods in UTC (a week starts on Monday); "
+        "null for the key's whole lifetime",
+    )
+    rpm: PerMinute | None = Field(None, description="Requests per minute; null for no limit")
+    tpm: PerMinute | None = Field(
+        None,
+        description="Tokens per minute, counted at admission as the prompt's estimate plus "
+        "max_tokens; null for no limit",
+    )
 
     @field_validator("expires_at")
     @classmethod
@@ -256,6 +289,115 @@ class ApiKeyCreate(Input):
         if value is not None and value.tzinfo is None:
             raise ValueError("expires_at needs a time zone, such as 2030-01-01T00:00:00Z")
         return value
+
+
+class ApiKeyUpdate(Input):
+    """Only the fields you send change; null removes a limit."""
+
+    model_config = ConfigDict(
+        json_schema_extra={"examples": [{"spend_limit": "25", "spend_period": "month"}]}
+    )
+
+    spend_limit: SpendLimit | None = None
+    spend_period: SpendPeriod | None = None
+    rpm: PerMinute | None = None
+    tpm: PerMinute | None = None
+
+
+class AllowanceSet(Input):
+    model_config = ConfigDict(
+        json_schema_extra={"examples": [{"amount": "100", "period": "month", "mode": "grant"}]}
+    )
+
+    amount: Annotated[
+        str,
+        BeforeValidator(_positive_credits),
+        WithJsonSchema(_credits_schema(negative=False, zero=False)),
+        Field(
+            description="Credits: granted every period (mode grant), or the floor the available "
+            "balance is topped up to (mode floor)",
+            examples=["100"],
+        ),
+    ]
+    period: SpendPeriod = Field(description="day, week (from Monday) or month, in UTC")
+    mode: Literal["grant", "floor"] = Field(
+        "grant", description="grant: add `amount` each period; floor: top up to `amount`"
+    )
+
+
+class AllowanceGrantPublic(BaseModel):
+    period_start: datetime
+    amount: str = Field(description="Credits granted for that period (0: already at the floor)")
+    ledger_entry_id: int | None
+
+
+class AllowancePublic(BaseModel):
+    account_id: uuid.UUID
+    amount: str = Field(examples=["100"])
+    period: SpendPeriod
+    mode: Literal["grant", "floor"]
+    starts_at: datetime = Field(description="The first period granted is the one this is in")
+    updated_at: datetime
+    grants: list[AllowanceGrantPublic] = Field(description="The last twelve periods granted")
+
+
+def _webhook_url(value: str) -> str:
+    if not re.fullmatch(r"https?://[^\s/?#]+[^\s]*", value):
+        raise ValueError("must be an http:// or https:// URL")
+    return value
+
+
+class WebhookEndpointSet(Input):
+    model_config = ConfigDict(
+        json_schema_extra={
+            "examples": [{"url": "https://example.com/tollgate", "secret": "a long random secret"}]
+        }
+    )
+
+    url: Annotated[Text, AfterValidator(_webhook_url), Field(max_length=2000)]
+    secret: Text = Field(
+        min_length=16,
+        max_length=200,
+        description="Signs every body (HMAC-SHA256); stored to sign, never shown back",
+    )
+
+
+class WebhookEndpointPublic(BaseModel):
+    url: str
+    secret_set: bool = Field(description="Always true: the secret is never shown back")
+    updated_at: datetime
+
+
+class BalanceAlertSet(Input):
+    threshold: Price = Field(
+        description="A `balance.low` event is sent when the available balance falls below this "
+        "(once, until a top-up lifts it back)"
+    )
+
+
+class BalanceAlertPublic(BaseModel):
+    account_id: uuid.UUID
+    threshold: str
+    alerted: bool = Field(description="Below the threshold, alert sent, waiting for a top-up")
+
+
+class WebhookDeliveryPublic(BaseModel):
+    id: uuid.UUID = Field(description="The event's id, in its body: receivers drop repeats by it")
+    type: Literal["balance.low", "key.budget_80", "key.budget_100"]
+    account_id: uuid.UUID | None
+    data: dict[str, Any]
+    created_at: datetime
+    status: Literal["pending", "delivered", "given_up"]
+    attempts: int
+    next_attempt_at: datetime
+    delivered_at: datetime | None
+    gave_up_at: datetime | None
+    last_status: int | None = Field(description="The receiver's last HTTP status, if it answered")
+    last_error: str | None
+
+
+class WebhookDeliveryPage(BaseModel):
+    data: list[WebhookDeliveryPublic]
 
 
 class ApiKeyPublic(BaseModel):
@@ -271,6 +413,19 @@ class ApiKeyPublic(BaseModel):
     revoked_at: datetime | None = Field(examples=[None])
     last_used_at: datetime | None = Field(examples=[None])
     created_at: datetime = Field(examples=[CREATED_AT])
+    spend_limit: str | None = Field(
+        description="Credits per spend_period; null for no limit", examples=["25"]
+    )
+    spend_period: SpendPeriod | None = Field(
+        description="day, week, month (UTC); null for the key's lifetime", examples=["month"]
+    )
+    rpm: int | None = Field(description="Requests per minute; null for no limit", examples=[60])
+    tpm: int | None = Field(description="Tokens per minute; null for no limit", examples=[None])
+    spend: str = Field(
+        description="Credits spent in the current period: charges plus the holds of "
+        "generations still running",
+        examples=["3.5"],
+    )
 
 
 class ApiKeyCreated(ApiKeyPublic):

@@ -120,6 +120,10 @@ class Settings(BaseSettings):
     requests_per_minute: int = 600
     """Generation requests per minute per account, counted across all its API keys and access
     tokens (one counter, inside the admission statement); 0 turns the limit off."""
+    period_clock_offset_seconds: float = 0.0
+    """Seconds added to the database's clock when computing an API key's spend period (day,
+    week, month in UTC), and nothing else: for tests that stand on either side of a period
+    boundary. Leave it at 0."""
     max_api_keys_per_account: int = 50
     """Live (unrevoked, unexpired) API keys one account may hold; creating one more is refused
     with 409 ``too_many_api_keys``."""
@@ -140,6 +144,19 @@ class Settings(BaseSettings):
     """Consecutive failures that put a deployment in cooldown."""
     cooldown_seconds: float = Field(5.0, gt=0)
     """First cooldown; each repeat doubles it (at most five minutes). It ends with one probe."""
+    allowance_interval_seconds: float = Field(60.0, gt=0)
+    """How often each process grants the periodic allowances owed (each period once, whichever
+    process is first)."""
+    webhook_deliver: bool = True
+    """Whether this process delivers webhooks (every process may: they never send one event at
+    once)."""
+    webhook_poll_seconds: float = Field(1.0, gt=0)
+    """How often each process looks for webhook events due."""
+    webhook_backoff_seconds: float = Field(10.0, gt=0)
+    """The wait after a failed delivery, doubled after each further failure (at most an hour)."""
+    webhook_retry_hours: float = Field(26.0, gt=0)
+    """How long a failing delivery is retried before it is given up (more than a day)."""
+    webhook_timeout_seconds: float = Field(10.0, gt=0)
     sweep_interval_seconds: float = 30.0
     heartbeat_seconds: float = 5.0
     instance_stale_seconds: float = 30.0

@@ -305,6 +305,19 @@ async def ledger_page(
 # --- API keys -------------------------------------------------------------------------------
 
 
+def _limits(k: dict[str, Any]) -> str:
+    """A key's limits in a few words, with its spend in the current period against its budget."""
+    parts = []
+    if k["spend_limit"] is not None:
+        period = k["spend_period"] or "lifetime"
+        parts.append(f"{k['spend']} of {k['spend_limit']} credits ({period})")
+    if k["rpm"] is not None:
+        parts.append(f"{k['rpm']} requests/min")
+    if k["tpm"] is not None:
+        parts.append(f"{k['tpm']} tokens/min")
+    return "; ".join(parts) or "none"
+
+
 def _keys_body(user: Any, rows: list[dict[str, Any]], spend: dict[uuid.UUID, int]) -> Html:
     def action(k: dict[str, Any]) -> Html:
         if k["revoked_at"] is not None:
@@ -318,13 +331,14 @@ def _keys_body(user: Any, rows: list[dict[str, Any]], spend: dict[uuid.UUID, int
 
     listing = table(
         "Your API keys",
-        ["Name", "Key", "Models", "Spent", "Last used", "Created", ""],
+        ["Name", "Key", "Models", "Spent", "Limits", "Last used", "Created", ""],
         (
             (
                 k["name"],
                 f"{k['prefix']}…",
                 ", ".join(k["models"]) if k["models"] else "all",
                 _credits(spend.get(k["id"], 0)),
+                _limits(k),
                 when(k["last_used_at"]),
                 when(k["created_at"]),
                 action(k),

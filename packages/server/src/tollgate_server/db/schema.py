@@ -20,6 +20,7 @@ from sqlalchemy import (
     Integer,
     LargeBinary,
     MetaData,
+    SmallInteger,
     String,
     Text,
     func,
@@ -107,6 +108,46 @@ class ApiKey(Base):
     revoked_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))
     last_used_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))
     created_at: Mapped[datetime] = _now()
+    spend_limit: Mapped[int | None] = mapped_column(BigInteger)
+    """Micro-credits the key may spend (held + charged) per `spend_period`; NULL for no limit."""
+    spend_period: Mapped[str | None] = mapped_column(String(8))
+    """day, week or month (calendar periods in UTC); NULL for the key's lifetime."""
+    rpm: Mapped[int | None] = mapped_column(Integer)
+    tpm: Mapped[int | None] = mapped_column(Integer)
+    """Tokens per minute, counted at admission as the prompt's estimate plus max_tokens."""
+
+
+class KeySpend(Base):
+    """A key's spend in one period: admission adds the hold to `held`; settlement takes it off
+    and adds the charge to `charged` (migration 0009). The lifetime's row starts at -infinity."""
+
+    __tablename__ = "key_spend"
+    __table_args__ = (CheckConstraint("held >= 0 AND charged >= 0", name="not_negative"),)
+
+    api_key_id: Mapped[uuid.UUID] = mapped_column(
+        ForeignKey("api_keys.id", ondelete="CASCADE"), primary_key=True
+    )
+    period_start: Mapped[datetime] = mapped_column(DateTime(timezone=True), primary_key=True)
+    held: Mapped[int] = mapped_column(BigInteger, nullable=False, server_default="0")
+    charged: Mapped[int] = mapped_column(BigInteger, nullable=False, server_default="0")
+    alerted: Mapped[int] = mapped_column(SmallInteger, nullable=False, server_default="0")
+    """The highest budget alert (80, 100 per cent) raised in this period: each fires once."""
+    alert_now: Mapped[int] = mapped_column(SmallInteger, nullable=False, server_default="0")
+    """The alert the last admission raised (0: none): how the admission statement, which
+    cannot see the row's previous version, knows it crossed."""
+
+
+class KeyWindow(Base):
+    """A key's admitted requests and tokens in one minute (migration 0009)."""
+
+    __tablename__ = "key_windows"
+
+    api_key_id: Mapped[uuid.UUID] = mapped_column(
+        ForeignKey("api_keys.id", ondelete="CASCADE"), primary_key=True
+    )
+    window_start: Mapped[datetime] = mapped_column(DateTime(timezone=True), primary_key=True)
+    requests: Mapped[int] = mapped_column(Integer, nullable=False, server_default="0")
+    tokens: Mapped[int] = mapped_column(BigInteger, nullable=False, server_default="0")
 
 
 class Model(Base):
@@ -163,7 +204,7 @@ class Generation(Base):
     __table_args__ = (
         Index("ix_generations_account_created", "account_id", "created_at"),
         Index("ix_generations_running", "deadline_at", postgresql_where=text("settled_at IS NULL")),
-        # The console's windows of days (migration 0008, which also adds extended statistics
+        # The console's windows of days (migration 0007, which also adds extended statistics
         # on the UTC day and model).
         Index("ix_generations_created", "created_at"),
         Index(
@@ -174,6 +215,9 @@ class Generation(Base):
     id: Mapped[uuid.UUID] = mapped_column(UUID(as_uuid=True), primary_key=True)
     account_id: Mapped[uuid.UUID] = mapped_column(ForeignKey("accounts.id"), nullable=False)
     api_key_id: Mapped[uuid.UUID | None] = mapped_column(ForeignKey("api_keys.id"))
+    key_period_start: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))
+    """The `key_spend` row its hold went to: settlement moves it there, so a generation that
+    straddles a period boundary counts once, in the period it was admitted in."""
     model_id: Mapped[int] = mapped_column(ForeignKey("models.id"), nullable=False)
     model_name: Mapped[str] = mapped_column(String(200), nullable=False)
     price_id: Mapped[int | None] = mapped_column(ForeignKey("model_prices.id"))
@@ -229,6 +273,97 @@ class Instance(Base):
     id: Mapped[uuid.UUID] = mapped_column(UUID(as_uuid=True), primary_key=True)
     started_at: Mapped[datetime] = _now()
     heartbeat_at: Mapped[datetime] = _now()
+
+
+class Allowance(Base):
+    """An account's recurring grant (migration 0009): `amount` every period (mode ``grant``),
+    or a top-up of the available balance to `amount` (mode ``floor``)."""
+
+    __tablename__ = "allowances"
+    __table_args__ = (
+        CheckConstraint("amount > 0", name="amount_positive"),
+        CheckConstraint("period IN ('day', 'week', 'month')", name="period"),
+        CheckConstraint("mode IN ('grant', 'floor')", name="mode"),
+    )
+
+    account_id: Mapped[uuid.UUID] = mapped_column(
+        ForeignKey("accounts.id", ondelete="CASCADE"), primary_key=True
+    )
+    amount: Mapped[int] = mapped_column(BigInteger, nullable=False)
+    period: Mapped[str] = mapped_column(String(8), nullable=False)
+    mode: Mapped[str] = mapped_column(String(8), nullable=False)
+    starts_at: Mapped[datetime] = _now()
+    """The first period granted is the one this falls in."""
+    created_by: Mapped[uuid.UUID | None] = mapped_column(UUID(as_uuid=True))
+    updated_at: Mapped[datetime] = _now()
+
+
+class AllowanceGrant(Base):
+    """One period's grant of an allowance: its primary key is what makes a grant happen once,
+    whichever process gets there first."""
+
+    __tablename__ = "allowance_grants"
+
+    account_id: Mapped[uuid.UUID] = mapped_column(
+        ForeignKey("accounts.id", ondelete="CASCADE"), primary_key=True
+    )
+    period_start: Mapped[datetime] = mapped_column(DateTime(timezone=True), primary_key=True)
+    amount: Mapped[int] = mapped_column(BigInteger, nullable=False)
+    ledger_entry_id: Mapped[int | None] = mapped_column(BigInteger)
+    created_at: Mapped[datetime] = _now()
+
+
+class WebhookEndpoint(Base):
+    """Where alerts are sent (one row), and the secret that signs them (needed to sign, so
+    stored; never shown back)."""
+
+    __tablename__ = "webhook_endpoint"
+    __table_args__ = (CheckConstraint("id = 1", name="single"),)
+
+    id: Mapped[int] = mapped_column(SmallInteger, primary_key=True, server_default="1")
+    url: Mapped[str] = mapped_column(Text, nullable=False)
+    secret: Mapped[str] = mapped_column(Text, nullable=False)
+    updated_at: Mapped[datetime] = _now()
+
+
+class BalanceAlert(Base):
+    """An account's low-balance threshold; `alerted` until a top-up lifts it back above."""
+
+    __tablename__ = "balance_alerts"
+
+    account_id: Mapped[uuid.UUID] = mapped_column(
+        ForeignKey("accounts.id", ondelete="CASCADE"), primary_key=True
+    )
+    threshold: Mapped[int] = mapped_column(BigInteger, nullable=False)
+    alerted: Mapped[bool] = mapped_column(Boolean, nullable=False, server_default=text("false"))
+
+
+class WebhookEvent(Base):
+    """The outbox: written by the statement that caused the event, delivered afterwards."""
+
+    __tablename__ = "webhook_events"
+    __table_args__ = (
+        Index(
+            "ix_webhook_events_due",
+            "next_attempt_at",
+            postgresql_where=text("delivered_at IS NULL AND gave_up_at IS NULL"),
+        ),
+        Index("ix_webhook_events_created", "created_at"),
+    )
+
+    id: Mapped[uuid.UUID] = mapped_column(
+        UUID(as_uuid=True), primary_key=True, server_default=text("gen_random_uuid()")
+    )
+    type: Mapped[str] = mapped_column(String(64), nullable=False)
+    account_id: Mapped[uuid.UUID | None] = mapped_column(UUID(as_uuid=True))
+    data: Mapped[dict[str, object]] = mapped_column(JSONB, nullable=False)
+    created_at: Mapped[datetime] = _now()
+    attempts: Mapped[int] = mapped_column(Integer, nullable=False, server_default="0")
+    next_attempt_at: Mapped[datetime] = _now()
+    delivered_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))
+    gave_up_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))
+    last_status: Mapped[int | None] = mapped_column(Integer)
+    last_error: Mapped[str | None] = mapped_column(Text)
 
 
 class LedgerEntry(Base):

@@ -1,7 +1,7 @@
 """Aggregates the web console draws: spend per day and model, per key, top spenders.
 
 Every figure comes from one GROUP BY in PostgreSQL over an index range (generations by account
-and time, or by time alone for the admin's views; see migration 0008), never from rows loaded
+and time, or by time alone for the admin's views; see migration 0007), never from rows loaded
 into Python: the
 console's pages must stay fast with hundreds of thousands of generations. Amounts stay integer
 micro-credits here; the pages format them.

@@ -370,6 +370,7 @@ class Generation:
                 # multiply its limit by creating keys.
                 rate_subject=f"account:{plan.account_id}",
                 requests_per_minute=self.settings.requests_per_minute,
+                clock_offset=self.settings.period_clock_offset_seconds,
             ),
         )
 

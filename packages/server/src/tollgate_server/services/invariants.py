@@ -69,6 +69,28 @@ CHECKS: dict[str, str] = {
             WINDOW w AS (PARTITION BY account_id ORDER BY id)
         ) x WHERE balance_after <> running_balance OR held_after <> running_held
     """,
+    # Migration 0010: a key's spend counters follow its generations, period by period.
+    "each key's held spend equals the holds of its unsettled generations": """
+        SELECT s.api_key_id, s.period_start, s.held, coalesce(g.holds, 0) FROM key_spend s
+        LEFT JOIN (
+            SELECT api_key_id, key_period_start, sum(hold) AS holds FROM generations
+            WHERE settled_at IS NULL AND api_key_id IS NOT NULL
+            GROUP BY api_key_id, key_period_start
+        ) g ON g.api_key_id = s.api_key_id AND g.key_period_start = s.period_start
+        WHERE s.held <> coalesce(g.holds, 0)
+    """,
+    "each key's charged spend equals the charges of its settled generations": """
+        SELECT s.api_key_id, s.period_start, s.charged, coalesce(g.charged, 0) FROM key_spend s
+        LEFT JOIN (
+            SELECT g.api_key_id, g.key_period_start,
+                   sum(g.cost) + coalesce(sum(-late.amount), 0) AS charged
+            FROM generations g LEFT JOIN ledger_entries late
+                ON late.generation_id = g.id AND late.kind = 'late_charge'
+            WHERE g.settled_at IS NOT NULL AND g.api_key_id IS NOT NULL
+            GROUP BY g.api_key_id, g.key_period_start
+        ) g ON g.api_key_id = s.api_key_id AND g.key_period_start = s.period_start
+        WHERE s.charged <> coalesce(g.charged, 0)
+    """,
 }
 
 PENDING_SQL = "SELECT count(*) FROM generations WHERE settled_at IS NULL"

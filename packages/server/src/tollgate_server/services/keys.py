@@ -13,20 +13,43 @@ from typing import Any
 import asyncpg
 from sqlalchemy import text
 from sqlalchemy.ext.asyncio import AsyncSession
+from tollgate_core import format_credits, parse_credits
 
 from tollgate_server.db.listener import Listener
 from tollgate_server.db.raw import run_with_retry
 from tollgate_server.errors import ApiError, not_found
-from tollgate_server.schemas import ApiKeyCreate
+from tollgate_server.schemas import ApiKeyCreate, ApiKeyUpdate
 from tollgate_server.security.tokens import hash_api_key, new_api_key
 
 logger = logging.getLogger("tollgate.keys")
 
-KEY_COLUMNS = "id, name, prefix, models, expires_at, revoked_at, last_used_at, created_at"
+KEY_COLUMNS = (
+    "id, name, prefix, models, expires_at, revoked_at, last_used_at, created_at, "
+    "spend_limit, spend_period, rpm, tpm"
+)
+SPEND_SQL = (
+    "coalesce((SELECT s.held + s.charged FROM key_spend s WHERE s.api_key_id = api_keys.id "
+    "AND s.period_start = tollgate_period_start(api_keys.spend_period, "
+    "now() + make_interval(secs => :offset))), 0) AS spend"
+)
+"""A key's spend in its current period, from the counter the admission statement keeps."""
 
 
 def key_public(row: Any) -> dict[str, Any]:
-    return {column: getattr(row, column) for column in KEY_COLUMNS.split(", ")}
+    public = {column: getattr(row, column) for column in KEY_COLUMNS.split(", ")}
+    if row.spend_limit is not None:
+        public["spend_limit"] = format_credits(row.spend_limit)
+    public["spend"] = format_credits(getattr(row, "spend", 0))
+    return public
+
+
+def _limits(data: ApiKeyCreate | ApiKeyUpdate) -> dict[str, Any]:
+    return {
+        "spend_limit": parse_credits(data.spend_limit) if data.spend_limit is not None else None,
+        "spend_period": data.spend_period,
+        "rpm": data.rpm,
+        "tpm": data.tpm,
+    }
 
 
 async def create_key(
@@ -43,8 +66,10 @@ async def create_key(
     row = (
         await session.execute(
             text(
-                "INSERT INTO api_keys (account_id, name, prefix, key_hash, models, expires_at) "
-                "SELECT :account, :name, :prefix, :hash, :models, :expires "
+                "INSERT INTO api_keys (account_id, name, prefix, key_hash, models, expires_at, "
+                "spend_limit, spend_period, rpm, tpm) "
+                "SELECT :account, :name, :prefix, :hash, :models, :expires, "
+                "CAST(:spend_limit AS BIGINT), :spend_period, :rpm, :tpm "
                 "WHERE (SELECT count(*) FROM api_keys WHERE account_id = :account "
                 "AND revoked_at IS NULL AND (expires_at IS NULL OR expires_at > now())) < :max "
                 f"RETURNING {KEY_COLUMNS}"
@@ -57,6 +82,7 @@ async def create_key(
                 "models": data.models,
                 "expires": data.expires_at,
                 "max": max_keys,
+                **_limits(data),
             },
         )
     ).one_or_none()
@@ -71,15 +97,62 @@ async def create_key(
     return {**key_public(row), "key": secret}
 
 
-async def list_keys(*, session: AsyncSession, account_id: uuid.UUID) -> list[dict[str, Any]]:
+async def list_keys(
+    *, session: AsyncSession, account_id: uuid.UUID, clock_offset: float = 0.0
+) -> list[dict[str, Any]]:
+    """The account's keys, newest first, each with its spend in its current period."""
     rows = await session.execute(
         text(
-            f"SELECT {KEY_COLUMNS} FROM api_keys WHERE account_id = :account "
+            f"SELECT {KEY_COLUMNS}, {SPEND_SQL} FROM api_keys WHERE account_id = :account "
             "ORDER BY created_at DESC"
         ),
-        {"account": account_id},
+        {"account": account_id, "offset": clock_offset},
     )
     return [key_public(r) for r in rows]
+
+
+async def update_key(
+    *,
+    session: AsyncSession,
+    key_id: uuid.UUID,
+    account_id: uuid.UUID | None,
+    data: ApiKeyUpdate,
+    clock_offset: float = 0.0,
+) -> dict[str, Any]:
+    """Change a key's limits (only the fields sent; null removes a limit). With `account_id`,
+    only that account's key (others answer 404). The next admission reads the new limits.
+
+    A key's spend is counted per period start, so changing `spend_period` counts afresh in the
+    new kind of period (spend already made in the current day, week or month is not carried
+    over); the limit itself applies at once to what the current period has spent.
+    """
+    changes = _limits(data)
+    sent = data.model_fields_set & set(changes)
+    if not sent:
+        raise ApiError(422, "validation_error", "send at least one of " + ", ".join(changes))
+    assignments = ", ".join(
+        f"{name} = CAST(:{name} AS BIGINT)" if name == "spend_limit" else f"{name} = :{name}"
+        for name in sorted(sent)
+    )
+    row = (
+        await session.execute(
+            text(
+                f"UPDATE api_keys SET {assignments} WHERE id = :id "
+                "AND (CAST(:account AS UUID) IS NULL OR account_id = :account) "
+                f"RETURNING {KEY_COLUMNS}, {SPEND_SQL}"
+            ),
+            {
+                "id": key_id,
+                "account": account_id,
+                "offset": clock_offset,
+                **{name: changes[name] for name in sent},
+            },
+        )
+    ).one_or_none()
+    if row is None:
+        raise not_found("key")
+    await session.commit()
+    return key_public(row)
 
 
 async def revoke_key(
@@ -91,9 +164,9 @@ async def revoke_key(
             text(
                 "UPDATE api_keys SET revoked_at = coalesce(revoked_at, now()) WHERE id = :id "
                 "AND (CAST(:account AS UUID) IS NULL OR account_id = :account) "
-                f"RETURNING {KEY_COLUMNS}"
+                f"RETURNING {KEY_COLUMNS}, {SPEND_SQL}"
             ),
-            {"id": key_id, "account": account_id},
+            {"id": key_id, "account": account_id, "offset": 0.0},
         )
     ).one_or_none()
     if row is None:

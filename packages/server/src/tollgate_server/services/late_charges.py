@@ -23,7 +23,7 @@ logger = logging.getLogger("tollgate.settlement")
 
 LATE_CHARGE_SQL = """
 WITH gen AS (
-    SELECT id, account_id FROM generations
+    SELECT id, account_id, api_key_id, key_period_start FROM generations
     WHERE id = $1 AND status = 'interrupted' AND settled_at IS NOT NULL AND cost = 0
       AND NOT EXISTS (
           SELECT 1 FROM ledger_entries WHERE generation_id = $1 AND kind = 'late_charge'
@@ -32,6 +32,10 @@ WITH gen AS (
     UPDATE accounts a SET balance = a.balance - $2, updated_at = now()
     FROM gen WHERE a.id = gen.account_id
     RETURNING a.id, a.balance, a.held
+), ks AS (
+    -- Counted in the key's spend too, in the generation's period: it was delivered.
+    UPDATE key_spend s SET charged = s.charged + $2
+    FROM gen WHERE s.api_key_id = gen.api_key_id AND s.period_start = gen.key_period_start
 )
 INSERT INTO ledger_entries (
     account_id, kind, amount, held_delta, balance_after, held_after, generation_id, reason

@@ -24,6 +24,7 @@ from tollgate_core import Price, Usage, format_credits, parse_credits
 from tollgate_core.money import MAX_BALANCE
 
 from tollgate_server.errors import ApiError, not_found
+from tollgate_server.services.alerts import check_balance_alert
 
 # --- admission and settlement (raw asyncpg: the hot path) ----------------------------------
 
@@ -40,7 +41,7 @@ WITH cur AS (
     SELECT $16, date_trunc('minute', now()), 1 WHERE $17 > 0
     ON CONFLICT (subject, window_start) DO UPDATE SET count = w.count + 1
     RETURNING count
-), verdict AS (
+), account AS (
     SELECT cur.id, cur.balance, cur.held,
            CASE
                WHEN cur.disabled THEN 'account_disabled'
@@ -50,6 +51,61 @@ WITH cur AS (
                              ELSE cur.balance - cur.held > 0 END THEN 'insufficient_balance'
            END AS refusal
     FROM cur
+), k AS (
+    -- The key's limits, read here rather than cached, so a change applies to the next request.
+    -- $19 shifts the clock for the period only (a setting for tests; 0 in production).
+    SELECT id, spend_limit, rpm, tpm,
+           tollgate_period_start(spend_period, now() + make_interval(secs => $19)) AS period
+    FROM api_keys WHERE id = $5
+), kwin AS (
+    -- The key's requests and tokens this minute. Each key guard below is an upsert whose
+    -- DO UPDATE only happens when the guard passes (a row comes back): an upsert works on the
+    -- newest version of its row, where a plain read would see this statement's older snapshot
+    -- and let concurrent requests through together.
+    INSERT INTO key_windows AS w (api_key_id, window_start, requests, tokens)
+    SELECT k.id, date_trunc('minute', now()), 1, ($12::integer + $13::bigint) FROM k, account
+    WHERE account.refusal IS NULL AND (k.rpm IS NOT NULL OR k.tpm IS NOT NULL)
+      AND (k.tpm IS NULL OR ($12::integer + $13::bigint) <= k.tpm)
+    ON CONFLICT (api_key_id, window_start) DO UPDATE
+    SET requests = w.requests + 1, tokens = w.tokens + EXCLUDED.tokens
+    WHERE (SELECT k.rpm IS NULL OR w.requests < k.rpm FROM k)
+      AND (SELECT k.tpm IS NULL OR w.tokens + EXCLUDED.tokens <= k.tpm FROM k)
+    RETURNING requests
+), ks AS (
+    -- The key's spend in its period (held + charged): the hold is added only if it fits.
+    -- `alert_now` is the budget alert (80 or 100 per cent) this admission raised, once a period.
+    INSERT INTO key_spend AS s (api_key_id, period_start, held, alerted, alert_now)
+    SELECT k.id, k.period, $2, lvl.level, lvl.level
+    FROM k, account, LATERAL (
+        SELECT CASE WHEN $2 >= k.spend_limit THEN 100
+                    WHEN $2 * 5 >= k.spend_limit * 4 THEN 80 ELSE 0 END AS level
+    ) lvl
+    WHERE account.refusal IS NULL
+      AND (k.rpm IS NULL AND k.tpm IS NULL OR EXISTS (SELECT 1 FROM kwin))
+      AND (k.spend_limit IS NULL OR $2 <= k.spend_limit)
+    ON CONFLICT (api_key_id, period_start) DO UPDATE
+    SET held = s.held + EXCLUDED.held,
+        alerted = greatest(s.alerted, (SELECT CASE
+            WHEN s.held + s.charged + EXCLUDED.held >= k.spend_limit THEN 100
+            WHEN (s.held + s.charged + EXCLUDED.held) * 5 >= k.spend_limit * 4 THEN 80
+            ELSE 0 END FROM k)),
+        alert_now = (SELECT CASE
+            WHEN s.alerted < 100 AND s.held + s.charged + EXCLUDED.held >= k.spend_limit THEN 100
+            WHEN s.alerted < 80
+                 AND (s.held + s.charged + EXCLUDED.held) * 5 >= k.spend_limit * 4 THEN 80
+            ELSE 0 END FROM k)
+    WHERE (SELECT k.spend_limit IS NULL OR s.held + s.charged + EXCLUDED.held <= k.spend_limit
+           FROM k)
+    RETURNING period_start, alert_now, held + charged AS spend
+), verdict AS (
+    SELECT account.id, account.balance, account.held,
+           coalesce(account.refusal, CASE
+               WHEN k.id IS NULL THEN NULL
+               WHEN (k.rpm IS NOT NULL OR k.tpm IS NOT NULL) AND NOT EXISTS (SELECT 1 FROM kwin)
+                   THEN 'key_rate_limited'
+               WHEN NOT EXISTS (SELECT 1 FROM ks) THEN 'key_budget_exceeded'
+           END) AS refusal
+    FROM account LEFT JOIN k ON true
 ), acc AS (
     UPDATE accounts a
     SET held = a.held + $2, running = a.running + 1
@@ -59,10 +115,11 @@ WITH cur AS (
 ), gen AS (
     INSERT INTO generations (
         id, account_id, api_key_id, model_id, model_name, price_id, input_price, output_price,
-        hold, stream, max_tokens, prompt_tokens_estimate, status, deadline_at, instance_id
+        hold, stream, max_tokens, prompt_tokens_estimate, status, deadline_at, instance_id,
+        key_period_start
     )
     SELECT $4, acc.id, $5, $6, $7, $8, $9, $10, $2, $11, $12, $13, 'running',
-           now() + make_interval(secs => $14), $18
+           now() + make_interval(secs => $14), $18, (SELECT period_start FROM ks)
     FROM acc
     RETURNING id
 ), entry AS (
@@ -70,6 +127,40 @@ WITH cur AS (
         account_id, kind, amount, held_delta, balance_after, held_after, generation_id
     )
     SELECT acc.id, 'hold', 0, $2, acc.balance, acc.held, gen.id FROM acc, gen
+), kfull AS (
+    -- Refused by the key's budget: the 100 per cent alert, unless this period raised it.
+    UPDATE key_spend s SET alerted = 100
+    FROM k, verdict v
+    WHERE v.refusal = 'key_budget_exceeded' AND s.api_key_id = k.id
+      AND s.period_start = k.period AND s.alerted < 100
+    RETURNING s.period_start, s.held + s.charged AS spend
+), low AS (
+    -- The available balance fell below the account's threshold (once, until a top-up).
+    UPDATE balance_alerts b SET alerted = true FROM acc
+    WHERE b.account_id = acc.id AND NOT b.alerted AND acc.balance - acc.held < b.threshold
+    RETURNING b.threshold, acc.balance - acc.held AS available
+), events AS (
+    -- The outbox: alerts commit (or roll back) with the admission that raised them.
+    INSERT INTO webhook_events (type, account_id, data)
+    SELECT e.type, $1, e.data FROM (
+        SELECT 'key.budget_' || x.alert_now AS type, jsonb_build_object(
+            'account_id', $1, 'key_id', $5, 'period_start', x.period_start,
+            'spend', tollgate_credits(x.spend), 'spend_limit', tollgate_credits(k.spend_limit),
+            'percent', x.alert_now) AS data
+        FROM ks x, k WHERE x.alert_now > 0
+        UNION ALL
+        SELECT 'key.budget_100', jsonb_build_object(
+            'account_id', $1, 'key_id', $5, 'period_start', f.period_start,
+            'spend', tollgate_credits(f.spend), 'spend_limit', tollgate_credits(k.spend_limit),
+            'percent', 100)
+        FROM kfull f, k
+        UNION ALL
+        SELECT 'balance.low', jsonb_build_object(
+            'account_id', $1, 'available', tollgate_credits(low.available),
+            'threshold', tollgate_credits(low.threshold))
+        FROM low
+    ) e
+    WHERE EXISTS (SELECT 1 FROM webhook_endpoint)
 )
 SELECT coalesce(v.refusal, CASE WHEN v.id IS NULL THEN 'account_disabled' END) AS refusal,
        v.balance, v.held, 60 - extract(second FROM now())::int AS window_left
@@ -89,13 +180,19 @@ WITH gen AS (
         input_price = coalesce($19, input_price), output_price = coalesce($20, output_price),
         settled_at = now()
     WHERE id = $1 AND settled_at IS NULL
-    RETURNING account_id, hold
+    RETURNING account_id, hold, api_key_id, key_period_start
 ), acc AS (
     UPDATE accounts a
     SET balance = a.balance - $8, held = a.held - gen.hold, running = a.running - 1
     FROM gen
     WHERE a.id = gen.account_id
     RETURNING a.id, a.balance, a.held, gen.hold
+), ks AS (
+    -- The key's spend, in the period the generation was admitted in (not the current one):
+    -- a generation that straddles a boundary counts once.
+    UPDATE key_spend s SET held = s.held - gen.hold, charged = s.charged + $8
+    FROM gen
+    WHERE s.api_key_id = gen.api_key_id AND s.period_start = gen.key_period_start
 )
 INSERT INTO ledger_entries (
     account_id, kind, amount, held_delta, balance_after, held_after, generation_id
@@ -164,15 +261,19 @@ async def admit(
     max_running: int,
     rate_subject: str = "",
     requests_per_minute: int = 0,
+    clock_offset: float = 0.0,
 ) -> None:
     """Take the hold in one guarded statement, or raise the 402/403/429 that it named.
 
     `rate_subject` names the per-minute request counter (the gateway uses the account's);
-    `requests_per_minute` 0 turns the limit off.
+    `requests_per_minute` 0 turns the limit off. The key's own limits (spend in its period,
+    requests and tokens per minute) are read and enforced in the same statement.
+    `clock_offset` (seconds) shifts the database's clock for the key's period only: tests use
+    it to stand on either side of a boundary.
     """
     try:
         row = await _admit_row(
-            conn, admission, strict, max_running, rate_subject, requests_per_minute
+            conn, admission, strict, max_running, rate_subject, requests_per_minute, clock_offset
         )
     except asyncpg.UniqueViolationError as exc:
         if exc.constraint_name == "pk_generations":
@@ -190,6 +291,7 @@ async def _admit_row(
     max_running: int,
     rate_subject: str,
     requests_per_minute: int,
+    clock_offset: float,
 ) -> asyncpg.Record | None:
     return await conn.fetchrow(
         ADMIT_SQL,
@@ -211,6 +313,7 @@ async def _admit_row(
         rate_subject,
         requests_per_minute,
         admission.instance_id,
+        clock_offset,
     )
 
 
@@ -231,6 +334,20 @@ def _refusal(
             "rate_limited",
             f"at most {requests_per_minute} requests a minute",
             headers={"Retry-After": str(max(1, row["window_left"]))},
+        )
+    if reason == "key_rate_limited":
+        return ApiError(
+            429,
+            "key_rate_limited",
+            "this API key's requests or tokens per minute are used up",
+            headers={"Retry-After": str(max(1, row["window_left"]))},
+        )
+    if reason == "key_budget_exceeded":
+        return ApiError(
+            402,
+            "key_budget_exceeded",
+            "this API key's spend limit for its period is reached (its holds count until "
+            "they settle); raise the key's spend_limit or wait for the next period",
         )
     if reason == "too_many_concurrent_requests":
         return ApiError(
@@ -432,6 +549,8 @@ async def post_credits(
             raise ApiError(
                 409, "insufficient_balance", "a deduction may not exceed the available balance"
             )
+        # The low-balance alert (or its re-arming), in this same transaction.
+        await check_balance_alert(session, account_id)
         entry = (
             await session.execute(
                 text(

@@ -12,7 +12,7 @@ logger = logging.getLogger("tollgate.startup")
 
 async def on_startup(runtime: Runtime) -> None:
     """Seed the catalogue on first start, create the configured admin, start the sweeper."""
-    from tollgate_server.services import accounts, models, sweeper
+    from tollgate_server.services import accounts, allowances, models, sweeper, webhooks
 
     async with runtime.sessions() as session:
         await models.seed_default_catalogue(session=session)
@@ -32,3 +32,11 @@ async def on_startup(runtime: Runtime) -> None:
     # Holds left by a process that died are released before new traffic arrives.
     await sweeper.sweep_once(runtime)
     runtime.background.append(asyncio.create_task(sweeper.run_sweeper(runtime), name="sweeper"))
+    # Periodic allowances are issued by every process (each period once, whoever is first).
+    runtime.background.append(
+        asyncio.create_task(allowances.run_allowances(runtime), name="allowances")
+    )
+    if settings.webhook_deliver:
+        runtime.background.append(
+            asyncio.create_task(webhooks.run_webhooks(runtime), name="webhooks")
+        )

@@ -98,6 +98,9 @@ async def sweep_once(runtime: Runtime) -> int:
             "DELETE FROM rate_windows WHERE window_start < now() - interval '5 minutes'"
         )
         await conn.execute(
+            "DELETE FROM key_windows WHERE window_start < now() - interval '5 minutes'"
+        )
+        await conn.execute(
             "DELETE FROM instances WHERE heartbeat_at < now() - make_interval(secs => $1) "
             "AND NOT EXISTS (SELECT 1 FROM generations g WHERE g.instance_id = instances.id "
             "AND g.settled_at IS NULL)",

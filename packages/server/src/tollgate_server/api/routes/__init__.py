@@ -4,6 +4,7 @@ from fastapi import APIRouter
 
 from tollgate_server.api.routes import (
     admin,
+    allowances,
     auth,
     billing,
     chat,
@@ -11,6 +12,7 @@ from tollgate_server.api.routes import (
     generations,
     health,
     keys,
+    webhooks,
 )
 
 ROUTERS: list[APIRouter] = [
@@ -21,5 +23,7 @@ ROUTERS: list[APIRouter] = [
     keys.router,
     admin.router,
     deployments.router,
+    allowances.router,
+    webhooks.router,
     health.router,
 ]

@@ -19,6 +19,7 @@ from tollgate_server.schemas import (
     AccountUpdate,
     AdminUsagePublic,
     ApiKeyPublic,
+    ApiKeyUpdate,
     CreditsCreate,
     CreditsResult,
     LedgerEntryPage,
@@ -206,11 +207,49 @@ async def user_usage(
     summary="An account's API keys",
     responses=errors(401, 403, 404, notes={**NOT_ADMIN, **NO_ACCOUNT}),
 )
-async def user_keys(user_id: UserId, admin: AdminDep, session: SessionDep) -> Any:
-    """The account's keys, newest first, without their secrets (as `GET /v1/keys` shows its
-    owner)."""
+async def user_keys(
+    user_id: UserId, admin: AdminDep, session: SessionDep, runtime: RuntimeDep
+) -> Any:
+    """The account's keys, newest first, without their secrets, with their limits and spend
+    (as `GET /v1/keys` shows its owner)."""
     await accounts.get_account(session=session, account_id=user_id)
-    return await keys.list_keys(session=session, account_id=user_id)
+    return await keys.list_keys(
+        session=session,
+        account_id=user_id,
+        clock_offset=runtime.settings.period_clock_offset_seconds,
+    )
+
+
+@router.patch(
+    "/keys/{key_id}",
+    response_model=ApiKeyPublic,
+    summary="Change any API key's limits",
+    responses=errors(
+        401,
+        403,
+        404,
+        413,
+        422,
+        notes={**NOT_ADMIN, 404: Failure("No such key (`not_found`)", "not_found", "no such key")},
+    ),
+)
+async def update_any_key(
+    key_id: Annotated[uuid.UUID, Path(description="The key's id")],
+    data: ApiKeyUpdate,
+    admin: AdminDep,
+    session: SessionDep,
+    runtime: RuntimeDep,
+) -> Any:
+    """Change the spend limit, its period, and the per-minute limits of any account's key, as
+    its owner can with `PATCH /v1/keys/{id}`. Only the fields sent change; null removes a
+    limit. The next request on the key is admitted under the new limits."""
+    return await keys.update_key(
+        session=session,
+        key_id=key_id,
+        account_id=None,
+        data=data,
+        clock_offset=runtime.settings.period_clock_offset_seconds,
+    )
 
 
 @router.delete(

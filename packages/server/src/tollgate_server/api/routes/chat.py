@@ -144,6 +144,9 @@ async def chat_completions(
     The request is admitted with a hold of its worst-case cost (prompt estimate at the input
     price plus `max_tokens` at the output price): 402 `insufficient_balance` when no credits
     are available. It is then charged once from the real usage and the hold is released.
+    An API key's own limits refuse with 402 `key_budget_exceeded` (its spend in the period,
+    holds included, would pass its `spend_limit`) and 429 `key_rate_limited` (its `rpm` or
+    `tpm`, with `Retry-After`).
 
     With `stream: true` the answer is Server-Sent Events in OpenAI's chunk format, ending with
     a chunk that carries `usage` (with `cost`) and then `data: [DONE]`. You pay for what you

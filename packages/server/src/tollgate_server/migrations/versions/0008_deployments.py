@@ -8,7 +8,7 @@
   deployment is NULL for the zero-configuration default upstream of a provider).
 * `generation_attempts`: each upstream call of a generation, with its outcome and latency.
 
-Revision ID: 0009
+Revision ID: 0008
 Revises: 0007
 Create Date: 2026-11-29
 """
@@ -19,7 +19,7 @@ from collections.abc import Sequence
 
 from alembic import op
 
-revision: str = "0009"
+revision: str = "0008"
 down_revision: str | None = "0007"
 branch_labels: str | Sequence[str] | None = None
 depends_on: str | Sequence[str] | None = None
