@@ -17,12 +17,16 @@ from tollgate_core import (
     FinishReason,
     GenerationRequest,
     StreamEnd,
+    StreamEvent,
+    TextDelta,
     UpstreamBadRequest,
     UpstreamError,
     UpstreamUnavailable,
     Usage,
+    UsageReport,
 )
-from tollgate_core.metering import INVALID_COUNT, token_count
+from tollgate_core.metering import token_count
+from tollgate_core.streaming import NO_EVENTS, count_sum, finish_reason
 from tollgate_core.upstream import check_extras, stream_error
 
 DEFAULT_BASE_URL = "https://api.anthropic.com"
@@ -127,16 +131,6 @@ def build_body(request: GenerationRequest, *, stream: bool) -> dict[str, Any]:
     return body
 
 
-def _int(value: object) -> int:
-    # Absent or null counts are 0; anything else not a whole number is flagged by core's check.
-    return token_count(value)
-
-
-def _sum(*counts: int) -> int:
-    # A sum with an unreadable part is unreadable: it must not hide inside a plausible total.
-    return INVALID_COUNT if any(count < 0 for count in counts) else sum(counts)
-
-
 def parse_usage(raw: object) -> Usage | None:
     """Normalise an Anthropic ``usage`` object; None when it is absent.
 
@@ -145,11 +139,13 @@ def parse_usage(raw: object) -> Usage | None:
     """
     if not isinstance(raw, dict):
         return None
-    cache_read = _int(raw.get("cache_read_input_tokens"))
-    cache_write = _int(raw.get("cache_creation_input_tokens"))
+    cache_read = token_count(raw.get("cache_read_input_tokens"))
+    cache_write = token_count(raw.get("cache_creation_input_tokens"))
     output_details = raw.get("output_tokens_details")
     thinking = (
-        _int(output_details.get("thinking_tokens")) if isinstance(output_details, dict) else 0
+        token_count(output_details.get("thinking_tokens"))
+        if isinstance(output_details, dict)
+        else 0
     )
     details: dict[str, int] = {}
     if cache_write:
@@ -157,11 +153,11 @@ def parse_usage(raw: object) -> Usage | None:
     server_tools = raw.get("server_tool_use")
     if isinstance(server_tools, dict):
         for name, count in server_tools.items():
-            if isinstance(count, int) and count:
+            if count := token_count(count):
                 details[name] = count
     return Usage(
-        input_tokens=_sum(_int(raw.get("input_tokens")), cache_read, cache_write),
-        output_tokens=_int(raw.get("output_tokens")),
+        input_tokens=count_sum(token_count(raw.get("input_tokens")), cache_read, cache_write),
+        output_tokens=token_count(raw.get("output_tokens")),
         cached_input_tokens=cache_read,
         reasoning_tokens=thinking,
         details=details,
@@ -170,9 +166,7 @@ def parse_usage(raw: object) -> Usage | None:
 
 def map_finish_reason(value: object) -> FinishReason:
     """Anthropic's stop reason as Tollgate's; unknown reasons read as ``stop``."""
-    if isinstance(value, str):
-        return _FINISH_REASONS.get(value, "stop")
-    return "stop"
+    return finish_reason(_FINISH_REASONS, value)
 
 
 def error_from_object(error: object, secrets: Iterable[str | None]) -> UpstreamError:
@@ -200,18 +194,30 @@ class EventParser:
     replaces an earlier one and is never added to it.
     """
 
-    __slots__ = ("_secrets", "_usage", "done", "stop_reason")
+    __slots__ = ("_reported", "_secrets", "_usage", "done", "stop_reason")
 
     def __init__(self, secrets: Iterable[str | None] = ()) -> None:
         self._secrets = tuple(secrets)
         self._usage: dict[str, Any] | None = None
         self.stop_reason: str | None = None
+        self._reported = False
         self.done = False
         """True once ``message_stop`` arrived."""
 
     @property
     def finished(self) -> bool:
         return self.done
+
+    def read(self, event: str | None, data: bytes) -> tuple[StreamEvent, ...]:
+        """The events of one stream event, for `tollgate_core.streaming.stream_events`."""
+        if text := self.feed(event, data):
+            return (TextDelta(text),)
+        if not self._reported and (usage := self.usage) is not None:
+            # message_start carries the exact prompt count: hand it over at once, so a stream
+            # cut short is charged the vendor's count.
+            self._reported = True
+            return (UsageReport(usage),)
+        return NO_EVENTS
 
     def feed(self, event: str | None, data: bytes) -> str | None:
         """Parse one event; returns its text delta, if any.

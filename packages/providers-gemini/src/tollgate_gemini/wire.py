@@ -16,12 +16,16 @@ from tollgate_core import (
     FinishReason,
     GenerationRequest,
     StreamEnd,
+    StreamEvent,
+    TextDelta,
     UpstreamBadRequest,
     UpstreamError,
     UpstreamUnavailable,
     Usage,
+    UsageReport,
 )
-from tollgate_core.metering import INVALID_COUNT, token_count
+from tollgate_core.metering import token_count
+from tollgate_core.streaming import NO_EVENTS, count_sum, finish_reason
 from tollgate_core.upstream import check_extras, stream_error
 
 DEFAULT_BASE_URL = "https://generativelanguage.googleapis.com"
@@ -133,16 +137,6 @@ def _response_format(value: object) -> dict[str, Any]:
     raise UpstreamBadRequest("response_format must be text, json_object or json_schema")
 
 
-def _int(value: object) -> int:
-    # Absent or null counts are 0; anything else not a whole number is flagged by core's check.
-    return token_count(value)
-
-
-def _sum(*counts: int) -> int:
-    # A sum with an unreadable part is unreadable: it must not hide inside a plausible total.
-    return INVALID_COUNT if any(count < 0 for count in counts) else sum(counts)
-
-
 def parse_usage(meta: object) -> Usage | None:
     """Normalise ``usageMetadata``; None when it is absent.
 
@@ -153,13 +147,13 @@ def parse_usage(meta: object) -> Usage | None:
     """
     if not isinstance(meta, dict):
         return None
-    thoughts = _int(meta.get("thoughtsTokenCount"))
-    tool_prompt = _int(meta.get("toolUsePromptTokenCount"))
+    thoughts = token_count(meta.get("thoughtsTokenCount"))
+    tool_prompt = token_count(meta.get("toolUsePromptTokenCount"))
     details = {"tool_use_prompt_tokens": tool_prompt} if tool_prompt else {}
     return Usage(
-        input_tokens=_sum(_int(meta.get("promptTokenCount")), tool_prompt),
-        output_tokens=_sum(_int(meta.get("candidatesTokenCount")), thoughts),
-        cached_input_tokens=_int(meta.get("cachedContentTokenCount")),
+        input_tokens=count_sum(token_count(meta.get("promptTokenCount")), tool_prompt),
+        output_tokens=count_sum(token_count(meta.get("candidatesTokenCount")), thoughts),
+        cached_input_tokens=token_count(meta.get("cachedContentTokenCount")),
         reasoning_tokens=thoughts,
         details=details,
     )
@@ -167,9 +161,7 @@ def parse_usage(meta: object) -> Usage | None:
 
 def map_finish_reason(value: object) -> FinishReason:
     """Gemini's finish reason as Tollgate's; unknown reasons (``OTHER``…) read as ``stop``."""
-    if isinstance(value, str):
-        return _FINISH_REASONS.get(value, "stop")
-    return "stop"
+    return finish_reason(_FINISH_REASONS, value)
 
 
 def error_status(status: int, body: bytes) -> int:
@@ -216,17 +208,35 @@ def _candidate_text(candidate: Mapping[str, Any]) -> str:
 class ChunkParser:
     """Reads the ``data:`` payloads of a streamGenerateContent (``alt=sse``) stream."""
 
-    __slots__ = ("_secrets", "finish_reason", "usage")
+    __slots__ = ("_reported", "_secrets", "finish_reason", "usage")
 
     def __init__(self, secrets: Iterable[str | None] = ()) -> None:
         self._secrets = tuple(secrets)
         self.finish_reason: FinishReason | None = None
         self.usage: Usage | None = None
+        self._reported = False
+
+    @property
+    def done(self) -> bool:
+        """Never: Gemini has no terminal event, and usage may still come after the chunk with
+        the finish reason, so the stream is read to its end."""
+        return False
 
     @property
     def finished(self) -> bool:
         """Whether a finish reason arrived: Gemini's streams have no other terminal event."""
         return self.finish_reason is not None
+
+    def read(self, event: str | None, data: bytes) -> tuple[StreamEvent, ...]:
+        """The events of one payload, for `tollgate_core.streaming.stream_events`."""
+        text = self.feed(data)
+        if not self._reported and self.usage is not None:
+            # Every chunk may carry usageMetadata; the first already has the exact prompt
+            # count: hand it over once, so a cut stream is charged by it.
+            self._reported = True
+            report = UsageReport(self.usage)
+            return (report, TextDelta(text)) if text else (report,)
+        return (TextDelta(text),) if text else NO_EVENTS
 
     def feed(self, data: bytes) -> str | None:
         """Parse one payload; returns its text, if any.

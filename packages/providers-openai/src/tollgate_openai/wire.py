@@ -16,11 +16,14 @@ from tollgate_core import (
     GenerationRequest,
     Message,
     StreamEnd,
+    StreamEvent,
+    TextDelta,
     UpstreamError,
     UpstreamUnavailable,
     Usage,
 )
 from tollgate_core.metering import token_count
+from tollgate_core.streaming import NO_EVENTS, finish_reason
 from tollgate_core.upstream import check_extras, stream_error
 
 DEFAULT_BASE_URL = "https://bothub.chat/api/v2/openai/v1"
@@ -119,11 +122,6 @@ def _message(message: Message) -> dict[str, Any]:
     return data
 
 
-def _int(value: object) -> int:
-    # Absent or null counts are 0; anything else not a whole number is flagged by core's check.
-    return token_count(value)
-
-
 def parse_usage(data: object) -> Usage | None:
     """Normalise an OpenAI ``usage`` object; None when it is absent or null.
 
@@ -143,15 +141,15 @@ def parse_usage(data: object) -> Usage | None:
         (completion_details, "accepted_prediction_tokens", "accepted_prediction_tokens"),
         (completion_details, "rejected_prediction_tokens", "rejected_prediction_tokens"),
     ):
-        if isinstance(source, dict) and (count := _int(source.get(key))):
+        if isinstance(source, dict) and (count := token_count(source.get(key))):
             details[name] = count
     return Usage(
-        input_tokens=_int(data.get("prompt_tokens")),
-        output_tokens=_int(data.get("completion_tokens")),
-        cached_input_tokens=_int(prompt_details.get("cached_tokens"))
+        input_tokens=token_count(data.get("prompt_tokens")),
+        output_tokens=token_count(data.get("completion_tokens")),
+        cached_input_tokens=token_count(prompt_details.get("cached_tokens"))
         if isinstance(prompt_details, dict)
         else 0,
-        reasoning_tokens=_int(completion_details.get("reasoning_tokens"))
+        reasoning_tokens=token_count(completion_details.get("reasoning_tokens"))
         if isinstance(completion_details, dict)
         else 0,
         details=details,
@@ -160,9 +158,7 @@ def parse_usage(data: object) -> Usage | None:
 
 def map_finish_reason(value: object) -> FinishReason:
     """OpenAI's finish reason as Tollgate's; unknown or missing reasons read as ``stop``."""
-    if isinstance(value, str):
-        return _FINISH_REASONS.get(value, "stop")
-    return "stop"
+    return finish_reason(_FINISH_REASONS, value)
 
 
 def error_status(error: Mapping[str, Any]) -> int:
@@ -214,6 +210,11 @@ class ChunkParser:
         """Whether the stream reached its end: ``[DONE]``, or at least a finish reason (some
         compatible servers end the body without ``[DONE]``)."""
         return self.done or self.finish_reason is not None
+
+    def read(self, event: str | None, data: bytes) -> tuple[StreamEvent, ...]:
+        """The events of one payload, for `tollgate_core.streaming.stream_events`."""
+        text = self.feed(data)
+        return (TextDelta(text),) if text else NO_EVENTS
 
     def feed(self, data: bytes) -> str | None:
         """Parse one payload; returns its text delta, if any.
