@@ -17,6 +17,8 @@ from tollgate_core.types import (
     StreamEnd,
     StreamEvent,
     TextDelta,
+    ToolCall,
+    ToolCallDelta,
 )
 
 
@@ -62,6 +64,18 @@ class Provider(ABC):
     carry in `GenerationRequest.extra` (such as ``"seed"``). The server passes only these; a
     provider refuses any other extra with `UpstreamBadRequest`."""
 
+    supported_parameters: ClassVar[frozenset[str]] = frozenset()
+    """The OpenAI request parameters beyond the plain text subset (model, messages of text,
+    the token limit, temperature, top_p, stop, stream, user) that this provider carries out,
+    named as in OpenAI's reference: ``"tools"`` (with ``tool_choice``, tool messages and
+    assistant tool calls), ``"response_format"``, ``"reasoning_effort"``, ``"image_url"`` (image
+    parts), ``"n"`` and so on, and every name in `supported_extras`. The server refuses any
+    other parameter a request sets with 422 ``unsupported_parameter``, before any hold."""
+
+    image_tokens: ClassVar[int] = 1600
+    """The most input tokens one image may cost on this vendor, by its published rule; the
+    hold and the check of reported usage count this much per image."""
+
     def __init__(self, *, config: ProviderConfig, http: aiohttp.ClientSession) -> None:
         self.config = config
         self.http = http
@@ -95,15 +109,28 @@ class Provider(ABC):
     async def generate(self, request: GenerationRequest) -> Completion:
         """Drain `stream()` into one completion. Override only when the upstream differs."""
         parts: list[str] = []
+        calls: list[ToolCallDelta] = []
         end: StreamEnd | None = None
         async for event in self.stream(request):
             if isinstance(event, StreamEnd):
                 end = event
             elif isinstance(event, TextDelta):
                 parts.append(event.text)
+            elif isinstance(event, ToolCallDelta):
+                calls.append(event)
         if end is None:  # pragma: no cover - a contract violation by the provider
             raise RuntimeError(f"provider {self.name} ended its stream without a StreamEnd")
-        return Completion(text="".join(parts), finish_reason=end.finish_reason, usage=end.usage)
+        return Completion(
+            text="".join(parts),
+            finish_reason=end.finish_reason,
+            usage=end.usage,
+            tool_calls=join_tool_calls(calls),
+        )
+
+    @classmethod
+    def supports(cls, parameter: str) -> bool:
+        """Whether this provider carries out the OpenAI request `parameter`."""
+        return parameter in cls.supported_parameters or parameter in cls.supported_extras
 
     def count_tokens(self, messages: tuple[Message, ...]) -> int:
         """Estimate the prompt's tokens, for holds and context checks.
@@ -112,3 +139,18 @@ class Provider(ABC):
         a provider with an exact local tokenizer may override it.
         """
         return estimate_messages_tokens(messages)
+
+
+def join_tool_calls(deltas: list[ToolCallDelta]) -> tuple[ToolCall, ...]:
+    """The whole tool calls that streamed `deltas` make, in the order of their index."""
+    calls: dict[int, tuple[str, str, list[str]]] = {}
+    for delta in deltas:
+        call = calls.get(delta.index)
+        if call is None:
+            calls[delta.index] = (delta.id or "", delta.name or "", [delta.arguments])
+        else:
+            call[2].append(delta.arguments)
+    return tuple(
+        ToolCall(id=call_id, name=name, arguments="".join(arguments))
+        for _, (call_id, name, arguments) in sorted(calls.items())
+    )

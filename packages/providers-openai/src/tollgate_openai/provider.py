@@ -43,6 +43,10 @@ class OpenAIProvider(Provider):
         "TOLLGATE_UPSTREAM_<NAME>_MAX_TOKENS_FIELD",
     )
     supported_extras: ClassVar[frozenset[str]] = wire.SUPPORTED_EXTRAS
+    supported_parameters: ClassVar[frozenset[str]] = wire.SUPPORTED_PARAMETERS
+    image_tokens: ClassVar[int] = 1445
+    """A high-detail image of OpenAI's largest tiling (2048 x 768 after scaling): 8 tiles of
+    170 tokens and 85 more."""
 
     def __init__(self, *, config: ProviderConfig, http: aiohttp.ClientSession) -> None:
         super().__init__(config=config, http=http)
