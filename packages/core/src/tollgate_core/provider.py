@@ -132,6 +132,16 @@ class Provider(ABC):
         """Whether this provider carries out the OpenAI request `parameter`."""
         return parameter in cls.supported_parameters or parameter in cls.supported_extras
 
+    def check_request(self, request: GenerationRequest) -> None:
+        """Refuse, before any hold, a request this provider cannot translate (a combination of
+        parameters its vendor does not take). The server calls it only for requests beyond
+        plain text; the default accepts everything.
+
+        Raises:
+            UpstreamBadRequest: with a message for the client, naming what to change.
+        """
+        return None
+
     def count_tokens(self, messages: tuple[Message, ...]) -> int:
         """Estimate the prompt's tokens, for holds and context checks.
 

@@ -26,6 +26,10 @@ class AnthropicProvider(Provider):
     kind: ClassVar[str] = "anthropic"
     env_vars: ClassVar[tuple[str, ...]] = ("ANTHROPIC_API_KEY", "ANTHROPIC_BASE_URL")
     supported_extras: ClassVar[frozenset[str]] = wire.SUPPORTED_EXTRAS
+    supported_parameters: ClassVar[frozenset[str]] = wire.SUPPORTED_PARAMETERS
+    image_tokens: ClassVar[int] = 1600
+    """Anthropic's rule is width x height / 750, and larger images are scaled to about 1.15
+    megapixels: at most about 1600 tokens."""
 
     def __init__(self, *, config: ProviderConfig, http: aiohttp.ClientSession) -> None:
         super().__init__(config=config, http=http)
@@ -60,6 +64,10 @@ class AnthropicProvider(Provider):
             parser=wire.EventParser(self._secrets),
             secrets=self._secrets,
         )
+
+    def check_request(self, request: GenerationRequest) -> None:
+        """Translate once at planning, so what Anthropic cannot take is refused before a hold."""
+        wire.build_body(request, stream=True)
 
     async def generate(self, request: GenerationRequest) -> Completion:
         """One non-streaming Messages API call."""

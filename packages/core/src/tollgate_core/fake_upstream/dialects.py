@@ -444,6 +444,25 @@ class AnthropicDialect(Dialect):
         value = body.get("max_tokens")
         return int(value) if value is not None else None
 
+    def tool_schema(self, body: Mapping[str, Any], name: str) -> dict[str, Any] | None:
+        for tool in body.get("tools") or ():
+            if tool.get("name") == name:
+                return dict(tool.get("input_schema") or {"type": "object"})
+        return None
+
+    def ends_with_tool_result(self, body: Mapping[str, Any]) -> bool:
+        messages = body.get("messages") or [{}]
+        content = messages[-1].get("content")
+        return isinstance(content, list) and any(
+            isinstance(block, dict) and block.get("type") == "tool_result" for block in content
+        )
+
+    def response_schema(self, body: Mapping[str, Any]) -> dict[str, Any] | None:
+        output_format = (body.get("output_config") or {}).get("format") or {}
+        if output_format.get("type") == "json_schema":
+            return dict(output_format.get("schema") or {"type": "object"})
+        return None
+
     def error_body(self, status: int, message: str) -> dict[str, Any]:
         return {
             "type": "error",
@@ -483,6 +502,11 @@ class AnthropicDialect(Dialect):
         return message
 
     def completion(self, reply: Reply) -> dict[str, Any]:
+        call = reply.tool_call
+        if call is not None:
+            block = {"type": "tool_use", "id": call.id, "name": call.name}
+            block["input"] = json.loads(reply.text)
+            return self._message(reply, [block], done=True)
         return self._message(reply, [{"type": "text", "text": reply.text}], done=True)
 
     @staticmethod
@@ -493,16 +517,21 @@ class AnthropicDialect(Dialect):
         event = self._event
         start = self._message(reply, [], done=False)
         yield Frame(event("message_start", {"type": "message_start", "message": start}))
-        block = {"type": "text", "text": ""}
+        call = reply.tool_call
+        block: dict[str, Any] = {"type": "text", "text": ""}
+        if call is not None:
+            block = {"type": "tool_use", "id": call.id, "name": call.name, "input": {}}
         start_block = {"type": "content_block_start", "index": 0, "content_block": block}
         yield Frame(event("content_block_start", start_block))
         yield Frame(event("ping", {"type": "ping"}))
         for text in reply.deltas:
-            delta = {
-                "type": "content_block_delta",
-                "index": 0,
-                "delta": {"type": "text_delta", "text": text},
-            }
+            # A tool call's input streams as pieces of JSON text, as Anthropic sends them.
+            piece = (
+                {"type": "text_delta", "text": text}
+                if call is None
+                else {"type": "input_json_delta", "partial_json": text}
+            )
+            delta = {"type": "content_block_delta", "index": 0, "delta": piece}
             yield Frame(event("content_block_delta", delta), text=text)
         yield Frame(event("content_block_stop", {"type": "content_block_stop", "index": 0}))
         message_delta: dict[str, Any] = {

@@ -16,11 +16,12 @@ from typing import Any
 
 import orjson
 from tollgate_core import Provider, ResponseFormat, Tool, ToolChoice
+from tollgate_core.images import ImageRefused, parse_data_url
 from tollgate_core.tokens import estimate_text_tokens
 
 from tollgate_server.errors import ApiError
 from tollgate_server.openai_format import ChatCompletionCreate
-from tollgate_server.openai_request import JsonSchemaFormat, NamedToolChoice
+from tollgate_server.openai_request import ImagePart, JsonSchemaFormat, NamedToolChoice
 
 EXTRA_PARAMETERS = (
     "seed",
@@ -134,13 +135,13 @@ def features(body: ChatCompletionCreate, provider: Provider, model_name: str) ->
             allowance += estimate_text_tokens(call.function.arguments) + _PER_TOOL_CALL_TOKENS
         if message.tool_call_id is not None:
             allowance += _PER_TOOL_CALL_TOKENS
-    image_count = sum(
-        1
-        for message in body.messages
-        if isinstance(message.content, list)
-        for part in message.content
-        if part.type == "image_url"
-    )
+    image_count = 0
+    for message in body.messages:
+        for part in message.content if isinstance(message.content, list) else ():
+            if isinstance(part, ImagePart):
+                image_count += 1
+                if part.image_url.url[:5].lower() == "data:":
+                    _check_data_url(part.image_url.url)
     allowance += image_count * provider.image_tokens
     tool_choice = None
     if isinstance(body.tool_choice, NamedToolChoice):
@@ -174,6 +175,13 @@ def _asks(body: ChatCompletionCreate, name: str) -> bool:
     if name == "logprobs":
         return bool(value)
     return True
+
+
+def _check_data_url(url: str) -> None:
+    try:
+        parse_data_url(url)
+    except ImageRefused as exc:
+        raise ApiError(400, exc.code, exc.message) from None
 
 
 def _json(value: object) -> str:

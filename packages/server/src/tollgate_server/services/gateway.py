@@ -57,6 +57,7 @@ from tollgate_core import (
     TextDelta,
     ToolCall,
     ToolCallDelta,
+    UpstreamBadRequest,
     UpstreamError,
     UpstreamTimeout,
     Usage,
@@ -164,6 +165,11 @@ async def plan_generation(
         response_format=features.response_format,
         reasoning_effort=features.reasoning_effort,
     )
+    if features is not chat_request.PLAIN:
+        try:
+            provider.check_request(request)
+        except UpstreamBadRequest as exc:
+            raise ApiError(422, "unsupported_parameter", f"{model.name}: {exc.message}") from None
     return Plan(
         generation_id=uuid.uuid4(),
         account_id=account_id,
