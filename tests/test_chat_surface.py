@@ -19,6 +19,7 @@ import httpx
 import openai
 import pytest
 from conftest import User
+from google.genai import types as genai_types
 from pydantic import BaseModel, TypeAdapter
 from tollgate_core.fake_upstream import FakeUpstream
 from tollgate_server.openai_format import ChatCompletionCreate
@@ -119,6 +120,18 @@ def call_weather(
     return "".join(text) or None, whole, finish, usage, deltas
 
 
+def check_gemini_body(body: dict[str, Any]) -> None:
+    """The recorded body is a request google-genai's own types accept (camelCase aliases)."""
+    for content in body["contents"]:
+        genai_types.Content.model_validate(content)
+    for tool in body.get("tools") or ():
+        genai_types.Tool.model_validate(tool)
+    if "toolConfig" in body:
+        genai_types.ToolConfig.model_validate(body["toolConfig"])
+    config = {k: v for k, v in body["generationConfig"].items()}
+    genai_types.GenerateContentConfig.model_validate(config)
+
+
 def check_anthropic_body(body: dict[str, Any]) -> None:
     """The recorded body is a request Anthropic's own SDK types accept."""
     adapter = TypeAdapter(anthropic.types.MessageCreateParams)
@@ -129,7 +142,7 @@ def check_anthropic_body(body: dict[str, Any]) -> None:
             list(message["content"])
 
 
-TOOL_PROVIDERS = ["openai", "anthropic"]
+TOOL_PROVIDERS = ["openai", "anthropic", "gemini"]
 
 
 @pytest.mark.parametrize("provider", TOOL_PROVIDERS)
@@ -160,11 +173,23 @@ def test_tool_call_round_trip_is_charged_from_the_upstreams_usage(
         # As OpenAI streams a call: index, id and name first, then argument fragments.
         assert deltas[0].index == 0 and deltas[0].id == call.id
         assert deltas[0].function.name == "get_weather"
-        fragments = [d.function.arguments for d in deltas[1:] if d.function.arguments]
-        assert len(fragments) > 1 and all(d.id is None for d in deltas[1:])
+        fragments = [d.function.arguments for d in deltas if d.function.arguments]
+        assert all(d.id is None for d in deltas[1:])
+        # Pieces as they came: OpenAI and Anthropic stream the arguments, Gemini sends them
+        # whole, in the first delta.
+        assert len(fragments) > 1 if provider != "gemini" else len(deltas) == 1
     sent = upstream.last_record.body
     if provider == "openai":
         assert sent["tools"] == [WEATHER_TOOL]
+    elif provider == "gemini":
+        function = WEATHER_TOOL["function"]
+        declaration = {
+            "name": "get_weather",
+            "description": function["description"],
+            "parametersJsonSchema": function["parameters"],
+        }
+        assert sent["tools"] == [{"functionDeclarations": [declaration]}]
+        check_gemini_body(sent)
     else:
         function = WEATHER_TOOL["function"]
         assert sent["tools"] == [
@@ -201,6 +226,20 @@ def test_tool_call_round_trip_is_charged_from_the_upstreams_usage(
     sent = upstream.last_record.body
     if provider == "openai":
         assert sent["messages"][2:] == messages[2:]
+    elif provider == "gemini":
+        assert sent["contents"][1:] == [
+            {
+                "role": "model",
+                "parts": [{"functionCall": {"name": "get_weather", "args": {"city": "tok"}}}],
+            },
+            {
+                "role": "user",
+                "parts": [
+                    {"functionResponse": {"name": "get_weather", "response": {"celsius": 21}}}
+                ],
+            },
+        ]
+        check_gemini_body(sent)
     else:
         use = {"type": "tool_use", "id": call.id, "name": "get_weather", "input": {"city": "tok"}}
         result = {"type": "tool_result", "tool_use_id": call.id, "content": '{"celsius": 21}'}
@@ -241,6 +280,11 @@ def test_parse_returns_the_pydantic_object(
         assert sent["type"] == "json_schema" and sent["json_schema"]["name"] == "Weather"
         assert sent["json_schema"]["strict"] is True
         schema = sent["json_schema"]["schema"]
+    elif provider == "gemini":
+        config = body["generationConfig"]
+        assert config["responseMimeType"] == "application/json"
+        schema = config["responseJsonSchema"]
+        check_gemini_body(body)
     else:
         # Anthropic's structured outputs: output_config.format.
         sent = body["output_config"]["format"]
@@ -283,6 +327,12 @@ def test_an_image_as_a_data_url_reaches_the_upstream_and_is_held_for(
     body = upstream.last_record.body
     if provider == "openai":
         assert body["messages"][0]["content"] == content
+    elif provider == "gemini":
+        assert body["contents"][0]["parts"] == [
+            {"text": "What is in this image?"},
+            {"inlineData": {"mimeType": "image/png", "data": PNG}},
+        ]
+        check_gemini_body(body)
     else:
         source = {"type": "base64", "media_type": "image/png", "data": PNG}
         assert body["messages"][0]["content"] == [
@@ -291,7 +341,7 @@ def test_an_image_as_a_data_url_reaches_the_upstream_and_is_held_for(
         ]
         check_anthropic_body(body)
     # The hold counted the image at the vendor's largest image cost (OpenAI 1445 tokens,
-    # Anthropic 1600, at 1 credit).
+    # Anthropic 1600, Gemini 1290, at 1 credit).
     client.chat.completions.create(
         model=test_models[provider],
         messages=[{"role": "user", "content": content[:1]}],
@@ -304,7 +354,7 @@ def test_an_image_as_a_data_url_reaches_the_upstream_and_is_held_for(
         if entry["kind"] == "hold"
     ]
     with_image, text_only = holds[0], holds[1]  # newest first
-    assert with_image - text_only >= 1445
+    assert with_image - text_only >= 1290
 
 
 # One value for every parameter of the request schema beyond the model and the messages.
@@ -395,8 +445,8 @@ def test_every_parameter_is_carried_out_or_refused_by_name(
             assert outcomes[name] == 200, name
 
 
-@pytest.mark.parametrize("provider", ["gemini"])
-def test_a_provider_without_tools_refuses_a_tool_conversation(
+@pytest.mark.parametrize("provider", PROVIDERS)
+def test_a_tool_message_answering_no_call_is_refused_before_any_hold(
     provider: str,
     api: httpx.Client,
     make_user: Callable[..., User],
@@ -415,8 +465,9 @@ def test_a_provider_without_tools_refuses_a_tool_conversation(
         headers=user.headers,
     )
     assert response.status_code == 422
-    assert response.json()["error"]["code"] == "unsupported_parameter"
-    assert upstream.records == []
+    error = response.json()["error"]
+    assert error["code"] == "validation_error" and "answers no earlier tool call" in str(error)
+    assert upstream.records == [] and generations(api, user) == []
 
 
 @pytest.mark.parametrize(

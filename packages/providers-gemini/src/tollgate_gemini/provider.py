@@ -31,6 +31,10 @@ class GeminiProvider(Provider):
     kind: ClassVar[str] = "gemini"
     env_vars: ClassVar[tuple[str, ...]] = ("GEMINI_API_KEY", "GOOGLE_API_KEY", "GEMINI_BASE_URL")
     supported_extras: ClassVar[frozenset[str]] = wire.SUPPORTED_EXTRAS
+    supported_parameters: ClassVar[frozenset[str]] = wire.SUPPORTED_PARAMETERS
+    image_tokens: ClassVar[int] = 1290
+    """Gemini counts 258 tokens a 768 x 768 tile; at its high media resolution up to 1290 an
+    image (counted high, to be safe)."""
 
     def __init__(self, *, config: ProviderConfig, http: aiohttp.ClientSession) -> None:
         super().__init__(config=config, http=http)
@@ -72,6 +76,10 @@ class GeminiProvider(Provider):
             secrets=self._secrets,
             status_of=wire.error_status,
         )
+
+    def check_request(self, request: GenerationRequest) -> None:
+        """Translate once at planning, so what Gemini cannot take is refused before a hold."""
+        wire.build_body(request)
 
     async def generate(self, request: GenerationRequest) -> Completion:
         """One non-streaming ``generateContent`` call."""

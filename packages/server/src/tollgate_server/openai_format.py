@@ -150,6 +150,19 @@ class ChatCompletionCreate(BaseModel):
     moderation: dict[str, Any] | None = None
     prompt_cache_options: dict[str, Any] | None = None
 
+    @model_validator(mode="after")
+    def _tool_results_answer_calls(self) -> ChatCompletionCreate:
+        # As OpenAI requires: a tool message answers a call of an earlier assistant message.
+        called: set[str] = set()
+        for message in self.messages:
+            if message.tool_calls:
+                called.update(call.id for call in message.tool_calls)
+            elif message.tool_call_id is not None and message.tool_call_id not in called:
+                raise ValueError(
+                    f"the tool message for {message.tool_call_id} answers no earlier tool call"
+                )
+        return self
+
     @field_validator("stop")
     @classmethod
     def _at_most_four(cls, value: str | list[str] | None) -> str | list[str] | None:

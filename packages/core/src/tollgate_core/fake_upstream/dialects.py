@@ -326,6 +326,28 @@ class GeminiDialect(Dialect):
         value = (body.get("generationConfig") or {}).get("maxOutputTokens")
         return int(value) if value is not None else None
 
+    def tool_schema(self, body: Mapping[str, Any], name: str) -> dict[str, Any] | None:
+        for tool in body.get("tools") or ():
+            for declaration in tool.get("functionDeclarations") or ():
+                if declaration.get("name") == name:
+                    schema = declaration.get("parametersJsonSchema") or declaration.get(
+                        "parameters"
+                    )
+                    return dict(schema or {"type": "object"})
+        return None
+
+    def ends_with_tool_result(self, body: Mapping[str, Any]) -> bool:
+        contents = body.get("contents") or [{}]
+        return any(
+            isinstance(part, dict) and "functionResponse" in part
+            for part in contents[-1].get("parts") or ()
+        )
+
+    def response_schema(self, body: Mapping[str, Any]) -> dict[str, Any] | None:
+        config = body.get("generationConfig") or {}
+        schema = config.get("responseJsonSchema") or config.get("responseSchema")
+        return dict(schema) if isinstance(schema, dict) else None
+
     def error_body(self, status: int, message: str) -> dict[str, Any]:
         return {
             "error": {
@@ -352,10 +374,12 @@ class GeminiDialect(Dialect):
     def _response(
         self, reply: Reply, text: str, *, finish: bool, usage: dict[str, Any] | None
     ) -> dict[str, Any]:
-        candidate: dict[str, Any] = {
-            "content": {"parts": [{"text": text}], "role": "model"},
-            "index": 0,
-        }
+        part: dict[str, Any] = {"text": text}
+        if reply.tool_call is not None and text:
+            # Gemini sends a function call whole, in one part, with its arguments parsed.
+            call = {"id": reply.tool_call.id, "name": reply.tool_call.name}
+            part = {"functionCall": {**call, "args": json.loads(text)}}
+        candidate: dict[str, Any] = {"content": {"parts": [part], "role": "model"}, "index": 0}
         if finish:
             candidate["finishReason"] = self.finish_names[reply.finish]
         body: dict[str, Any] = {
@@ -383,7 +407,7 @@ class GeminiDialect(Dialect):
                 "totalTokenCount": reply.usage.input_tokens,
             }
         )
-        for text in reply.deltas:
+        for text in reply.deltas if reply.tool_call is None else [reply.text]:
             chunk = self._response(reply, text, finish=False, usage=partial)
             yield Frame(self._sse(chunk), text=text)
         final = None if reply.usage is None else self._usage(reply.usage)
