@@ -530,3 +530,59 @@ def test_a_data_url_that_is_not_an_image_is_refused_before_any_hold(
     assert response.json()["error"]["code"] == "image_not_an_image"
     assert upstream.records == [] and generations(api, user) == []
     assert balance(api, user) == 1000
+
+
+def test_cached_input_tokens_cost_the_cached_input_price_when_the_model_has_one(
+    api: httpx.Client,
+    make_user: Callable[..., User],
+    admin_headers: dict[str, str],
+    test_models: dict[str, str],
+) -> None:
+    name = "fake-openai-cached"
+    created = api.post(
+        "/v1/admin/models",
+        json={
+            "name": name,
+            "provider": "openai",
+            "upstream_model": "openai-upstream",
+            "context_window": 4000,
+            "max_output_tokens": 1000,
+            "default_max_tokens": 100,
+            "input_price": "1000000",
+            "output_price": "2000000",
+            "cached_input_price": "250000",
+        },
+        headers=admin_headers,
+    )
+    assert created.status_code in (201, 409), created.text
+    catalogue = api.get("/v1/admin/models", headers=admin_headers).json()
+    shown = next(model for model in catalogue if model["name"] == name)
+    assert shown["cached_input_price"] == "250000"
+    user = make_user(credits=1000)
+    cards = {m["id"]: m for m in api.get("/v1/models", headers=user.headers).json()["data"]}
+    assert cards[name]["pricing"]["cached_input"] == "250000"
+    assert cards[test_models["openai"]]["pricing"]["cached_input"] is None
+
+    client = sdk(api, user.token)
+    messages: Any = [{"role": "user", "content": "Weather? [[fake:tool=get_weather,cached=3]]"}]
+    completion = client.chat.completions.create(model=name, messages=messages, tools=[WEATHER_TOOL])
+    assert completion.choices[0].finish_reason == "tool_calls"
+    usage = completion.usage
+    assert usage is not None and usage.prompt_tokens_details is not None
+    cached = usage.prompt_tokens_details.cached_tokens
+    assert cached == 3
+    # 1 credit an uncached input token, a quarter credit a cached one, 2 an output token;
+    # rounded up once, to the micro-credit.
+    expected = (
+        Decimal(usage.prompt_tokens - cached)
+        + Decimal(cached) / 4
+        + 2 * Decimal(usage.completion_tokens)
+    )
+    assert Decimal(usage.model_extra["cost"]) == expected  # type: ignore[index]
+    assert balance(api, user) == 1000 - expected
+
+    # Sent as null, the cached price goes: cached tokens cost the input price again.
+    changed = api.patch(
+        f"/v1/admin/models/{name}", json={"cached_input_price": None}, headers=admin_headers
+    )
+    assert changed.status_code == 200 and changed.json()["cached_input_price"] is None
