@@ -137,7 +137,12 @@ def test_models_list_shows_prices(
 ) -> None:
     user = make_user()
     models = {m["id"]: m for m in api.get("/v1/models", headers=user.headers).json()["data"]}
-    assert models[test_models["anthropic"]]["pricing"] == {"input": "1000000", "output": "2000000"}
+    # Issue 14 adds the cached input price (null: cached tokens cost the input price).
+    assert models[test_models["anthropic"]]["pricing"] == {
+        "input": "1000000",
+        "output": "2000000",
+        "cached_input": None,
+    }
     assert models[test_models["gemini"]]["owned_by"] == "gemini"
 
 

@@ -255,7 +255,7 @@ def set_price(
     from tollgate_cli.inputs import validated
 
     if input_price is None and output_price is None and cached_input_price is None:
-        raise CliError("give --input-price, --output-price, --cached-input-price or more")
+        raise CliError("give --input-price, --output-price or both")
     prices = {"input_price": input_price, "output_price": output_price}
     if cached_input_price is not None:
         prices["cached_input_price"] = cached_input_price
