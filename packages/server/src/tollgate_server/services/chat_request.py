@@ -60,6 +60,7 @@ OTHER_PARAMETERS = (
 or is not carried by any provider today."""
 
 CHECKED_PARAMETERS = EXTRA_PARAMETERS + OTHER_PARAMETERS
+_CHECKED = frozenset(CHECKED_PARAMETERS)
 
 
 @dataclass(frozen=True, slots=True)
@@ -87,7 +88,9 @@ def features(body: ChatCompletionCreate, provider: Provider, model_name: str) ->
         ApiError: 422 ``unsupported_parameter`` for the first parameter the provider cannot
             carry out.
     """
-    asked = [name for name in CHECKED_PARAMETERS if _asks(body, name)]
+    # Only the fields the request sent: the plain text path pays one set intersection.
+    sent = body.model_fields_set & _CHECKED
+    asked = [name for name in CHECKED_PARAMETERS if name in sent and _asks(body, name)]
     images = sum(1 for message in body.messages if message.has_images())
     uses_tools = any(m.tool_calls or m.role == "tool" for m in body.messages)
     if not asked and not images and not uses_tools:
