@@ -10,6 +10,7 @@ from typing import ClassVar
 import aiohttp
 
 from tollgate_core.tokens import estimate_messages_tokens
+from tollgate_core.tool_calls import join_tool_calls
 from tollgate_core.types import (
     Completion,
     GenerationRequest,
@@ -17,7 +18,6 @@ from tollgate_core.types import (
     StreamEnd,
     StreamEvent,
     TextDelta,
-    ToolCall,
     ToolCallDelta,
 )
 
@@ -149,18 +149,3 @@ class Provider(ABC):
         a provider with an exact local tokenizer may override it.
         """
         return estimate_messages_tokens(messages)
-
-
-def join_tool_calls(deltas: list[ToolCallDelta]) -> tuple[ToolCall, ...]:
-    """The whole tool calls that streamed `deltas` make, in the order of their index."""
-    calls: dict[int, tuple[str, str, list[str]]] = {}
-    for delta in deltas:
-        call = calls.get(delta.index)
-        if call is None:
-            calls[delta.index] = (delta.id or "", delta.name or "", [delta.arguments])
-        else:
-            call[2].append(delta.arguments)
-    return tuple(
-        ToolCall(id=call_id, name=name, arguments="".join(arguments))
-        for _, (call_id, name, arguments) in sorted(calls.items())
-    )

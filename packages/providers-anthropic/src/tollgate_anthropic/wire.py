@@ -35,6 +35,7 @@ from tollgate_core import (
 from tollgate_core.images import ImageRefused, parse_data_url
 from tollgate_core.metering import token_count
 from tollgate_core.streaming import NO_EVENTS, count_sum, finish_reason
+from tollgate_core.tool_calls import tool_arguments
 from tollgate_core.upstream import check_extras, stream_error
 
 DEFAULT_BASE_URL = "https://api.anthropic.com"
@@ -181,7 +182,7 @@ def _content(message: Message) -> str | list[dict[str, Any]]:
         blocks.append({"type": "text", "text": message.content})
     for call in message.tool_calls:
         blocks.append(
-            {"type": "tool_use", "id": call.id, "name": call.name, "input": _arguments(call)}
+            {"type": "tool_use", "id": call.id, "name": call.name, "input": tool_arguments(call)}
         )
     return blocks
 
@@ -202,16 +203,6 @@ def _part(part: ContentPart) -> dict[str, Any]:
         source = {"type": "base64", "media_type": image.mime_type, "data": data}
         return {"type": "image", "source": source}
     return {"type": "image", "source": {"type": "url", "url": part.url}}
-
-
-def _arguments(call: ToolCall) -> dict[str, Any]:
-    try:
-        value = orjson.loads(call.arguments or "{}")
-    except orjson.JSONDecodeError:
-        value = None
-    if not isinstance(value, dict):
-        raise UpstreamBadRequest(f"the arguments of tool call {call.id} are not a JSON object")
-    return value
 
 
 def _tool(tool: Tool) -> dict[str, Any]:

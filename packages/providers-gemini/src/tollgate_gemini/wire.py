@@ -35,6 +35,7 @@ from tollgate_core import (
 from tollgate_core.images import ImageRefused, parse_data_url
 from tollgate_core.metering import token_count
 from tollgate_core.streaming import NO_EVENTS, count_sum, finish_reason
+from tollgate_core.tool_calls import tool_arguments
 from tollgate_core.upstream import check_extras, stream_error
 
 DEFAULT_BASE_URL = "https://generativelanguage.googleapis.com"
@@ -136,7 +137,7 @@ def build_body(request: GenerationRequest) -> dict[str, Any]:
                 parts = [{"text": message.content}] if message.content else []
             for call in message.tool_calls:
                 names[call.id] = call.name
-                parts.append({"functionCall": {"name": call.name, "args": _arguments(call)}})
+                parts.append({"functionCall": {"name": call.name, "args": tool_arguments(call)}})
             contents.append({"role": role, "parts": parts or [{"text": ""}]})
     if not contents:
         raise UpstreamBadRequest("a Gemini request needs at least one user message")
@@ -189,16 +190,6 @@ def _part(part: ContentPart) -> dict[str, Any]:
         raise UpstreamBadRequest(exc.message) from None
     data = base64.b64encode(image.data).decode()
     return {"inlineData": {"mimeType": image.mime_type, "data": data}}
-
-
-def _arguments(call: ToolCall) -> dict[str, Any]:
-    try:
-        value = orjson.loads(call.arguments or "{}")
-    except orjson.JSONDecodeError:
-        value = None
-    if not isinstance(value, dict):
-        raise UpstreamBadRequest(f"the arguments of tool call {call.id} are not a JSON object")
-    return value
 
 
 def _function_response(message: Message, names: Mapping[str, str]) -> dict[str, Any]:

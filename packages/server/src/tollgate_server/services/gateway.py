@@ -69,7 +69,7 @@ from tollgate_core import (
     hold_amount,
     settlement_charge,
 )
-from tollgate_core.provider import join_tool_calls
+from tollgate_core.tool_calls import join_tool_calls
 
 from tollgate_server.db.raw import raw_connection, run_with_retry
 from tollgate_server.errors import (
