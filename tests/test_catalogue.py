@@ -128,7 +128,8 @@ def test_catalogue_changes_are_seen_by_the_next_request(
     body = _model()
     api.post("/v1/admin/models", json=body, headers=admin_headers)
     listed = {m["id"]: m for m in api.get("/v1/models", headers=user.headers).json()["data"]}
-    assert listed[body["name"]]["pricing"] == {"input": "10", "output": "20"}
+    # Issue 14 adds the cached input price (null: cached tokens cost the input price).
+    assert listed[body["name"]]["pricing"] == {"input": "10", "output": "20", "cached_input": None}
     api.patch(
         f"/v1/admin/models/{body['name']}", json={"output_price": "25"}, headers=admin_headers
     )

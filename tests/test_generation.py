@@ -137,7 +137,12 @@ def test_models_list_shows_prices(
 ) -> None:
     user = make_user()
     models = {m["id"]: m for m in api.get("/v1/models", headers=user.headers).json()["data"]}
-    assert models[test_models["anthropic"]]["pricing"] == {"input": "1000000", "output": "2000000"}
+    # Issue 14 adds the cached input price (null: cached tokens cost the input price).
+    assert models[test_models["anthropic"]]["pricing"] == {
+        "input": "1000000",
+        "output": "2000000",
+        "cached_input": None,
+    }
     assert models[test_models["gemini"]]["owned_by"] == "gemini"
 
 
@@ -163,7 +168,9 @@ def test_insufficient_balance_is_402_without_an_upstream_call(
     [
         ({"model": "no-such-model"}, 404, "model_not_found"),
         ({"max_tokens": 5000}, 422, "validation_error"),
-        ({"n": 2}, 422, "validation_error"),
+        # Issue 14: n is a parameter now, which no provider carries beyond 1 yet.
+        ({"n": 2}, 422, "unsupported_parameter"),
+        ({"n": 0}, 422, "validation_error"),
         ({"tools": []}, 422, "validation_error"),
         ({"messages": []}, 422, "validation_error"),
         (

@@ -109,6 +109,13 @@ class World:
         message = {"role": "user", "content": "hello"}
         parts = {"role": "user", "content": [{"type": "text", "text": "hello"}]}
         chat = {"model": "fake-openai", "messages": [message], "max_tokens": 3}
+        image_url = {"url": "https://example.com/a.png", "detail": "low"}
+        image = {"role": "user", "content": [{"type": "image_url", "image_url": image_url}]}
+        call = {"id": "c1", "type": "function", "function": {"name": "f", "arguments": "{}"}}
+        called = {"role": "assistant", "content": None, "tool_calls": [call], "name": "a"}
+        answered = {"role": "tool", "tool_call_id": "c1", "content": "done"}
+        tool = {"type": "function", "function": {"name": "f", "description": "d"}}
+        schema = {"name": "s", "description": "d", "schema": {"type": "object"}}
         fresh_refresh = self.api.post(
             "/v1/auth/login", json={"email": self.user.email, "password": PASSWORD}
         ).json()["refresh_token"]
@@ -116,6 +123,29 @@ class World:
             "POST /v1/chat/completions": [
                 chat,
                 {**chat, "messages": [parts], "stop": ["x"], "stream_options": {}},
+                {**chat, "messages": [image], "user": "u", "metadata": {"k": "v"}},
+                {
+                    **chat,
+                    "messages": [called, answered, message],
+                    "tools": [tool],
+                    "tool_choice": {"type": "function", "function": {"name": "f"}},
+                    "response_format": {"type": "json_schema", "json_schema": schema},
+                    "prompt_cache_key": "k",
+                    "safety_identifier": "s",
+                },
+                {**chat, "messages": [answered, message], "tools": [tool]},
+                {
+                    **chat,
+                    "modalities": ["text"],
+                    "function_call": "auto",
+                    "verbosity": "low",
+                    "service_tier": "auto",
+                    "prompt_cache_retention": "in_memory",
+                    "reasoning_effort": "low",
+                    "tool_choice": "auto",
+                    "response_format": {"type": "text"},
+                    "logit_bias": {"1": 1},
+                },
             ],
             "POST /v1/auth/register": [
                 {"email": f"walk-{uuid.uuid4().hex[:10]}@example.com", "password": PASSWORD}

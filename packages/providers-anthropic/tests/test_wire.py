@@ -14,6 +14,10 @@ from tollgate_anthropic import wire
 from tollgate_core import (
     GenerationRequest,
     Message,
+    Tool,
+    ToolCall,
+    ToolCallDelta,
+    ToolChoice,
     UpstreamBadRequest,
     UpstreamRateLimited,
     UpstreamUnavailable,
@@ -234,3 +238,68 @@ def test_recorded_message() -> None:
 def test_error_body_raises() -> None:
     with pytest.raises(UpstreamUnavailable):
         wire.parse_completion((FIXTURES / "error_overloaded.json").read_bytes())
+
+
+# -- tools (issue 14) ------------------------------------------------------------------------
+
+
+def test_a_streamed_tool_use_becomes_openai_tool_call_pieces() -> None:
+    parser = wire.EventParser()
+    block = {"type": "tool_use", "id": "toolu_1", "name": "get_weather", "input": {}}
+    events = [
+        {"type": "content_block_start", "index": 0, "content_block": block},
+        {
+            "type": "content_block_delta",
+            "index": 0,
+            "delta": {"type": "input_json_delta", "partial_json": '{"city": '},
+        },
+        {
+            "type": "content_block_delta",
+            "index": 0,
+            "delta": {"type": "input_json_delta", "partial_json": '"Paris"}'},
+        },
+    ]
+    read = [e for event in events for e in parser.read(event["type"], json.dumps(event).encode())]
+    assert read == [
+        ToolCallDelta(0, "toolu_1", "get_weather", ""),
+        ToolCallDelta(0, None, None, '{"city": '),
+        ToolCallDelta(0, None, None, '"Paris"}'),
+    ]
+
+
+def test_tool_messages_become_tool_result_blocks_in_alternating_turns() -> None:
+    call = ToolCall(id="toolu_1", name="get_weather", arguments='{"city": "Paris"}')
+    body = wire.build_body(
+        request(
+            Message("user", "Weather?"),
+            Message("assistant", "", tool_calls=(call,)),
+            Message("tool", "21", tool_call_id="toolu_1"),
+            Message("user", "Thanks"),
+            tools=(Tool(name="get_weather", parameters={"type": "object"}),),
+            tool_choice=ToolChoice(mode="required"),
+            parallel_tool_calls=False,
+        ),
+        stream=True,
+    )
+    assert body["messages"][1:] == [
+        {
+            "role": "assistant",
+            "content": [
+                {
+                    "type": "tool_use",
+                    "id": "toolu_1",
+                    "name": "get_weather",
+                    "input": {"city": "Paris"},
+                }
+            ],
+        },
+        {
+            "role": "user",
+            "content": [
+                {"type": "tool_result", "tool_use_id": "toolu_1", "content": "21"},
+                {"type": "text", "text": "Thanks"},
+            ],
+        },
+    ]
+    assert body["tool_choice"] == {"type": "any", "disable_parallel_tool_use": True}
+    assert body["tools"] == [{"name": "get_weather", "input_schema": {"type": "object"}}]

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 from pathlib import Path
 
 import pytest
@@ -9,6 +10,8 @@ from google.genai import types as genai_types
 from tollgate_core import (
     GenerationRequest,
     Message,
+    ToolCall,
+    ToolCallDelta,
     UpstreamAuthenticationError,
     UpstreamBadRequest,
     UpstreamRateLimited,
@@ -228,3 +231,44 @@ def test_invalid_key_400_is_reported_as_an_authentication_error() -> None:
     assert isinstance(error, UpstreamAuthenticationError)
     assert error.upstream_status == 401
     assert wire.error_status(400, b'{"error":{"code":400,"message":"bad"}}') == 400
+
+
+# -- tools (issue 14) ------------------------------------------------------------------------
+
+
+def test_a_function_call_arrives_whole_and_finishes_as_tool_calls() -> None:
+    parser = wire.ChunkParser()
+    call = {"functionCall": {"name": "get_weather", "args": {"city": "Paris"}}}
+    chunk = {
+        "candidates": [
+            {"content": {"role": "model", "parts": [call]}, "finishReason": "STOP", "index": 0}
+        ]
+    }
+    events = parser.read(None, json.dumps(chunk).encode())
+    assert events == (ToolCallDelta(0, "call_0", "get_weather", '{"city":"Paris"}'),)
+    assert parser.end().finish_reason == "tool_calls"
+
+
+def test_a_tool_result_names_the_function_it_answers() -> None:
+    call = ToolCall(id="c1", name="get_weather", arguments='{"city": "Paris"}')
+    body = wire.build_body(
+        request(
+            Message("user", "Weather?"),
+            Message("assistant", "", tool_calls=(call,)),
+            Message("tool", "sunny", tool_call_id="c1"),
+        )
+    )
+    assert body["contents"][1:] == [
+        {
+            "role": "model",
+            "parts": [{"functionCall": {"name": "get_weather", "args": {"city": "Paris"}}}],
+        },
+        {
+            "role": "user",
+            "parts": [
+                {"functionResponse": {"name": "get_weather", "response": {"result": "sunny"}}}
+            ],
+        },
+    ]
+    for content in body["contents"]:
+        genai_types.Content.model_validate(content)

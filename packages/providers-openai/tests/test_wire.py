@@ -74,7 +74,8 @@ def test_unsupported_extra_is_refused_by_name() -> None:
 
 
 def test_documents_what_it_cannot_carry() -> None:
-    assert "n" in wire.UNSUPPORTED_FIELDS and "tools" in wire.UNSUPPORTED_FIELDS
+    # Issue 14: tools are carried now; n > 1 and log-probabilities are not (yet).
+    assert "n" in wire.UNSUPPORTED_FIELDS and "tools" in wire.SUPPORTED_PARAMETERS
     assert not set(wire.UNSUPPORTED_FIELDS) & wire.SUPPORTED_EXTRAS
 
 

@@ -32,6 +32,15 @@ OutputPrice = Annotated[
     str,
     typer.Option("--output-price", help="Credits per million output tokens.", show_default=False),
 ]
+CachedInputPrice = Annotated[
+    str | None,
+    typer.Option(
+        "--cached-input-price",
+        help="Credits per million input tokens read from the prompt cache (default: the "
+        "input price).",
+        show_default=False,
+    ),
+]
 
 
 def model_json(model: CatalogueModel, upstreams: set[str]) -> dict[str, Any]:
@@ -135,6 +144,7 @@ def add(
     ],
     input_price: InputPrice,
     output_price: OutputPrice,
+    cached_input_price: CachedInputPrice = None,
     context_window: Annotated[
         int, typer.Option("--context-window", help="Tokens of prompt and output together.")
     ] = DEFAULT_CONTEXT_WINDOW,
@@ -181,6 +191,7 @@ def add(
         default_max_tokens=default_max_tokens,
         input_price=input_price,
         output_price=output_price,
+        cached_input_price=cached_input_price,
     )
 
     async def operation(db: Db) -> CatalogueModel:
@@ -229,11 +240,12 @@ def set_price(
             "--output-price", help="Credits per million output tokens.", show_default=False
         ),
     ] = None,
+    cached_input_price: CachedInputPrice = None,
     json_output: JsonFlag = False,
 ) -> None:
     """Set a model's prices from now on (generations already made keep theirs).
 
-    Give one price or both; the other one stays as it is.
+    Give one price or more; the others stay as they are.
 
     Example: tollgate models set-price gpt-4o-mini --input-price 0.2 --output-price 0.8
     """
@@ -242,9 +254,12 @@ def set_price(
     from tollgate_cli.errors import CliError
     from tollgate_cli.inputs import validated
 
-    if input_price is None and output_price is None:
+    if input_price is None and output_price is None and cached_input_price is None:
         raise CliError("give --input-price, --output-price or both")
-    model = change(name, validated(ModelUpdate, input_price=input_price, output_price=output_price))
+    prices = {"input_price": input_price, "output_price": output_price}
+    if cached_input_price is not None:
+        prices["cached_input_price"] = cached_input_price
+    model = change(name, validated(ModelUpdate, **prices))
     price = model.price
     assert price is not None  # a price was just set
     _report(

@@ -28,7 +28,10 @@ from tollgate_core.types import Usage
 
 def hold_amount(*, prompt_tokens: int, max_tokens: int, price: Price) -> int:
     """Worst-case cost of a generation, in micro-credits, rounded up."""
-    worst = Usage(input_tokens=prompt_tokens, output_tokens=max_tokens)
+    # No cached tokens: the worst case whenever a cache read costs at most an input token;
+    # a dearer cached price (a misconfiguration) is held at that price.
+    cached = prompt_tokens if (price.cached_input_per_million or 0) > price.input_per_million else 0
+    worst = Usage(input_tokens=prompt_tokens, output_tokens=max_tokens, cached_input_tokens=cached)
     return round_charge(price_usage(worst, price))
 
 

@@ -26,22 +26,30 @@ class Price:
     input_per_million: int
     output_per_million: int
     id: int | None = None
+    cached_input_per_million: int | None = None
+    """What an input token read from the vendor's prompt cache costs; None: the input price."""
 
     def __post_init__(self) -> None:
         if self.input_per_million < 0 or self.output_per_million < 0:
+            raise ValueError("prices cannot be negative")
+        if self.cached_input_per_million is not None and self.cached_input_per_million < 0:
             raise ValueError("prices cannot be negative")
 
 
 def price_usage(usage: Usage, price: Price) -> Decimal:
     """The exact cost of `usage` under `price`, in micro-credits, not yet rounded.
 
-    Cached input tokens are priced as input tokens and reasoning tokens as output tokens
-    (the buckets are inclusive). The division is by a power of ten, so the `Decimal` is exact.
+    Cached input tokens are priced at the cached input price when the price has one, else as
+    input tokens; reasoning tokens are priced as output tokens (the buckets are inclusive). The
+    division is by a power of ten, so the `Decimal` is exact.
     """
     numerator = (
         usage.input_tokens * price.input_per_million
         + usage.output_tokens * price.output_per_million
     )
+    cached_price = price.cached_input_per_million
+    if cached_price is not None and usage.cached_input_tokens:
+        numerator += usage.cached_input_tokens * (cached_price - price.input_per_million)
     return Decimal(numerator).scaleb(-6)
 
 

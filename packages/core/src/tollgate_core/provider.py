@@ -10,6 +10,7 @@ from typing import ClassVar
 import aiohttp
 
 from tollgate_core.tokens import estimate_messages_tokens
+from tollgate_core.tool_calls import join_tool_calls
 from tollgate_core.types import (
     Completion,
     GenerationRequest,
@@ -17,6 +18,7 @@ from tollgate_core.types import (
     StreamEnd,
     StreamEvent,
     TextDelta,
+    ToolCallDelta,
 )
 
 
@@ -62,6 +64,18 @@ class Provider(ABC):
     carry in `GenerationRequest.extra` (such as ``"seed"``). The server passes only these; a
     provider refuses any other extra with `UpstreamBadRequest`."""
 
+    supported_parameters: ClassVar[frozenset[str]] = frozenset()
+    """The OpenAI request parameters beyond the plain text subset (model, messages of text,
+    the token limit, temperature, top_p, stop, stream, user) that this provider carries out,
+    named as in OpenAI's reference: ``"tools"`` (with ``tool_choice``, tool messages and
+    assistant tool calls), ``"response_format"``, ``"reasoning_effort"``, ``"image_url"`` (image
+    parts), ``"n"`` and so on, and every name in `supported_extras`. The server refuses any
+    other parameter a request sets with 422 ``unsupported_parameter``, before any hold."""
+
+    image_tokens: ClassVar[int] = 1600
+    """The most input tokens one image may cost on this vendor, by its published rule; the
+    hold and the check of reported usage count this much per image."""
+
     def __init__(self, *, config: ProviderConfig, http: aiohttp.ClientSession) -> None:
         self.config = config
         self.http = http
@@ -95,15 +109,38 @@ class Provider(ABC):
     async def generate(self, request: GenerationRequest) -> Completion:
         """Drain `stream()` into one completion. Override only when the upstream differs."""
         parts: list[str] = []
+        calls: list[ToolCallDelta] = []
         end: StreamEnd | None = None
         async for event in self.stream(request):
             if isinstance(event, StreamEnd):
                 end = event
             elif isinstance(event, TextDelta):
                 parts.append(event.text)
+            elif isinstance(event, ToolCallDelta):
+                calls.append(event)
         if end is None:  # pragma: no cover - a contract violation by the provider
             raise RuntimeError(f"provider {self.name} ended its stream without a StreamEnd")
-        return Completion(text="".join(parts), finish_reason=end.finish_reason, usage=end.usage)
+        return Completion(
+            text="".join(parts),
+            finish_reason=end.finish_reason,
+            usage=end.usage,
+            tool_calls=join_tool_calls(calls),
+        )
+
+    @classmethod
+    def supports(cls, parameter: str) -> bool:
+        """Whether this provider carries out the OpenAI request `parameter`."""
+        return parameter in cls.supported_parameters or parameter in cls.supported_extras
+
+    def check_request(self, request: GenerationRequest) -> None:
+        """Refuse, before any hold, a request this provider cannot translate (a combination of
+        parameters its vendor does not take). The server calls it only for requests beyond
+        plain text; the default accepts everything.
+
+        Raises:
+            UpstreamBadRequest: with a message for the client, naming what to change.
+        """
+        return None
 
     def count_tokens(self, messages: tuple[Message, ...]) -> int:
         """Estimate the prompt's tokens, for holds and context checks.

@@ -15,12 +15,82 @@ FinishReason = Literal["stop", "length", "content_filter", "tool_calls", "error"
 
 
 @dataclass(frozen=True, slots=True)
+class TextPart:
+    """A piece of text in a message made of parts."""
+
+    text: str
+
+
+@dataclass(frozen=True, slots=True)
+class ImagePart:
+    """An image in a user message: an ``https:`` or ``data:`` URL, as OpenAI takes it.
+
+    `detail` is OpenAI's ``"low"``, ``"high"`` or ``"auto"`` (None when not given).
+    """
+
+    url: str
+    detail: str | None = None
+
+
+ContentPart = TextPart | ImagePart
+
+
+@dataclass(frozen=True, slots=True)
+class ToolCall:
+    """A function call the model asked for: `arguments` is the JSON text it wrote."""
+
+    id: str
+    name: str
+    arguments: str
+
+
+@dataclass(frozen=True, slots=True)
 class Message:
-    """One chat message. `content` is plain text; multimodal parts are not carried."""
+    """One chat message.
+
+    `content` is always the message's text (the parts' text joined), which the token estimates
+    read; `parts` keeps the order of text and images when the message was sent as parts (an
+    empty tuple for plain text). An assistant message may carry `tool_calls` (its content may
+    then be empty); a ``tool`` message answers the call named by `tool_call_id`.
+    """
 
     role: Role
     content: str
     name: str | None = None
+    parts: tuple[ContentPart, ...] = ()
+    tool_calls: tuple[ToolCall, ...] = ()
+    tool_call_id: str | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class Tool:
+    """A function the model may call: `parameters` is its JSON Schema (None: no arguments)."""
+
+    name: str
+    description: str | None = None
+    parameters: dict[str, Any] | None = None
+    strict: bool | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class ToolChoice:
+    """Whether and which tool the model must call: ``none``, ``auto``, ``required`` or
+    ``function`` (then `name` is the function it must call)."""
+
+    mode: Literal["none", "auto", "required", "function"]
+    name: str | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class ResponseFormat:
+    """The shape of the answer: ``text``, ``json_object`` or ``json_schema`` (with `schema`,
+    its `name` and whether it is `strict`)."""
+
+    type: Literal["text", "json_object", "json_schema"]
+    schema: dict[str, Any] | None = None
+    name: str | None = None
+    description: str | None = None
+    strict: bool | None = None
 
 
 @dataclass(frozen=True, slots=True)
@@ -41,6 +111,12 @@ class GenerationRequest:
     user: str | None = None
     extra: dict[str, Any] = field(default_factory=dict)
     """Vendor-specific fields the caller asked for and the provider agreed to carry."""
+    tools: tuple[Tool, ...] = ()
+    tool_choice: ToolChoice | None = None
+    parallel_tool_calls: bool | None = None
+    response_format: ResponseFormat | None = None
+    reasoning_effort: str | None = None
+    """OpenAI's ``minimal``, ``low``, ``medium`` or ``high`` (None: the model's default)."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -97,7 +173,19 @@ class StreamEnd:
     usage: Usage | None
 
 
-StreamEvent = TextDelta | UsageReport | StreamEnd
+@dataclass(frozen=True, slots=True)
+class ToolCallDelta:
+    """A piece of a tool call, as OpenAI streams them: the first piece of call `index` has its
+    `id` and `name`, later pieces only more of its `arguments` (JSON text). An upstream that
+    sends a call whole sends it as one piece."""
+
+    index: int
+    id: str | None
+    name: str | None
+    arguments: str
+
+
+StreamEvent = TextDelta | ToolCallDelta | UsageReport | StreamEnd
 
 
 @dataclass(frozen=True, slots=True)
@@ -107,3 +195,4 @@ class Completion:
     text: str
     finish_reason: FinishReason
     usage: Usage | None
+    tool_calls: tuple[ToolCall, ...] = ()

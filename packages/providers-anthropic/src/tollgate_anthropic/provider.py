@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 from collections.abc import AsyncGenerator, Mapping
-from contextlib import aclosing
 from typing import ClassVar
 
 import aiohttp
@@ -14,21 +13,9 @@ from tollgate_core import (
     Provider,
     ProviderConfig,
     StreamEvent,
-    TextDelta,
-    UpstreamError,
-    UsageReport,
 )
-from tollgate_core.sse import iter_events
-from tollgate_core.upstream import (
-    TRANSPORT_ERRORS,
-    end_response,
-    incomplete_stream_error,
-    post,
-    post_for_body,
-    response_error,
-    transport_error,
-    upstream_request_id,
-)
+from tollgate_core.streaming import stream_events
+from tollgate_core.upstream import post_for_body
 
 from tollgate_anthropic import wire
 
@@ -39,6 +26,10 @@ class AnthropicProvider(Provider):
     kind: ClassVar[str] = "anthropic"
     env_vars: ClassVar[tuple[str, ...]] = ("ANTHROPIC_API_KEY", "ANTHROPIC_BASE_URL")
     supported_extras: ClassVar[frozenset[str]] = wire.SUPPORTED_EXTRAS
+    supported_parameters: ClassVar[frozenset[str]] = wire.SUPPORTED_PARAMETERS
+    image_tokens: ClassVar[int] = 1600
+    """Anthropic's rule is width x height / 750, and larger images are scaled to about 1.15
+    megapixels: at most about 1600 tokens."""
 
     def __init__(self, *, config: ProviderConfig, http: aiohttp.ClientSession) -> None:
         super().__init__(config=config, http=http)
@@ -63,47 +54,20 @@ class AnthropicProvider(Provider):
             )
         ]
 
-    async def stream(self, request: GenerationRequest) -> AsyncGenerator[StreamEvent, None]:
+    def stream(self, request: GenerationRequest) -> AsyncGenerator[StreamEvent, None]:
         """Stream a message: text deltas, then one `StreamEnd` with the usage."""
-        response = await post(
+        return stream_events(
             self.http,
             self._url,
             body=orjson.dumps(wire.build_body(request, stream=True)),
             headers=self._stream_headers,
+            parser=wire.EventParser(self._secrets),
             secrets=self._secrets,
         )
-        parser = wire.EventParser(self._secrets)
-        complete = False
-        try:
-            if response.status >= 300:
-                error = await response_error(response, secrets=self._secrets)
-                complete = True
-                raise error
-            async with aclosing(iter_events(response.content)) as events:
-                reported = False
-                async for event in events:
-                    if text := parser.feed(event.event, event.data):
-                        yield TextDelta(text)
-                    elif not reported and (usage := parser.usage) is not None:
-                        # message_start carries the exact prompt count: hand it over at once,
-                        # so a stream cut short is charged the vendor's count.
-                        reported = True
-                        yield UsageReport(usage)
-                    if parser.done:
-                        break
-            # After message_stop the body is normally over too; if not, close rather than wait.
-            complete = response.content.is_eof()
-        except UpstreamError as exc:
-            # An error event mid-stream: the request id is in the headers the stream began with.
-            exc.request_id = exc.request_id or upstream_request_id(response.headers)
-            raise
-        except TRANSPORT_ERRORS as exc:
-            raise transport_error(exc, secrets=self._secrets) from exc
-        finally:
-            end_response(response, complete=complete)
-        if not parser.finished:
-            raise incomplete_stream_error()
-        yield parser.end()
+
+    def check_request(self, request: GenerationRequest) -> None:
+        """Translate once at planning, so what Anthropic cannot take is refused before a hold."""
+        wire.build_body(request, stream=True)
 
     async def generate(self, request: GenerationRequest) -> Completion:
         """One non-streaming Messages API call."""

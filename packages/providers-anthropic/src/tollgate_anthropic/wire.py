@@ -8,21 +8,34 @@ assistant turns to alternate.
 
 from __future__ import annotations
 
+import base64
 from collections.abc import Iterable, Mapping
 from typing import Any
 
 import orjson
 from tollgate_core import (
     Completion,
+    ContentPart,
     FinishReason,
     GenerationRequest,
+    Message,
     StreamEnd,
+    StreamEvent,
+    TextDelta,
+    TextPart,
+    Tool,
+    ToolCall,
+    ToolCallDelta,
     UpstreamBadRequest,
     UpstreamError,
     UpstreamUnavailable,
     Usage,
+    UsageReport,
 )
-from tollgate_core.metering import INVALID_COUNT, token_count
+from tollgate_core.images import ImageRefused, parse_data_url
+from tollgate_core.metering import token_count
+from tollgate_core.streaming import NO_EVENTS, count_sum, finish_reason
+from tollgate_core.tool_calls import tool_arguments
 from tollgate_core.upstream import check_extras, stream_error
 
 DEFAULT_BASE_URL = "https://api.anthropic.com"
@@ -31,9 +44,26 @@ API_VERSION = "2023-06-01"
 SUPPORTED_EXTRAS = frozenset({"top_k"})
 """Extras carried as Anthropic fields of the same name."""
 
+SUPPORTED_PARAMETERS = frozenset(
+    {
+        "tools",
+        "tool_choice",
+        "parallel_tool_calls",
+        "response_format",
+        "reasoning_effort",
+        "image_url",
+    }
+)
+"""OpenAI parameters translated: tools and tool_choice (``tool_use`` / ``tool_result``
+blocks), images (``base64`` or ``url`` sources), JSON output (``output_config.format``),
+thinking from ``reasoning_effort``."""
+
+THINKING_BUDGETS = {"minimal": 1024, "low": 2048, "medium": 8192, "high": 24576}
+"""Thinking tokens for each ``reasoning_effort`` (Anthropic's least is 1024); above ``high``
+the largest the output limit allows."""
+
 UNSUPPORTED_FIELDS = (
     "messages[].name",
-    "tool messages",
     "n",
     "seed",
     "logprobs",
@@ -41,13 +71,8 @@ UNSUPPORTED_FIELDS = (
     "logit_bias",
     "presence_penalty",
     "frequency_penalty",
-    "response_format",
-    "tools",
-    "tool_choice",
     "functions",
     "function_call",
-    "parallel_tool_calls",
-    "reasoning_effort",
     "service_tier",
     "audio",
     "modalities",
@@ -96,13 +121,17 @@ def build_body(request: GenerationRequest, *, stream: bool) -> dict[str, Any]:
     for message in request.messages:
         if message.role in _SYSTEM_ROLES:
             continue
-        if message.role == "tool":
-            raise UpstreamBadRequest("Anthropic upstreams do not take tool messages")
         role = "assistant" if message.role == "assistant" else "user"
+        content = _content(message)
         if messages and messages[-1]["role"] == role:
-            messages[-1]["content"] += "\n\n" + message.content
+            # Anthropic requires turns to alternate: same-role messages become one.
+            last = messages[-1]
+            if isinstance(last["content"], str) and isinstance(content, str):
+                last["content"] += "\n\n" + content
+            else:
+                last["content"] = _blocks(last["content"]) + _blocks(content)
         else:
-            messages.append({"role": role, "content": message.content})
+            messages.append({"role": role, "content": content})
     if not messages:
         raise UpstreamBadRequest("an Anthropic request needs at least one user message")
     body: dict[str, Any] = {
@@ -120,6 +149,16 @@ def build_body(request: GenerationRequest, *, stream: bool) -> dict[str, Any]:
         body["stop_sequences"] = list(request.stop)
     if request.user is not None:
         body["metadata"] = {"user_id": request.user}
+    if request.tools:
+        body["tools"] = [_tool(tool) for tool in request.tools]
+    choice = _tool_choice(request)
+    if choice is not None:
+        body["tool_choice"] = choice
+    if (fmt := request.response_format) is not None and fmt.type != "text":
+        schema = fmt.schema if fmt.type == "json_schema" and fmt.schema else {"type": "object"}
+        body["output_config"] = {"format": {"type": "json_schema", "schema": schema}}
+    if request.reasoning_effort not in (None, "none"):
+        body["thinking"] = _thinking(request)
     if request.extra:
         body.update(request.extra)
     if stream:
@@ -127,14 +166,79 @@ def build_body(request: GenerationRequest, *, stream: bool) -> dict[str, Any]:
     return body
 
 
-def _int(value: object) -> int:
-    # Absent or null counts are 0; anything else not a whole number is flagged by core's check.
-    return token_count(value)
+def _content(message: Message) -> str | list[dict[str, Any]]:
+    if message.role == "tool":
+        if message.tool_call_id is None:
+            raise UpstreamBadRequest("a tool message needs the tool_call_id it answers")
+        result = {"type": "tool_result", "tool_use_id": message.tool_call_id}
+        result["content"] = message.content
+        return [result]
+    if not message.parts and not message.tool_calls:
+        return message.content
+    blocks: list[dict[str, Any]] = []
+    if message.parts:
+        blocks += [_part(part) for part in message.parts]
+    elif message.content:
+        blocks.append({"type": "text", "text": message.content})
+    for call in message.tool_calls:
+        blocks.append(
+            {"type": "tool_use", "id": call.id, "name": call.name, "input": tool_arguments(call)}
+        )
+    return blocks
 
 
-def _sum(*counts: int) -> int:
-    # A sum with an unreadable part is unreadable: it must not hide inside a plausible total.
-    return INVALID_COUNT if any(count < 0 for count in counts) else sum(counts)
+def _blocks(content: str | list[dict[str, Any]]) -> list[dict[str, Any]]:
+    return [{"type": "text", "text": content}] if isinstance(content, str) else content
+
+
+def _part(part: ContentPart) -> dict[str, Any]:
+    if isinstance(part, TextPart):
+        return {"type": "text", "text": part.text}
+    if part.url[:5].lower() == "data:":
+        try:
+            image = parse_data_url(part.url)
+        except ImageRefused as exc:
+            raise UpstreamBadRequest(exc.message) from None
+        data = base64.b64encode(image.data).decode()
+        source = {"type": "base64", "media_type": image.mime_type, "data": data}
+        return {"type": "image", "source": source}
+    return {"type": "image", "source": {"type": "url", "url": part.url}}
+
+
+def _tool(tool: Tool) -> dict[str, Any]:
+    data: dict[str, Any] = {
+        "name": tool.name,
+        "input_schema": tool.parameters or {"type": "object", "properties": {}},
+    }
+    if tool.description is not None:
+        data["description"] = tool.description
+    if tool.strict is not None:
+        data["strict"] = tool.strict
+    return data
+
+
+def _tool_choice(request: GenerationRequest) -> dict[str, Any] | None:
+    choice = request.tool_choice
+    if choice is None and request.parallel_tool_calls is None:
+        return None
+    mode = choice.mode if choice is not None else "auto"
+    data: dict[str, Any] = {
+        "none": {"type": "none"},
+        "auto": {"type": "auto"},
+        "required": {"type": "any"},
+    }.get(mode) or {"type": "tool", "name": choice.name if choice else ""}
+    if request.parallel_tool_calls is False and mode != "none":
+        data["disable_parallel_tool_use"] = True
+    return data
+
+
+def _thinking(request: GenerationRequest) -> dict[str, Any]:
+    # The budget must be at least 1024 and below max_tokens.
+    most = request.max_tokens - 1
+    budget = min(THINKING_BUDGETS.get(request.reasoning_effort or "", most), most)
+    if budget < 1024:
+        raise UpstreamBadRequest("reasoning_effort on Anthropic needs max_tokens above 1024")
+    return {"type": "enabled", "budget_tokens": budget}
 
 
 def parse_usage(raw: object) -> Usage | None:
@@ -145,11 +249,13 @@ def parse_usage(raw: object) -> Usage | None:
     """
     if not isinstance(raw, dict):
         return None
-    cache_read = _int(raw.get("cache_read_input_tokens"))
-    cache_write = _int(raw.get("cache_creation_input_tokens"))
+    cache_read = token_count(raw.get("cache_read_input_tokens"))
+    cache_write = token_count(raw.get("cache_creation_input_tokens"))
     output_details = raw.get("output_tokens_details")
     thinking = (
-        _int(output_details.get("thinking_tokens")) if isinstance(output_details, dict) else 0
+        token_count(output_details.get("thinking_tokens"))
+        if isinstance(output_details, dict)
+        else 0
     )
     details: dict[str, int] = {}
     if cache_write:
@@ -157,11 +263,11 @@ def parse_usage(raw: object) -> Usage | None:
     server_tools = raw.get("server_tool_use")
     if isinstance(server_tools, dict):
         for name, count in server_tools.items():
-            if isinstance(count, int) and count:
+            if count := token_count(count):
                 details[name] = count
     return Usage(
-        input_tokens=_sum(_int(raw.get("input_tokens")), cache_read, cache_write),
-        output_tokens=_int(raw.get("output_tokens")),
+        input_tokens=count_sum(token_count(raw.get("input_tokens")), cache_read, cache_write),
+        output_tokens=token_count(raw.get("output_tokens")),
         cached_input_tokens=cache_read,
         reasoning_tokens=thinking,
         details=details,
@@ -170,9 +276,7 @@ def parse_usage(raw: object) -> Usage | None:
 
 def map_finish_reason(value: object) -> FinishReason:
     """Anthropic's stop reason as Tollgate's; unknown reasons read as ``stop``."""
-    if isinstance(value, str):
-        return _FINISH_REASONS.get(value, "stop")
-    return "stop"
+    return finish_reason(_FINISH_REASONS, value)
 
 
 def error_from_object(error: object, secrets: Iterable[str | None]) -> UpstreamError:
@@ -200,18 +304,37 @@ class EventParser:
     replaces an earlier one and is never added to it.
     """
 
-    __slots__ = ("_secrets", "_usage", "done", "stop_reason")
+    __slots__ = ("_call", "_calls", "_reported", "_secrets", "_usage", "done", "stop_reason")
 
     def __init__(self, secrets: Iterable[str | None] = ()) -> None:
         self._secrets = tuple(secrets)
         self._usage: dict[str, Any] | None = None
         self.stop_reason: str | None = None
+        self._reported = False
+        self._calls = 0
+        """Tool calls begun so far: the next one's OpenAI index."""
+        self._call: ToolCallDelta | None = None
+        """The piece of a tool call the event just fed carries, for `read`."""
         self.done = False
         """True once ``message_stop`` arrived."""
 
     @property
     def finished(self) -> bool:
         return self.done
+
+    def read(self, event: str | None, data: bytes) -> tuple[StreamEvent, ...]:
+        """The events of one stream event, for `tollgate_core.streaming.stream_events`."""
+        if text := self.feed(event, data):
+            return (TextDelta(text),)
+        if self._call is not None:
+            call, self._call = self._call, None
+            return (call,)
+        if not self._reported and (usage := self.usage) is not None:
+            # message_start carries the exact prompt count: hand it over at once, so a stream
+            # cut short is charged the vendor's count.
+            self._reported = True
+            return (UsageReport(usage),)
+        return NO_EVENTS
 
     def feed(self, event: str | None, data: bytes) -> str | None:
         """Parse one event; returns its text delta, if any.
@@ -227,10 +350,27 @@ class EventParser:
         kind = payload.get("type", event)
         if kind == "content_block_delta":
             delta = payload.get("delta") or {}
-            # thinking_delta, signature_delta and input_json_delta carry no answer text.
-            if delta.get("type") == "text_delta":
+            # thinking_delta and signature_delta carry no answer text.
+            kind = delta.get("type")
+            if kind == "text_delta":
                 text = delta.get("text")
                 return text if isinstance(text, str) and text else None
+            if kind == "input_json_delta" and self._calls:
+                fragment = delta.get("partial_json")
+                if isinstance(fragment, str) and fragment:
+                    self._call = ToolCallDelta(self._calls - 1, None, None, fragment)
+            return None
+        if kind == "content_block_start":
+            block = payload.get("content_block") or {}
+            if block.get("type") == "tool_use":
+                call_id, name = block.get("id"), block.get("name")
+                self._call = ToolCallDelta(
+                    self._calls,
+                    call_id if isinstance(call_id, str) else "",
+                    name if isinstance(name, str) else "",
+                    "",
+                )
+                self._calls += 1
             return None
         if kind == "message_start":
             message = payload.get("message") or {}
@@ -269,15 +409,24 @@ def parse_completion(data: bytes, secrets: Iterable[str | None] = ()) -> Complet
         raise UpstreamUnavailable("upstream sent an unexpected answer")
     if body.get("type") == "error":
         raise error_from_object(body.get("error"), secrets)
+    blocks = [block for block in body.get("content") or () if isinstance(block, dict)]
     text = "".join(
         block["text"]
-        for block in body.get("content") or ()
-        if isinstance(block, dict)
-        and block.get("type") == "text"
-        and isinstance(block.get("text"), str)
+        for block in blocks
+        if block.get("type") == "text" and isinstance(block.get("text"), str)
+    )
+    calls = tuple(
+        ToolCall(
+            id=str(block.get("id") or ""),
+            name=str(block.get("name") or ""),
+            arguments=orjson.dumps(block.get("input") or {}).decode(),
+        )
+        for block in blocks
+        if block.get("type") == "tool_use"
     )
     return Completion(
         text=text,
         finish_reason=map_finish_reason(body.get("stop_reason")),
         usage=parse_usage(body.get("usage")),
+        tool_calls=calls,
     )

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 from collections.abc import AsyncGenerator, Mapping
-from contextlib import aclosing
 from typing import ClassVar
 from urllib.parse import quote
 
@@ -15,21 +14,9 @@ from tollgate_core import (
     Provider,
     ProviderConfig,
     StreamEvent,
-    TextDelta,
-    UpstreamError,
-    UsageReport,
 )
-from tollgate_core.sse import iter_events
-from tollgate_core.upstream import (
-    TRANSPORT_ERRORS,
-    end_response,
-    incomplete_stream_error,
-    post,
-    post_for_body,
-    response_error,
-    transport_error,
-    upstream_request_id,
-)
+from tollgate_core.streaming import stream_events
+from tollgate_core.upstream import post_for_body
 
 from tollgate_gemini import wire
 
@@ -44,6 +31,10 @@ class GeminiProvider(Provider):
     kind: ClassVar[str] = "gemini"
     env_vars: ClassVar[tuple[str, ...]] = ("GEMINI_API_KEY", "GOOGLE_API_KEY", "GEMINI_BASE_URL")
     supported_extras: ClassVar[frozenset[str]] = wire.SUPPORTED_EXTRAS
+    supported_parameters: ClassVar[frozenset[str]] = wire.SUPPORTED_PARAMETERS
+    image_tokens: ClassVar[int] = 1290
+    """Gemini counts 258 tokens a 768 x 768 tile; at its high media resolution up to 1290 an
+    image (counted high, to be safe)."""
 
     def __init__(self, *, config: ProviderConfig, http: aiohttp.ClientSession) -> None:
         super().__init__(config=config, http=http)
@@ -74,49 +65,21 @@ class GeminiProvider(Provider):
     def _url(self, model: str, method: str) -> str:
         return self._models_url + quote(wire.model_path(model), safe="-._~") + method
 
-    async def stream(self, request: GenerationRequest) -> AsyncGenerator[StreamEvent, None]:
+    def stream(self, request: GenerationRequest) -> AsyncGenerator[StreamEvent, None]:
         """Stream a generation: text deltas, then one `StreamEnd` with the last usage seen."""
-        response = await post(
+        return stream_events(
             self.http,
             self._url(request.model, ":streamGenerateContent?alt=sse"),
             body=orjson.dumps(wire.build_body(request)),
             headers=self._stream_headers,
+            parser=wire.ChunkParser(self._secrets),
             secrets=self._secrets,
+            status_of=wire.error_status,
         )
-        parser = wire.ChunkParser(self._secrets)
-        complete = False
-        try:
-            if response.status >= 300:
-                error = await response_error(
-                    response, secrets=self._secrets, status_of=wire.error_status
-                )
-                complete = True
-                raise error
-            # Gemini has no terminal event: the stream ends with the body, and usage may
-            # still come after the chunk with the finish reason, so read to the end.
-            async with aclosing(iter_events(response.content)) as events:
-                reported = False
-                async for event in events:
-                    text = parser.feed(event.data)
-                    if not reported and (usage := parser.usage) is not None:
-                        # Every chunk may carry usageMetadata; the first already has the exact
-                        # prompt count: hand it over once, so a cut stream is charged by it.
-                        reported = True
-                        yield UsageReport(usage)
-                    if text:
-                        yield TextDelta(text)
-            complete = True
-        except UpstreamError as exc:
-            # An error event mid-stream: the request id is in the headers the stream began with.
-            exc.request_id = exc.request_id or upstream_request_id(response.headers)
-            raise
-        except TRANSPORT_ERRORS as exc:
-            raise transport_error(exc, secrets=self._secrets) from exc
-        finally:
-            end_response(response, complete=complete)
-        if not parser.finished:
-            raise incomplete_stream_error()
-        yield parser.end()
+
+    def check_request(self, request: GenerationRequest) -> None:
+        """Translate once at planning, so what Gemini cannot take is refused before a hold."""
+        wire.build_body(request)
 
     async def generate(self, request: GenerationRequest) -> Completion:
         """One non-streaming ``generateContent`` call."""

@@ -7,21 +7,35 @@ become role ``model``, and the sampling fields go into ``generationConfig``.
 
 from __future__ import annotations
 
+import base64
 from collections.abc import Iterable, Mapping
 from typing import Any
 
 import orjson
 from tollgate_core import (
     Completion,
+    ContentPart,
     FinishReason,
     GenerationRequest,
+    Message,
+    ResponseFormat,
     StreamEnd,
+    StreamEvent,
+    TextDelta,
+    TextPart,
+    Tool,
+    ToolCall,
+    ToolCallDelta,
     UpstreamBadRequest,
     UpstreamError,
     UpstreamUnavailable,
     Usage,
+    UsageReport,
 )
-from tollgate_core.metering import INVALID_COUNT, token_count
+from tollgate_core.images import ImageRefused, parse_data_url
+from tollgate_core.metering import token_count
+from tollgate_core.streaming import NO_EVENTS, count_sum, finish_reason
+from tollgate_core.tool_calls import tool_arguments
 from tollgate_core.upstream import check_extras, stream_error
 
 DEFAULT_BASE_URL = "https://generativelanguage.googleapis.com"
@@ -33,20 +47,26 @@ SUPPORTED_EXTRAS = frozenset(
 """Extras carried into ``generationConfig`` (``response_format`` only as ``text``,
 ``json_object`` or ``json_schema``)."""
 
+SUPPORTED_PARAMETERS = frozenset(
+    {"tools", "tool_choice", "response_format", "reasoning_effort", "image_url"}
+)
+"""OpenAI parameters translated: ``functionDeclarations`` (with the JSON Schema as
+``parametersJsonSchema``), ``toolConfig``, ``functionCall`` / ``functionResponse`` parts,
+``inlineData`` for ``data:`` images, and a thinking budget from ``reasoning_effort``."""
+
+THINKING_BUDGETS = {"none": 0, "minimal": 512, "low": 1024, "medium": 8192, "high": 24576}
+"""Thinking tokens for each ``reasoning_effort``; above ``high``, Gemini's dynamic budget."""
+
 UNSUPPORTED_FIELDS = (
     "user",
     "messages[].name",
-    "tool messages",
     "n",
     "logprobs",
     "top_logprobs",
     "logit_bias",
-    "tools",
-    "tool_choice",
     "functions",
     "function_call",
     "parallel_tool_calls",
-    "reasoning_effort",
     "service_tier",
     "audio",
     "modalities",
@@ -92,14 +112,33 @@ def build_body(request: GenerationRequest) -> dict[str, Any]:
         check_extras(request.extra, SUPPORTED_EXTRAS, upstream="Gemini")
     system: list[dict[str, str]] = []
     contents: list[dict[str, Any]] = []
+    names: dict[str, str] = {}
+    """The function each earlier tool call named, by the call's id."""
     for message in request.messages:
         if message.role in ("system", "developer"):
             system.append({"text": message.content})
         elif message.role == "tool":
-            raise UpstreamBadRequest("Gemini upstreams do not take tool messages")
+            part = _function_response(message, names)
+            if (
+                contents
+                and contents[-1]["role"] == "user"
+                and "functionResponse" in (contents[-1]["parts"][0])
+            ):
+                # The answers to parallel calls go back together, in one turn.
+                contents[-1]["parts"].append(part)
+            else:
+                contents.append({"role": "user", "parts": [part]})
         else:
             role = "model" if message.role == "assistant" else "user"
-            contents.append({"role": role, "parts": [{"text": message.content}]})
+            parts: list[dict[str, Any]]
+            if message.parts:
+                parts = [_part(part) for part in message.parts]
+            else:
+                parts = [{"text": message.content}] if message.content else []
+            for call in message.tool_calls:
+                names[call.id] = call.name
+                parts.append({"functionCall": {"name": call.name, "args": tool_arguments(call)}})
+            contents.append({"role": role, "parts": parts or [{"text": ""}]})
     if not contents:
         raise UpstreamBadRequest("a Gemini request needs at least one user message")
     config: dict[str, Any] = {"maxOutputTokens": request.max_tokens}
@@ -114,10 +153,65 @@ def build_body(request: GenerationRequest) -> dict[str, Any]:
             config.update(_response_format(value))
         else:
             config[_SIMPLE_EXTRAS[name]] = value
+    if (fmt := request.response_format) is not None:
+        config.update(_response_format(openai_response_format(fmt)))
+    if request.reasoning_effort is not None:
+        budget = THINKING_BUDGETS.get(request.reasoning_effort, -1)
+        config["thinkingConfig"] = {"thinkingBudget": budget}
     body: dict[str, Any] = {"contents": contents, "generationConfig": config}
     if system:
         body["systemInstruction"] = {"parts": system}
+    if request.tools:
+        body["tools"] = [{"functionDeclarations": [_declaration(t) for t in request.tools]}]
+    if (choice := request.tool_choice) is not None:
+        calling: dict[str, Any] = {"mode": {"none": "NONE", "auto": "AUTO"}.get(choice.mode, "ANY")}
+        if choice.mode == "function" and choice.name:
+            calling["allowedFunctionNames"] = [choice.name]
+        body["toolConfig"] = {"functionCallingConfig": calling}
     return body
+
+
+def openai_response_format(fmt: ResponseFormat) -> dict[str, Any]:
+    """The OpenAI ``response_format`` object of `fmt` (read by `_response_format`)."""
+    if fmt.type != "json_schema":
+        return {"type": fmt.type}
+    return {"type": "json_schema", "json_schema": {"name": fmt.name, "schema": fmt.schema}}
+
+
+def _part(part: ContentPart) -> dict[str, Any]:
+    if isinstance(part, TextPart):
+        return {"text": part.text}
+    if part.url[:5].lower() != "data:":
+        # Gemini takes no image URL; fetching one is the gateway's job (not in this build).
+        raise UpstreamBadRequest("Gemini models take images as data: URLs only")
+    try:
+        image = parse_data_url(part.url)
+    except ImageRefused as exc:
+        raise UpstreamBadRequest(exc.message) from None
+    data = base64.b64encode(image.data).decode()
+    return {"inlineData": {"mimeType": image.mime_type, "data": data}}
+
+
+def _function_response(message: Message, names: Mapping[str, str]) -> dict[str, Any]:
+    name = names.get(message.tool_call_id or "")
+    if name is None:
+        raise UpstreamBadRequest("a tool message must answer a tool call of an earlier message")
+    try:
+        result = orjson.loads(message.content)
+    except orjson.JSONDecodeError:
+        result = None
+    # Gemini's response is an object: other results are wrapped.
+    response = result if isinstance(result, dict) else {"result": message.content}
+    return {"functionResponse": {"name": name, "response": response}}
+
+
+def _declaration(tool: Tool) -> dict[str, Any]:
+    data: dict[str, Any] = {"name": tool.name}
+    if tool.description is not None:
+        data["description"] = tool.description
+    if tool.parameters is not None:
+        data["parametersJsonSchema"] = tool.parameters
+    return data
 
 
 def _response_format(value: object) -> dict[str, Any]:
@@ -133,16 +227,6 @@ def _response_format(value: object) -> dict[str, Any]:
     raise UpstreamBadRequest("response_format must be text, json_object or json_schema")
 
 
-def _int(value: object) -> int:
-    # Absent or null counts are 0; anything else not a whole number is flagged by core's check.
-    return token_count(value)
-
-
-def _sum(*counts: int) -> int:
-    # A sum with an unreadable part is unreadable: it must not hide inside a plausible total.
-    return INVALID_COUNT if any(count < 0 for count in counts) else sum(counts)
-
-
 def parse_usage(meta: object) -> Usage | None:
     """Normalise ``usageMetadata``; None when it is absent.
 
@@ -153,13 +237,13 @@ def parse_usage(meta: object) -> Usage | None:
     """
     if not isinstance(meta, dict):
         return None
-    thoughts = _int(meta.get("thoughtsTokenCount"))
-    tool_prompt = _int(meta.get("toolUsePromptTokenCount"))
+    thoughts = token_count(meta.get("thoughtsTokenCount"))
+    tool_prompt = token_count(meta.get("toolUsePromptTokenCount"))
     details = {"tool_use_prompt_tokens": tool_prompt} if tool_prompt else {}
     return Usage(
-        input_tokens=_sum(_int(meta.get("promptTokenCount")), tool_prompt),
-        output_tokens=_sum(_int(meta.get("candidatesTokenCount")), thoughts),
-        cached_input_tokens=_int(meta.get("cachedContentTokenCount")),
+        input_tokens=count_sum(token_count(meta.get("promptTokenCount")), tool_prompt),
+        output_tokens=count_sum(token_count(meta.get("candidatesTokenCount")), thoughts),
+        cached_input_tokens=token_count(meta.get("cachedContentTokenCount")),
         reasoning_tokens=thoughts,
         details=details,
     )
@@ -167,9 +251,7 @@ def parse_usage(meta: object) -> Usage | None:
 
 def map_finish_reason(value: object) -> FinishReason:
     """Gemini's finish reason as Tollgate's; unknown reasons (``OTHER``…) read as ``stop``."""
-    if isinstance(value, str):
-        return _FINISH_REASONS.get(value, "stop")
-    return "stop"
+    return finish_reason(_FINISH_REASONS, value)
 
 
 def error_status(status: int, body: bytes) -> int:
@@ -216,17 +298,46 @@ def _candidate_text(candidate: Mapping[str, Any]) -> str:
 class ChunkParser:
     """Reads the ``data:`` payloads of a streamGenerateContent (``alt=sse``) stream."""
 
-    __slots__ = ("_secrets", "finish_reason", "usage")
+    __slots__ = ("_calls", "_new_calls", "_reported", "_secrets", "finish_reason", "usage")
 
     def __init__(self, secrets: Iterable[str | None] = ()) -> None:
         self._secrets = tuple(secrets)
         self.finish_reason: FinishReason | None = None
         self.usage: Usage | None = None
+        self._reported = False
+        self._calls = 0
+        """Function calls seen so far: the next one's OpenAI index."""
+        self._new_calls: tuple[ToolCallDelta, ...] = ()
+        """The calls of the chunk just fed, for `read`."""
+
+    @property
+    def done(self) -> bool:
+        """Never: Gemini has no terminal event, and usage may still come after the chunk with
+        the finish reason, so the stream is read to its end."""
+        return False
 
     @property
     def finished(self) -> bool:
         """Whether a finish reason arrived: Gemini's streams have no other terminal event."""
         return self.finish_reason is not None
+
+    def read(self, event: str | None, data: bytes) -> tuple[StreamEvent, ...]:
+        """The events of one payload, for `tollgate_core.streaming.stream_events`."""
+        text = self.feed(data)
+        if self._new_calls:
+            calls, self._new_calls = self._new_calls, ()
+            events: tuple[StreamEvent, ...] = (TextDelta(text), *calls) if text else calls
+            if not self._reported and self.usage is not None:
+                self._reported = True
+                events = (UsageReport(self.usage), *events)
+            return events
+        if not self._reported and self.usage is not None:
+            # Every chunk may carry usageMetadata; the first already has the exact prompt
+            # count: hand it over once, so a cut stream is charged by it.
+            self._reported = True
+            report = UsageReport(self.usage)
+            return (report, TextDelta(text)) if text else (report,)
+        return (TextDelta(text),) if text else NO_EVENTS
 
     def feed(self, data: bytes) -> str | None:
         """Parse one payload; returns its text, if any.
@@ -251,10 +362,21 @@ class ChunkParser:
         candidate = candidates[0]
         if reason := candidate.get("finishReason"):
             self.finish_reason = map_finish_reason(reason)
+        calls = function_calls(candidate, first=self._calls)
+        if calls:
+            self._calls += len(calls)
+            self._new_calls = tuple(
+                ToolCallDelta(index, call.id, call.name, call.arguments)
+                for index, call in enumerate(calls, start=self._calls - len(calls))
+            )
         return _candidate_text(candidate) or None
 
     def end(self) -> StreamEnd:
-        return StreamEnd(finish_reason=self.finish_reason or "stop", usage=self.usage)
+        reason = self.finish_reason or "stop"
+        if self._calls and reason == "stop":
+            # Gemini says STOP after a function call; OpenAI's clients expect tool_calls.
+            reason = "tool_calls"
+        return StreamEnd(finish_reason=reason, usage=self.usage)
 
 
 def parse_completion(data: bytes, secrets: Iterable[str | None] = ()) -> Completion:
@@ -274,8 +396,35 @@ def parse_completion(data: bytes, secrets: Iterable[str | None] = ()) -> Complet
             text="", finish_reason="content_filter" if blocked else "stop", usage=usage
         )
     candidate = candidates[0]
+    calls = function_calls(candidate, first=0)
+    reason = map_finish_reason(candidate.get("finishReason"))
     return Completion(
         text=_candidate_text(candidate),
-        finish_reason=map_finish_reason(candidate.get("finishReason")),
+        finish_reason="tool_calls" if calls and reason == "stop" else reason,
         usage=usage,
+        tool_calls=calls,
     )
+
+
+def function_calls(candidate: Mapping[str, Any], *, first: int) -> tuple[ToolCall, ...]:
+    """The ``functionCall`` parts of a candidate as whole tool calls; a call without an id
+    gets one from its place in the answer (Gemini's ids are optional)."""
+    content = candidate.get("content")
+    if not isinstance(content, dict):
+        return ()
+    calls: list[ToolCall] = []
+    for part in content.get("parts") or ():
+        call = part.get("functionCall") if isinstance(part, dict) else None
+        if not isinstance(call, dict):
+            continue
+        name, call_id = call.get("name"), call.get("id")
+        calls.append(
+            ToolCall(
+                id=call_id
+                if isinstance(call_id, str) and call_id
+                else f"call_{first + len(calls)}",
+                name=name if isinstance(name, str) else "",
+                arguments=orjson.dumps(call.get("args") or {}).decode(),
+            )
+        )
+    return tuple(calls)

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import re
 from collections.abc import AsyncGenerator, Mapping
-from contextlib import aclosing
 from typing import ClassVar
 
 import aiohttp
@@ -16,20 +15,9 @@ from tollgate_core import (
     Provider,
     ProviderConfig,
     StreamEvent,
-    TextDelta,
-    UpstreamError,
 )
-from tollgate_core.sse import iter_events
-from tollgate_core.upstream import (
-    TRANSPORT_ERRORS,
-    end_response,
-    incomplete_stream_error,
-    post,
-    post_for_body,
-    response_error,
-    transport_error,
-    upstream_request_id,
-)
+from tollgate_core.streaming import stream_events
+from tollgate_core.upstream import post_for_body
 
 from tollgate_openai import wire
 
@@ -55,6 +43,10 @@ class OpenAIProvider(Provider):
         "TOLLGATE_UPSTREAM_<NAME>_MAX_TOKENS_FIELD",
     )
     supported_extras: ClassVar[frozenset[str]] = wire.SUPPORTED_EXTRAS
+    supported_parameters: ClassVar[frozenset[str]] = wire.SUPPORTED_PARAMETERS
+    image_tokens: ClassVar[int] = 1445
+    """A high-detail image of OpenAI's largest tiling (2048 x 768 after scaling): 8 tiles of
+    170 tokens and 85 more."""
 
     def __init__(self, *, config: ProviderConfig, http: aiohttp.ClientSession) -> None:
         super().__init__(config=config, http=http)
@@ -121,42 +113,17 @@ class OpenAIProvider(Provider):
             )
         return configs
 
-    async def stream(self, request: GenerationRequest) -> AsyncGenerator[StreamEvent, None]:
+    def stream(self, request: GenerationRequest) -> AsyncGenerator[StreamEvent, None]:
         """Stream a chat completion: text deltas, then one `StreamEnd` with the usage."""
         body = wire.build_body(request, stream=True, max_tokens_field=self._max_tokens_field)
-        response = await post(
+        return stream_events(
             self.http,
             self._url,
             body=orjson.dumps(body),
             headers=self._stream_headers,
+            parser=wire.ChunkParser(self._secrets),
             secrets=self._secrets,
         )
-        parser = wire.ChunkParser(self._secrets)
-        complete = False
-        try:
-            if response.status >= 300:
-                error = await response_error(response, secrets=self._secrets)
-                complete = True
-                raise error
-            async with aclosing(iter_events(response.content)) as events:
-                async for event in events:
-                    if text := parser.feed(event.data):
-                        yield TextDelta(text)
-                    if parser.done:
-                        break
-            # After [DONE] the body is normally over too; if not, close rather than wait.
-            complete = response.content.is_eof()
-        except UpstreamError as exc:
-            # An error event mid-stream: the request id is in the headers the stream began with.
-            exc.request_id = exc.request_id or upstream_request_id(response.headers)
-            raise
-        except TRANSPORT_ERRORS as exc:
-            raise transport_error(exc, secrets=self._secrets) from exc
-        finally:
-            end_response(response, complete=complete)
-        if not parser.finished:
-            raise incomplete_stream_error()
-        yield parser.end()
 
     async def generate(self, request: GenerationRequest) -> Completion:
         """One non-streaming chat completion (``stream: false``)."""

@@ -12,15 +12,24 @@ from typing import Any
 import orjson
 from tollgate_core import (
     Completion,
+    ContentPart,
     FinishReason,
     GenerationRequest,
     Message,
+    ResponseFormat,
     StreamEnd,
+    StreamEvent,
+    TextDelta,
+    TextPart,
+    Tool,
+    ToolCall,
+    ToolCallDelta,
     UpstreamError,
     UpstreamUnavailable,
     Usage,
 )
 from tollgate_core.metering import token_count
+from tollgate_core.streaming import NO_EVENTS, finish_reason
 from tollgate_core.upstream import check_extras, stream_error
 
 DEFAULT_BASE_URL = "https://bothub.chat/api/v2/openai/v1"
@@ -35,28 +44,44 @@ SUPPORTED_EXTRAS = frozenset(
         "presence_penalty",
         "seed",
         "logit_bias",
-        "response_format",
-        "reasoning_effort",
         "service_tier",
+        "metadata",
+        "store",
+        "verbosity",
+        "prompt_cache_key",
+        "prompt_cache_retention",
+        "safety_identifier",
+        "prediction",
     }
 )
 """OpenAI request fields carried through `GenerationRequest.extra` unchanged."""
+
+SUPPORTED_PARAMETERS = frozenset(
+    {
+        "tools",
+        "tool_choice",
+        "parallel_tool_calls",
+        "response_format",
+        "reasoning_effort",
+        "image_url",
+    }
+)
+"""OpenAI request parameters carried by `GenerationRequest`'s own fields, sent as they came."""
 
 UNSUPPORTED_FIELDS = (
     "n",
     "logprobs",
     "top_logprobs",
-    "tools",
-    "tool_choice",
     "functions",
     "function_call",
-    "parallel_tool_calls",
     "audio",
     "modalities",
-    "prediction",
+    "web_search_options",
+    "moderation",
+    "prompt_cache_options",
 )
-"""OpenAI request fields this provider cannot carry: Tollgate's types hold one text choice,
-with no tool calls, log-probabilities or audio."""
+"""OpenAI request fields this provider does not carry: Tollgate's answers hold one choice, of
+text and tool calls, with no log-probabilities, audio or search annotations."""
 
 _FINISH_REASONS: Mapping[str, FinishReason] = {
     "stop": "stop",
@@ -103,6 +128,20 @@ def build_body(
         body["stop"] = list(request.stop)
     if request.user is not None:
         body["user"] = request.user
+    if request.tools:
+        body["tools"] = [_tool(tool) for tool in request.tools]
+    if (choice := request.tool_choice) is not None:
+        body["tool_choice"] = (
+            {"type": "function", "function": {"name": choice.name}}
+            if choice.mode == "function"
+            else choice.mode
+        )
+    if request.parallel_tool_calls is not None:
+        body["parallel_tool_calls"] = request.parallel_tool_calls
+    if (fmt := request.response_format) is not None:
+        body["response_format"] = response_format(fmt)
+    if request.reasoning_effort is not None:
+        body["reasoning_effort"] = request.reasoning_effort
     if request.extra:
         body.update(request.extra)
     if stream:
@@ -113,15 +152,92 @@ def build_body(
 
 
 def _message(message: Message) -> dict[str, Any]:
-    data: dict[str, Any] = {"role": message.role, "content": message.content}
+    content: Any = message.content
+    if message.parts:
+        content = [_part(part) for part in message.parts]
+    elif message.tool_calls and not content:
+        content = None  # an assistant turn that only called tools
+    data: dict[str, Any] = {"role": message.role, "content": content}
     if message.name is not None:
         data["name"] = message.name
+    if message.tool_calls:
+        data["tool_calls"] = [
+            {
+                "id": call.id,
+                "type": "function",
+                "function": {"name": call.name, "arguments": call.arguments},
+            }
+            for call in message.tool_calls
+        ]
+    if message.tool_call_id is not None:
+        data["tool_call_id"] = message.tool_call_id
     return data
 
 
-def _int(value: object) -> int:
-    # Absent or null counts are 0; anything else not a whole number is flagged by core's check.
-    return token_count(value)
+def _part(part: ContentPart) -> dict[str, Any]:
+    if isinstance(part, TextPart):
+        return {"type": "text", "text": part.text}
+    image: dict[str, Any] = {"url": part.url}
+    if part.detail is not None:
+        image["detail"] = part.detail
+    return {"type": "image_url", "image_url": image}
+
+
+def _tool(tool: Tool) -> dict[str, Any]:
+    function: dict[str, Any] = {"name": tool.name}
+    if tool.description is not None:
+        function["description"] = tool.description
+    if tool.parameters is not None:
+        function["parameters"] = tool.parameters
+    if tool.strict is not None:
+        function["strict"] = tool.strict
+    return {"type": "function", "function": function}
+
+
+def response_format(fmt: ResponseFormat) -> dict[str, Any]:
+    """OpenAI's ``response_format`` object for `fmt`."""
+    if fmt.type != "json_schema":
+        return {"type": fmt.type}
+    schema: dict[str, Any] = {"name": fmt.name or "response"}
+    if fmt.description is not None:
+        schema["description"] = fmt.description
+    if fmt.schema is not None:
+        schema["schema"] = fmt.schema
+    if fmt.strict is not None:
+        schema["strict"] = fmt.strict
+    return {"type": "json_schema", "json_schema": schema}
+
+
+def tool_call_deltas(raw: object) -> tuple[ToolCallDelta, ...]:
+    """The `ToolCallDelta`s of a chunk's ``delta.tool_calls`` (malformed items are skipped)."""
+    if not isinstance(raw, list):
+        return ()
+    deltas: list[ToolCallDelta] = []
+    for item in raw:
+        if not isinstance(item, dict):
+            continue
+        index = item.get("index", 0)
+        function = item.get("function")
+        if not isinstance(function, dict):
+            function = {}
+        call_id, name, arguments = item.get("id"), function.get("name"), function.get("arguments")
+        deltas.append(
+            ToolCallDelta(
+                index=index if isinstance(index, int) and not isinstance(index, bool) else 0,
+                id=call_id if isinstance(call_id, str) else None,
+                name=name if isinstance(name, str) else None,
+                arguments=arguments if isinstance(arguments, str) else "",
+            )
+        )
+    return tuple(deltas)
+
+
+def tool_calls(raw: object) -> tuple[ToolCall, ...]:
+    """The whole calls of a non-streaming ``message.tool_calls``."""
+    return tuple(
+        ToolCall(id=delta.id or "", name=delta.name or "", arguments=delta.arguments)
+        for delta in tool_call_deltas(raw)
+    )
 
 
 def parse_usage(data: object) -> Usage | None:
@@ -143,15 +259,15 @@ def parse_usage(data: object) -> Usage | None:
         (completion_details, "accepted_prediction_tokens", "accepted_prediction_tokens"),
         (completion_details, "rejected_prediction_tokens", "rejected_prediction_tokens"),
     ):
-        if isinstance(source, dict) and (count := _int(source.get(key))):
+        if isinstance(source, dict) and (count := token_count(source.get(key))):
             details[name] = count
     return Usage(
-        input_tokens=_int(data.get("prompt_tokens")),
-        output_tokens=_int(data.get("completion_tokens")),
-        cached_input_tokens=_int(prompt_details.get("cached_tokens"))
+        input_tokens=token_count(data.get("prompt_tokens")),
+        output_tokens=token_count(data.get("completion_tokens")),
+        cached_input_tokens=token_count(prompt_details.get("cached_tokens"))
         if isinstance(prompt_details, dict)
         else 0,
-        reasoning_tokens=_int(completion_details.get("reasoning_tokens"))
+        reasoning_tokens=token_count(completion_details.get("reasoning_tokens"))
         if isinstance(completion_details, dict)
         else 0,
         details=details,
@@ -160,9 +276,7 @@ def parse_usage(data: object) -> Usage | None:
 
 def map_finish_reason(value: object) -> FinishReason:
     """OpenAI's finish reason as Tollgate's; unknown or missing reasons read as ``stop``."""
-    if isinstance(value, str):
-        return _FINISH_REASONS.get(value, "stop")
-    return "stop"
+    return finish_reason(_FINISH_REASONS, value)
 
 
 def error_status(error: Mapping[str, Any]) -> int:
@@ -199,7 +313,7 @@ def loads(data: bytes) -> Any:
 class ChunkParser:
     """Reads the ``data:`` payloads of a chat completions stream, one at a time."""
 
-    __slots__ = ("_secrets", "done", "finish_reason", "usage")
+    __slots__ = ("_calls", "_secrets", "done", "finish_reason", "usage")
 
     def __init__(self, secrets: Iterable[str | None] = ()) -> None:
         self._secrets = tuple(secrets)
@@ -208,12 +322,22 @@ class ChunkParser:
         self.finish_reason: str | None = None
         """The vendor's finish reason, once a choice reported one."""
         self.usage: Usage | None = None
+        self._calls: tuple[ToolCallDelta, ...] = ()
+        """The tool-call pieces of the chunk just fed, for `read`."""
 
     @property
     def finished(self) -> bool:
         """Whether the stream reached its end: ``[DONE]``, or at least a finish reason (some
         compatible servers end the body without ``[DONE]``)."""
         return self.done or self.finish_reason is not None
+
+    def read(self, event: str | None, data: bytes) -> tuple[StreamEvent, ...]:
+        """The events of one payload, for `tollgate_core.streaming.stream_events`."""
+        text = self.feed(data)
+        if self._calls:
+            calls, self._calls = self._calls, ()
+            return (TextDelta(text), *calls) if text else calls
+        return (TextDelta(text),) if text else NO_EVENTS
 
     def feed(self, data: bytes) -> str | None:
         """Parse one payload; returns its text delta, if any.
@@ -240,6 +364,8 @@ class ChunkParser:
         delta = choice.get("delta")
         if not delta:
             return None
+        if (calls := delta.get("tool_calls")) is not None:
+            self._calls = tool_call_deltas(calls)
         # A refusal (structured outputs) is the only text the model produced: pass it on.
         text = delta.get("content") or delta.get("refusal")
         return text if isinstance(text, str) and text else None
@@ -268,4 +394,5 @@ def parse_completion(data: bytes, secrets: Iterable[str | None] = ()) -> Complet
         text=text if isinstance(text, str) else "",
         finish_reason=map_finish_reason(choice.get("finish_reason")),
         usage=parse_usage(body.get("usage")),
+        tool_calls=tool_calls(message.get("tool_calls")),
     )

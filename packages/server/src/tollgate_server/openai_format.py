@@ -20,26 +20,61 @@ from pydantic import (
     StrictFloat,
     StrictInt,
     field_validator,
+    model_validator,
 )
-from tollgate_core import Message, Usage, format_credits
+from tollgate_core import ContentPart, Message, ToolCallDelta, Usage, format_credits
+from tollgate_core import ImagePart as CoreImagePart
+from tollgate_core import TextPart as CoreTextPart
+from tollgate_core import ToolCall as CoreToolCall
 
-
-class TextPart(BaseModel):
-    model_config = ConfigDict(extra="forbid")
-    type: Literal["text"]
-    text: str
+from tollgate_server.openai_request import (
+    ContentPart as ContentPartParam,
+)
+from tollgate_server.openai_request import (
+    FunctionTool,
+    ImagePart,
+    ResponseFormatParam,
+    TextPart,
+    ToolCall,
+    ToolChoiceParam,
+)
 
 
 class ChatMessage(BaseModel):
     model_config = ConfigDict(extra="forbid")
-    role: Literal["system", "developer", "user", "assistant"]
-    content: str | list[TextPart] = Field(description="Text, or a list of text parts")
+    role: Literal["system", "developer", "user", "assistant", "tool"]
+    content: str | list[ContentPartParam] | None = Field(
+        description="Text, or a list of parts (text; images in user messages); null only in "
+        "an assistant message with tool_calls"
+    )
     name: str | None = Field(None, max_length=64)
+    tool_calls: list[ToolCall] | None = Field(None, max_length=128)
+    tool_call_id: str | None = Field(None, min_length=1, max_length=256)
+
+    @model_validator(mode="after")
+    def _consistent(self) -> ChatMessage:
+        if self.content is None and not (self.role == "assistant" and self.tool_calls):
+            raise ValueError("content may be null only in an assistant message with tool_calls")
+        if self.tool_calls is not None and self.role != "assistant":
+            raise ValueError("only assistant messages have tool_calls")
+        if (self.tool_call_id is not None) != (self.role == "tool"):
+            raise ValueError("a tool message, and only a tool message, has a tool_call_id")
+        if self.role != "user" and isinstance(self.content, list):
+            if any(isinstance(part, ImagePart) for part in self.content):
+                raise ValueError("only user messages may hold images")
+        return self
 
     def text(self) -> str:
+        if self.content is None:
+            return ""
         if isinstance(self.content, str):
             return self.content
-        return "".join(part.text for part in self.content)
+        return "".join(part.text for part in self.content if isinstance(part, TextPart))
+
+    def has_images(self) -> bool:
+        return isinstance(self.content, list) and any(
+            isinstance(part, ImagePart) for part in self.content
+        )
 
 
 class StreamOptions(BaseModel):
@@ -81,6 +116,52 @@ class ChatCompletionCreate(BaseModel):
     stream: StrictBool = False
     stream_options: StreamOptions | None = None
     user: str | None = Field(None, max_length=256)
+    # The rest of OpenAI's reference. Each is carried out by the model's provider or refused
+    # with 422 unsupported_parameter (`tollgate_server.services.chat_request`).
+    tools: list[FunctionTool] | None = Field(None, min_length=1, max_length=128)
+    tool_choice: ToolChoiceParam | None = None
+    parallel_tool_calls: StrictBool | None = None
+    response_format: ResponseFormatParam | None = None
+    reasoning_effort: Literal["none", "minimal", "low", "medium", "high", "xhigh", "max"] | None = (
+        None
+    )
+    n: StrictInt | None = Field(None, ge=1, le=128)
+    seed: StrictInt | None = None
+    presence_penalty: StrictFloat | StrictInt | None = Field(None, ge=-2, le=2)
+    frequency_penalty: StrictFloat | StrictInt | None = Field(None, ge=-2, le=2)
+    logit_bias: dict[str, Annotated[StrictInt, Field(ge=-100, le=100)]] | None = Field(
+        None, max_length=1024
+    )
+    logprobs: StrictBool | None = None
+    top_logprobs: StrictInt | None = Field(None, ge=0, le=20)
+    metadata: dict[str, Annotated[str, Field(max_length=512)]] | None = Field(None, max_length=16)
+    service_tier: Literal["auto", "default", "flex", "scale", "priority", "fast"] | None = None
+    store: StrictBool | None = None
+    verbosity: Literal["low", "medium", "high"] | None = None
+    prompt_cache_key: str | None = Field(None, max_length=1024)
+    prompt_cache_retention: Literal["in_memory", "24h"] | None = None
+    safety_identifier: str | None = Field(None, max_length=256)
+    prediction: dict[str, Any] | None = None
+    audio: dict[str, Any] | None = None
+    modalities: list[Literal["text", "audio"]] | None = None
+    functions: list[dict[str, Any]] | None = None
+    function_call: str | dict[str, Any] | None = None
+    web_search_options: dict[str, Any] | None = None
+    moderation: dict[str, Any] | None = None
+    prompt_cache_options: dict[str, Any] | None = None
+
+    @model_validator(mode="after")
+    def _tool_results_answer_calls(self) -> ChatCompletionCreate:
+        # As OpenAI requires: a tool message answers a call of an earlier assistant message.
+        called: set[str] = set()
+        for message in self.messages:
+            if message.tool_calls:
+                called.update(call.id for call in message.tool_calls)
+            elif message.tool_call_id is not None and message.tool_call_id not in called:
+                raise ValueError(
+                    f"the tool message for {message.tool_call_id} answers no earlier tool call"
+                )
+        return self
 
     @field_validator("stop")
     @classmethod
@@ -93,12 +174,40 @@ class ChatCompletionCreate(BaseModel):
         return self.max_completion_tokens or self.max_tokens
 
     def core_messages(self) -> tuple[Message, ...]:
-        return tuple(Message(role=m.role, content=m.text(), name=m.name) for m in self.messages)
+        return tuple(
+            Message(role=m.role, content=m.content, name=m.name)
+            if isinstance(m.content, str) and m.tool_calls is None and m.tool_call_id is None
+            else core_message(m)
+            for m in self.messages
+        )
 
     def stop_sequences(self) -> tuple[str, ...]:
         if self.stop is None:
             return ()
         return (self.stop,) if isinstance(self.stop, str) else tuple(self.stop)
+
+
+def core_message(message: ChatMessage) -> Message:
+    """The core `Message` for a validated message, with its parts and tool calls."""
+    parts: tuple[ContentPart, ...] = ()
+    if isinstance(message.content, list) and message.has_images():
+        parts = tuple(
+            CoreTextPart(part.text)
+            if isinstance(part, TextPart)
+            else CoreImagePart(part.image_url.url, part.image_url.detail)
+            for part in message.content
+        )
+    return Message(
+        role=message.role,
+        content=message.text(),
+        name=message.name,
+        parts=parts,
+        tool_calls=tuple(
+            CoreToolCall(id=call.id, name=call.function.name, arguments=call.function.arguments)
+            for call in message.tool_calls or ()
+        ),
+        tool_call_id=message.tool_call_id,
+    )
 
 
 def usage_body(usage: Usage, cost: int) -> dict[str, Any]:
@@ -125,7 +234,19 @@ def completion_body(
     finish_reason: str,
     usage: Usage,
     cost: int,
+    tool_calls: tuple[CoreToolCall, ...] = (),
 ) -> bytes:
+    message: dict[str, Any] = {"role": "assistant", "content": text}
+    if tool_calls:
+        message["content"] = text or None
+        message["tool_calls"] = [
+            {
+                "id": call.id,
+                "type": "function",
+                "function": {"name": call.name, "arguments": call.arguments},
+            }
+            for call in tool_calls
+        ]
     return orjson.dumps(
         {
             "id": completion_id(generation_id),
@@ -135,7 +256,7 @@ def completion_body(
             "choices": [
                 {
                     "index": 0,
-                    "message": {"role": "assistant", "content": text},
+                    "message": message,
                     "finish_reason": finish_reason,
                     "logprobs": None,
                 }
@@ -171,6 +292,25 @@ class ChunkWriter:
 
     def delta(self, text: str) -> bytes:
         return self._delta_prefix + orjson.dumps(text) + self._delta_suffix
+
+    def tool_call(self, delta: ToolCallDelta) -> bytes:
+        """A chunk with one piece of a tool call, as OpenAI streams them: the first piece of a
+        call has its id and name, the later ones only more arguments."""
+        call: dict[str, Any] = {"index": delta.index}
+        if delta.id is not None:
+            call["id"] = delta.id
+            call["type"] = "function"
+        function: dict[str, str] = {"arguments": delta.arguments}
+        if delta.name is not None:
+            function["name"] = delta.name
+        call["function"] = function
+        return (
+            b"data: "
+            + self._head
+            + b',"choices":[{"index":0,"delta":{"tool_calls":['
+            + orjson.dumps(call)
+            + b']},"finish_reason":null}]}\n\n'
+        )
 
     def finish(self, finish_reason: str) -> bytes:
         return (

@@ -541,6 +541,12 @@ class ModelCreate(Input):
     )
     input_price: Price = Field(description="Credits per million input tokens", examples=["0.15"])
     output_price: Price = Field(description="Credits per million output tokens", examples=["0.6"])
+    cached_input_price: Price | None = Field(
+        None,
+        description="Credits per million input tokens read from the prompt cache; "
+        "without it they cost the input price",
+        examples=["0.075"],
+    )
 
 
 class ModelUpdate(Input):
@@ -565,6 +571,9 @@ class ModelUpdate(Input):
         description="Models tried, in this order, when every deployment of this one fails; "
         "[] for none. The hold is taken at the dearest of the model and its fallbacks",
     )
+    cached_input_price: Price | None = Field(
+        None, description="Sent as null, cached input tokens cost the input price again"
+    )
 
 
 class ModelPublic(BaseModel):
@@ -582,6 +591,11 @@ class ModelPublic(BaseModel):
     )
     output_price: str | None = Field(
         description="Credits per million output tokens", examples=["0.6"]
+    )
+    cached_input_price: str | None = Field(
+        None,
+        description="Credits per million cached input tokens (null: the input price)",
+        examples=["0.075"],
     )
     price_effective_from: datetime | None = Field(examples=[CREATED_AT])
     fallbacks: list[str] = Field(

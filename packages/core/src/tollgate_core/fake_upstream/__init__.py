@@ -47,7 +47,16 @@ through a gateway unchanged. Several blocks merge; an unknown name is answered w
 ``reasoning=7``          report 7 reasoning tokens on top of the chunks' output tokens
 ``finish=content_filter``  finish with that reason (``stop``, ``length``, ``content_filter``,
                          ``tool_calls``) in the vendor's spelling
+``tool=get_weather``     call the request's function of that name, with arguments that fit its
+                         parameters' schema, streamed in pieces (OpenAI, Anthropic) or whole
+                         (Gemini); once the conversation ends with a tool result, answer in
+                         text instead
 =======================  ======================================================================
+
+**Structured output.** A request with a JSON Schema response format (OpenAI's
+``response_format: {"type": "json_schema", ...}``, Anthropic's ``output_config.format``,
+Gemini's ``responseJsonSchema``) is answered with JSON that fits the schema, in pieces, each
+counted as one output token.
 
 Every answer carries a request id header as the vendors send it (``x-request-id`` for OpenAI,
 ``request-id`` for Anthropic; Gemini sends none).

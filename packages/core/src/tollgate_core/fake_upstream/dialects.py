@@ -22,6 +22,14 @@ def dumps(value: object) -> bytes:
     return json.dumps(value, separators=(",", ":"), ensure_ascii=False).encode()
 
 
+@dataclass(frozen=True, slots=True)
+class ToolCallPlan:
+    """The call the fake makes: the arguments are the JSON of `Reply.deltas` joined."""
+
+    id: str
+    name: str
+
+
 @dataclass(slots=True)
 class Reply:
     """What the fake is about to answer, before it is put into a vendor's format."""
@@ -36,6 +44,8 @@ class Reply:
     usage: Usage | None
     """The usage reported, in Tollgate's inclusive buckets; None with ``no_usage``."""
     cache_write: int = 0
+    tool_call: ToolCallPlan | None = None
+    """A function call instead of text (then `deltas` are its arguments' pieces)."""
 
     @property
     def text(self) -> str:
@@ -78,6 +88,18 @@ class Dialect:
 
     def max_tokens(self, body: Mapping[str, Any]) -> int | None:
         raise NotImplementedError
+
+    def tool_schema(self, body: Mapping[str, Any], name: str) -> dict[str, Any] | None:
+        """The parameters schema of the request's function `name` (None: no such function)."""
+        return None
+
+    def ends_with_tool_result(self, body: Mapping[str, Any]) -> bool:
+        """Whether the conversation's last message hands back a tool's result."""
+        return False
+
+    def response_schema(self, body: Mapping[str, Any]) -> dict[str, Any] | None:
+        """The JSON Schema the answer must follow, if the request gave one."""
+        return None
 
     def error_body(self, status: int, message: str) -> dict[str, Any]:
         raise NotImplementedError
@@ -144,6 +166,23 @@ class OpenAIDialect(Dialect):
         value = body.get("max_completion_tokens") or body.get("max_tokens")
         return int(value) if value is not None else None
 
+    def tool_schema(self, body: Mapping[str, Any], name: str) -> dict[str, Any] | None:
+        for tool in body.get("tools") or ():
+            function = tool.get("function") or {}
+            if function.get("name") == name:
+                return dict(function.get("parameters") or {"type": "object"})
+        return None
+
+    def ends_with_tool_result(self, body: Mapping[str, Any]) -> bool:
+        messages = body.get("messages") or [{}]
+        return bool(messages[-1].get("role") == "tool")
+
+    def response_schema(self, body: Mapping[str, Any]) -> dict[str, Any] | None:
+        fmt = body.get("response_format") or {}
+        if fmt.get("type") == "json_schema":
+            return dict((fmt.get("json_schema") or {}).get("schema") or {"type": "object"})
+        return None
+
     def error_body(self, status: int, message: str) -> dict[str, Any]:
         return {
             "error": {
@@ -180,7 +219,7 @@ class OpenAIDialect(Dialect):
             "choices": [
                 {
                     "index": 0,
-                    "message": {"role": "assistant", "content": reply.text, "refusal": None},
+                    "message": self._message(reply),
                     "logprobs": None,
                     "finish_reason": self.finish_names[reply.finish],
                 }
@@ -190,6 +229,19 @@ class OpenAIDialect(Dialect):
         if reply.usage is not None:
             body["usage"] = self._usage(reply.usage)
         return body
+
+    @staticmethod
+    def _message(reply: Reply) -> dict[str, Any]:
+        call = reply.tool_call
+        if call is None:
+            return {"role": "assistant", "content": reply.text, "refusal": None}
+        function = {"name": call.name, "arguments": reply.text}
+        return {
+            "role": "assistant",
+            "content": None,
+            "refusal": None,
+            "tool_calls": [{"id": call.id, "type": "function", "function": function}],
+        }
 
     def _chunk(
         self, reply: Reply, choices: list[dict[str, Any]], usage: dict[str, Any] | None
@@ -209,8 +261,20 @@ class OpenAIDialect(Dialect):
         def choice(delta: dict[str, Any], finish: str | None = None) -> list[dict[str, Any]]:
             return [{"index": 0, "delta": delta, "logprobs": None, "finish_reason": finish}]
 
-        yield Frame(self._chunk(reply, choice({"role": "assistant", "content": ""}), None))
-        for text in reply.deltas:
+        call = reply.tool_call
+        if call is not None:
+            # As OpenAI streams a call: the id and name first, then the arguments in pieces.
+            first = {"index": 0, "id": call.id, "type": "function"}
+            first["function"] = {"name": call.name, "arguments": ""}
+            yield Frame(
+                self._chunk(reply, choice({"role": "assistant", "tool_calls": [first]}), None)
+            )
+            for text in reply.deltas:
+                piece = {"index": 0, "function": {"arguments": text}}
+                yield Frame(self._chunk(reply, choice({"tool_calls": [piece]}), None), text=text)
+        else:
+            yield Frame(self._chunk(reply, choice({"role": "assistant", "content": ""}), None))
+        for text in reply.deltas if call is None else ():
             yield Frame(self._chunk(reply, choice({"content": text}), None), text=text)
         yield Frame(self._chunk(reply, choice({}, self.finish_names[reply.finish]), None))
         options = body.get("stream_options") or {}
@@ -262,6 +326,28 @@ class GeminiDialect(Dialect):
         value = (body.get("generationConfig") or {}).get("maxOutputTokens")
         return int(value) if value is not None else None
 
+    def tool_schema(self, body: Mapping[str, Any], name: str) -> dict[str, Any] | None:
+        for tool in body.get("tools") or ():
+            for declaration in tool.get("functionDeclarations") or ():
+                if declaration.get("name") == name:
+                    schema = declaration.get("parametersJsonSchema") or declaration.get(
+                        "parameters"
+                    )
+                    return dict(schema or {"type": "object"})
+        return None
+
+    def ends_with_tool_result(self, body: Mapping[str, Any]) -> bool:
+        contents = body.get("contents") or [{}]
+        return any(
+            isinstance(part, dict) and "functionResponse" in part
+            for part in contents[-1].get("parts") or ()
+        )
+
+    def response_schema(self, body: Mapping[str, Any]) -> dict[str, Any] | None:
+        config = body.get("generationConfig") or {}
+        schema = config.get("responseJsonSchema") or config.get("responseSchema")
+        return dict(schema) if isinstance(schema, dict) else None
+
     def error_body(self, status: int, message: str) -> dict[str, Any]:
         return {
             "error": {
@@ -288,10 +374,12 @@ class GeminiDialect(Dialect):
     def _response(
         self, reply: Reply, text: str, *, finish: bool, usage: dict[str, Any] | None
     ) -> dict[str, Any]:
-        candidate: dict[str, Any] = {
-            "content": {"parts": [{"text": text}], "role": "model"},
-            "index": 0,
-        }
+        part: dict[str, Any] = {"text": text}
+        if reply.tool_call is not None and text:
+            # Gemini sends a function call whole, in one part, with its arguments parsed.
+            call = {"id": reply.tool_call.id, "name": reply.tool_call.name}
+            part = {"functionCall": {**call, "args": json.loads(text)}}
+        candidate: dict[str, Any] = {"content": {"parts": [part], "role": "model"}, "index": 0}
         if finish:
             candidate["finishReason"] = self.finish_names[reply.finish]
         body: dict[str, Any] = {
@@ -319,7 +407,7 @@ class GeminiDialect(Dialect):
                 "totalTokenCount": reply.usage.input_tokens,
             }
         )
-        for text in reply.deltas:
+        for text in reply.deltas if reply.tool_call is None else [reply.text]:
             chunk = self._response(reply, text, finish=False, usage=partial)
             yield Frame(self._sse(chunk), text=text)
         final = None if reply.usage is None else self._usage(reply.usage)
@@ -380,6 +468,25 @@ class AnthropicDialect(Dialect):
         value = body.get("max_tokens")
         return int(value) if value is not None else None
 
+    def tool_schema(self, body: Mapping[str, Any], name: str) -> dict[str, Any] | None:
+        for tool in body.get("tools") or ():
+            if tool.get("name") == name:
+                return dict(tool.get("input_schema") or {"type": "object"})
+        return None
+
+    def ends_with_tool_result(self, body: Mapping[str, Any]) -> bool:
+        messages = body.get("messages") or [{}]
+        content = messages[-1].get("content")
+        return isinstance(content, list) and any(
+            isinstance(block, dict) and block.get("type") == "tool_result" for block in content
+        )
+
+    def response_schema(self, body: Mapping[str, Any]) -> dict[str, Any] | None:
+        output_format = (body.get("output_config") or {}).get("format") or {}
+        if output_format.get("type") == "json_schema":
+            return dict(output_format.get("schema") or {"type": "object"})
+        return None
+
     def error_body(self, status: int, message: str) -> dict[str, Any]:
         return {
             "type": "error",
@@ -419,6 +526,11 @@ class AnthropicDialect(Dialect):
         return message
 
     def completion(self, reply: Reply) -> dict[str, Any]:
+        call = reply.tool_call
+        if call is not None:
+            block = {"type": "tool_use", "id": call.id, "name": call.name}
+            block["input"] = json.loads(reply.text)
+            return self._message(reply, [block], done=True)
         return self._message(reply, [{"type": "text", "text": reply.text}], done=True)
 
     @staticmethod
@@ -429,16 +541,21 @@ class AnthropicDialect(Dialect):
         event = self._event
         start = self._message(reply, [], done=False)
         yield Frame(event("message_start", {"type": "message_start", "message": start}))
-        block = {"type": "text", "text": ""}
+        call = reply.tool_call
+        block: dict[str, Any] = {"type": "text", "text": ""}
+        if call is not None:
+            block = {"type": "tool_use", "id": call.id, "name": call.name, "input": {}}
         start_block = {"type": "content_block_start", "index": 0, "content_block": block}
         yield Frame(event("content_block_start", start_block))
         yield Frame(event("ping", {"type": "ping"}))
         for text in reply.deltas:
-            delta = {
-                "type": "content_block_delta",
-                "index": 0,
-                "delta": {"type": "text_delta", "text": text},
-            }
+            # A tool call's input streams as pieces of JSON text, as Anthropic sends them.
+            piece = (
+                {"type": "text_delta", "text": text}
+                if call is None
+                else {"type": "input_json_delta", "partial_json": text}
+            )
+            delta = {"type": "content_block_delta", "index": 0, "delta": piece}
             yield Frame(event("content_block_delta", delta), text=text)
         yield Frame(event("content_block_stop", {"type": "content_block_stop", "index": 0}))
         message_delta: dict[str, Any] = {

@@ -62,6 +62,9 @@ class Directives:
     host and an organisation id."""
     finish: str = "stop"
     """The finish reason, in Tollgate's words; the fake sends the vendor's spelling of it."""
+    tool: str | None = None
+    """Call the request's function of this name (its arguments fit its parameters' schema),
+    unless the conversation already ends with a tool result: then answer in text."""
 
 
 _TYPES = {f.name: f.type for f in fields(Directives)}

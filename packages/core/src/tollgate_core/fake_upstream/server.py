@@ -12,14 +12,23 @@ import threading
 import time
 from collections.abc import Iterator
 from contextlib import contextmanager, suppress
+from dataclasses import replace
 from types import TracebackType
 from typing import Any
 
 from aiohttp import web
 
-from tollgate_core.fake_upstream.dialects import DIALECTS, Dialect, ProtocolName, Reply, dumps
+from tollgate_core.fake_upstream.dialects import (
+    DIALECTS,
+    Dialect,
+    ProtocolName,
+    Reply,
+    ToolCallPlan,
+    dumps,
+)
 from tollgate_core.fake_upstream.directives import DirectiveError, Directives, parse_directives
 from tollgate_core.fake_upstream.records import UpstreamRecord
+from tollgate_core.fake_upstream.schemas import instance
 from tollgate_core.types import Usage
 
 _GEMINI_PATH = re.compile(
@@ -268,6 +277,9 @@ class FakeUpstream:
             return await self._error(
                 request, record, dialect, directives.status, message, directives.retry_after
             )
+        if directives.tool is not None and dialect.tool_schema(body, directives.tool) is None:
+            message = f"fake upstream: the request has no function named {directives.tool}"
+            return await self._error(request, record, dialect, 400, message)
         reply = self._plan(record, dialect, texts, directives)
         if record.stream:
             return await self._stream(request, record, dialect, reply, directives)
@@ -298,14 +310,30 @@ class FakeUpstream:
             )
         self._counter += 1
         prefix = {"openai": "chatcmpl-fake", "gemini": "fake", "anthropic": "msg_fake"}
+        deltas = [(f"tok{i}" if i == 0 else f" tok{i}") + "x" * d.pad for i in range(count)]
+        tool_call = None
+        body = record.body
+        schema = None
+        if d.tool is not None and not dialect.ends_with_tool_result(body):
+            schema = dialect.tool_schema(body, d.tool)
+            tool_call = ToolCallPlan(id=f"call_fake{self._counter}", name=d.tool)
+            finish = "tool_calls"
+        else:
+            schema = dialect.response_schema(body)
+        if schema is not None:
+            # JSON that follows the schema, in up to `count` pieces (one output token each).
+            deltas = _pieces(dumps(instance(schema)).decode(), max(1, count))
+            if usage is not None and d.usage_output is None:
+                usage = replace(usage, output_tokens=len(deltas) + d.reasoning)
         return Reply(
             id=f"{prefix[dialect.name]}-{self._counter}",
             model=record.model,
             created=int(time.time()),
-            deltas=[(f"tok{i}" if i == 0 else f" tok{i}") + "x" * d.pad for i in range(count)],
+            deltas=deltas,
             finish=dialect.effective_finish(finish),
             usage=usage,
             cache_write=cache_write,
+            tool_call=tool_call,
         )
 
     def _request_id(self, dialect: Dialect) -> dict[str, str]:
@@ -435,6 +463,12 @@ class FakeUpstream:
             # Linger 0: close() sends an RST instead of a FIN.
             sock.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, struct.pack("ii", 1, 0))
         transport.abort()
+
+
+def _pieces(text: str, count: int) -> list[str]:
+    """`text` cut into at most `count` pieces of about the same length."""
+    size = max(1, -(-len(text) // count))
+    return [text[i : i + size] for i in range(0, len(text), size)]
 
 
 def _run_loop(loop: asyncio.AbstractEventLoop) -> None:

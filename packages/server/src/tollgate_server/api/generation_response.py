@@ -15,6 +15,7 @@ import contextlib
 import orjson
 from starlette.responses import Response
 from starlette.types import Message, Receive, Scope, Send
+from tollgate_core import ToolCallDelta
 
 from tollgate_server.errors import ApiError
 from tollgate_server.openai_format import ChunkWriter, completion_body
@@ -80,6 +81,11 @@ class GenerationResponse(Response):
             await self._start_stream_locked()
             await self._send_body(self.writer.delta(text))
 
+    async def tool_call(self, delta: ToolCallDelta) -> None:
+        async with self._write_lock:
+            await self._start_stream_locked()
+            await self._send_body(self.writer.tool_call(delta))
+
     async def keepalive(self) -> None:
         """During long silences (a slow first token, a pause mid-stream) an SSE comment keeps
         proxies and clients from closing the connection."""
@@ -106,6 +112,7 @@ class GenerationResponse(Response):
             finish_reason=answer.finish_reason,
             usage=answer.usage,
             cost=answer.charge,
+            tool_calls=answer.tool_calls,
         )
         async with self._write_lock:
             await self._start(200, "application/json")

@@ -183,6 +183,7 @@ class ModelPrice(Base):
     __tablename__ = "model_prices"
     __table_args__ = (
         CheckConstraint("input_per_million >= 0 AND output_per_million >= 0", name="not_negative"),
+        CheckConstraint("cached_input_per_million >= 0", name="cached_not_negative"),
         Index("ix_model_prices_model_effective", "model_id", "effective_from"),
     )
 
@@ -193,6 +194,9 @@ class ModelPrice(Base):
     input_per_million: Mapped[int] = mapped_column(BigInteger, nullable=False)
     """Micro-credits per million input tokens."""
     output_per_million: Mapped[int] = mapped_column(BigInteger, nullable=False)
+    cached_input_per_million: Mapped[int | None] = mapped_column(BigInteger, nullable=True)
+    """Micro-credits per million input tokens read from the prompt cache; NULL: the input
+    price."""
     effective_from: Mapped[datetime] = _now()
     created_at: Mapped[datetime] = _now()
 

@@ -30,10 +30,12 @@ MAX_AGE_SECONDS = 60.0
 CATALOGUE_SQL = """
 SELECT m.id, m.name, m.provider, m.upstream_model, m.enabled, m.free, m.context_window,
        m.max_output_tokens, m.default_max_tokens, m.created_at, m.fallbacks,
-       p.id AS price_id, p.input_per_million, p.output_per_million, p.effective_from
+       p.id AS price_id, p.input_per_million, p.output_per_million,
+       p.cached_input_per_million, p.effective_from
 FROM models m
 LEFT JOIN LATERAL (
-    SELECT id, input_per_million, output_per_million, effective_from FROM model_prices
+    SELECT id, input_per_million, output_per_million, cached_input_per_million, effective_from
+    FROM model_prices
     WHERE model_id = m.id AND effective_from <= now()
     ORDER BY effective_from DESC, id DESC LIMIT 1
 ) p ON true
@@ -71,6 +73,7 @@ def model_from_row(row: Any) -> CatalogueModel:
             input_per_million=row.input_per_million,
             output_per_million=row.output_per_million,
             id=row.price_id,
+            cached_input_per_million=row.cached_input_per_million,
         )
     return CatalogueModel(
         id=row.id,

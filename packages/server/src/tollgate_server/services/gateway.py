@@ -47,7 +47,7 @@ import asyncio
 import logging
 import time
 import uuid
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import Any, Protocol
 
 from tollgate_core import (
@@ -56,6 +56,9 @@ from tollgate_core import (
     StreamEnd,
     StreamEvent,
     TextDelta,
+    ToolCall,
+    ToolCallDelta,
+    UpstreamBadRequest,
     UpstreamError,
     UpstreamTimeout,
     Usage,
@@ -67,6 +70,7 @@ from tollgate_core import (
     hold_amount,
     settlement_charge,
 )
+from tollgate_core.tool_calls import join_tool_calls
 
 from tollgate_server.db.raw import raw_connection, run_with_retry
 from tollgate_server.errors import (
@@ -78,7 +82,7 @@ from tollgate_server.errors import (
 from tollgate_server.observability import tracing
 from tollgate_server.openai_format import ChatCompletionCreate
 from tollgate_server.runtime import Runtime
-from tollgate_server.services import ledger
+from tollgate_server.services import chat_request, ledger
 from tollgate_server.services.catalogue import CatalogueModel
 from tollgate_server.services.late_charges import deliver_settlement
 from tollgate_server.services.routing import Route, RoutedCall
@@ -106,6 +110,27 @@ class Plan:
     prompt_tokens: int
     hold: int
     stream: bool
+    input_allowance: int = 0
+    """Input tokens beyond the messages' text (tools, schemas, images): the check of the
+    upstream's usage allows this much more input."""
+    choices: int = 1
+
+
+def _carries(
+    provider: Provider,
+    body: ChatCompletionCreate,
+    request: GenerationRequest,
+    features: chat_request.Features,
+) -> bool:
+    """Whether a fallback's provider can carry this request as the first one does."""
+    if features is chat_request.PLAIN:
+        return True
+    try:
+        chat_request.features(body, provider, request.model)
+        provider.check_request(request)
+    except (ApiError, UpstreamBadRequest):
+        return False
+    return True
 
 
 async def plan_generation(
@@ -139,8 +164,9 @@ async def plan_generation(
             "validation_error",
             f"max_tokens: at most {model.max_output_tokens} for {model.name}",
         )
+    features = chat_request.features(body, provider, model.name)
     messages = body.core_messages()
-    prompt_tokens = provider.count_tokens(messages)
+    prompt_tokens = provider.count_tokens(messages) + features.input_allowance
     if prompt_tokens > model.context_window:
         raise ApiError(
             400,
@@ -156,9 +182,23 @@ async def plan_generation(
         top_p=body.top_p,
         stop=body.stop_sequences(),
         user=body.user,
+        extra=features.extra,
+        tools=features.tools,
+        tool_choice=features.tool_choice,
+        parallel_tool_calls=features.parallel_tool_calls,
+        response_format=features.response_format,
+        reasoning_effort=features.reasoning_effort,
     )
+    if features is not chat_request.PLAIN:
+        try:
+            provider.check_request(request)
+        except UpstreamBadRequest as exc:
+            raise ApiError(422, "unsupported_parameter", f"{model.name}: {exc.message}") from None
     groups = [routes]
-    hold = hold_amount(prompt_tokens=prompt_tokens, max_tokens=max_tokens, price=model.price)
+    # Each of n choices may use the whole output limit.
+    hold = hold_amount(
+        prompt_tokens=prompt_tokens, max_tokens=max_tokens * features.n, price=model.price
+    )
     for name in model.fallbacks:
         fallback = await runtime.catalogue.get(name)
         if (
@@ -170,13 +210,17 @@ async def plan_generation(
         ):
             continue  # it could not take this request: not a route, not in the hold
         fallback_routes = runtime.router.routes(fallback)
+        if fallback_routes and not _carries(fallback_routes[0].provider, body, request, features):
+            continue  # its provider cannot carry what this request asks (tools, images, ...)
         if fallback_routes:
             groups.append(fallback_routes)
             # The hold covers the dearest model that may serve: the admission bound holds.
             hold = max(
                 hold,
                 hold_amount(
-                    prompt_tokens=prompt_tokens, max_tokens=max_tokens, price=fallback.price
+                    prompt_tokens=prompt_tokens,
+                    max_tokens=max_tokens * features.n,
+                    price=fallback.price,
                 ),
             )
     return Plan(
@@ -190,6 +234,8 @@ async def plan_generation(
         prompt_tokens=prompt_tokens,
         hold=hold,
         stream=body.stream,
+        input_allowance=features.input_allowance,
+        choices=features.n,
     )
 
 
@@ -213,6 +259,7 @@ class Answer:
     finish_reason: str
     usage: Usage
     charge: int
+    tool_calls: tuple[ToolCall, ...] = ()
 
 
 class GenerationSink(Protocol):
@@ -224,6 +271,9 @@ class GenerationSink(Protocol):
 
     async def delta(self, text: str) -> None:
         """Write one text delta (streaming requests only)."""
+
+    async def tool_call(self, delta: ToolCallDelta) -> None:
+        """Write one piece of a tool call (streaming requests only)."""
 
     async def keepalive(self) -> None:
         """Write something that keeps an idle stream open (streaming requests only)."""
@@ -250,6 +300,8 @@ class Generation:
         self.settings = runtime.settings
         self.upstream_called = False
         self.text_parts: list[str] = []
+        self.tool_deltas: list[tuple[int, ToolCallDelta]] = []
+        """The tool-call pieces received, each with its place in `text_parts`."""
         self.chunks = 0
         self.end: StreamEnd | None = None
         self.first_token_at: float | None = None
@@ -471,6 +523,23 @@ class Generation:
                         )
                     elif isinstance(event, UsageReport):
                         self.reported = event.usage
+                    elif isinstance(event, ToolCallDelta):
+                        if self.first_token_at is None:
+                            self.first_token_at = time.perf_counter()
+                        # Its arguments count as output, as text does; its place is kept so
+                        # the answer's text leaves it out.
+                        self.tool_deltas.append((len(self.text_parts), event))
+                        self.text_parts.append(event.arguments)
+                        self.chunks += 1
+                        if self.plan.stream:
+                            self.last_write = loop.time()
+                            self.writing = True
+                            await sink.tool_call(event)
+                            self.writing = False
+                            self.sent_chunks += 1
+                        limit.reschedule(
+                            min(loop.time() + settings.upstream_idle_timeout, give_up_at)
+                        )
                     else:
                         self.end = event
         except UpstreamError as exc:
@@ -552,8 +621,18 @@ class Generation:
         finish_reason = self.end.finish_reason
         if finish_reason in ("error", "cancelled"):
             finish_reason = "stop"
+        text = "".join(self.text_parts)
+        tool_calls: tuple[ToolCall, ...] = ()
+        if self.tool_deltas:
+            skip = {position for position, _ in self.tool_deltas}
+            text = "".join(part for i, part in enumerate(self.text_parts) if i not in skip)
+            tool_calls = join_tool_calls([delta for _, delta in self.tool_deltas])
         answer = Answer(
-            text="".join(self.text_parts), finish_reason=finish_reason, usage=usage, charge=charge
+            text=text,
+            finish_reason=finish_reason,
+            usage=usage,
+            charge=charge,
+            tool_calls=tool_calls,
         )
         await sink.finish(answer)
 
@@ -565,7 +644,13 @@ class Generation:
         if self._checked is not None:
             return self._checked[0]
         request = self.plan.request
-        bounds = UsageBounds.for_request(request.messages, max_tokens=request.max_tokens)
+        bounds = UsageBounds.for_request(
+            request.messages, max_tokens=request.max_tokens * self.plan.choices
+        )
+        if self.plan.input_allowance:
+            bounds = replace(
+                bounds, max_input_tokens=bounds.max_input_tokens + self.plan.input_allowance
+            )
 
         def prompt_estimate() -> int:
             # The calibrated count, not the hold's safe-side one: a client pays close to what
@@ -574,7 +659,8 @@ class Generation:
 
         # The gateway's own count of the output never exceeds what the request allowed.
         produced = min(
-            estimate_completion_tokens("".join(self.text_parts), self.chunks), request.max_tokens
+            estimate_completion_tokens("".join(self.text_parts), self.chunks),
+            request.max_tokens * self.plan.choices,
         )
         end_usage = self.end.usage if self.end is not None else None
         if end_usage is not None:

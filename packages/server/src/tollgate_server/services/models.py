@@ -37,6 +37,11 @@ def model_public(model: CatalogueModel, *, configured: bool) -> dict[str, Any]:
         "default_max_tokens": model.default_max_tokens,
         "input_price": format_credits(price.input_per_million) if price else None,
         "output_price": format_credits(price.output_per_million) if price else None,
+        "cached_input_price": (
+            format_credits(price.cached_input_per_million)
+            if price and price.cached_input_per_million is not None
+            else None
+        ),
         "price_effective_from": model.price_effective_from,
         "fallbacks": list(model.fallbacks),
     }
@@ -69,6 +74,7 @@ async def create_model(
     if default_max > data.max_output_tokens:
         raise ApiError(422, "validation_error", "default_max_tokens exceeds max_output_tokens")
     micro_in, micro_out = _prices(data.input_price, data.output_price, free=data.free)
+    micro_cached = _cached_price(data.cached_input_price)
     try:
         model_id = await session.scalar(
             text(
@@ -93,7 +99,7 @@ async def create_model(
         if "uq_models_name" not in str(exc.orig):
             raise
         raise ApiError(409, "model_exists", f"a model named {data.name} exists") from None
-    await _add_price(session, model_id, micro_in, micro_out)
+    await _add_price(session, model_id, micro_in, micro_out, micro_cached)
     await record_audit(
         session=session, actor_id=actor_id, action="model.create", detail=data.model_dump()
     )
@@ -101,16 +107,30 @@ async def create_model(
     return await get_model(session=session, name=data.name)
 
 
+def _cached_price(value: str | None) -> int | None:
+    if value is None:
+        return None
+    micro = parse_credits(value)
+    if micro < 0:
+        raise ApiError(422, "validation_error", "prices cannot be negative")
+    return micro
+
+
 async def _add_price(
-    session: AsyncSession, model_id: int | None, micro_in: int, micro_out: int
+    session: AsyncSession,
+    model_id: int | None,
+    micro_in: int,
+    micro_out: int,
+    micro_cached: int | None = None,
 ) -> None:
     # clock_timestamp(), not now(): a price set twice in one transaction must order.
     await session.execute(
         text(
             "INSERT INTO model_prices (model_id, input_per_million, output_per_million, "
-            "effective_from) VALUES (:model, :input, :output, clock_timestamp())"
+            "cached_input_per_million, effective_from) "
+            "VALUES (:model, :input, :output, :cached, clock_timestamp())"
         ),
-        {"model": model_id, "input": micro_in, "output": micro_out},
+        {"model": model_id, "input": micro_in, "output": micro_out, "cached": micro_cached},
     )
 
 
@@ -142,7 +162,11 @@ async def update_model(
             "id": current.id,
         },
     )
-    if data.input_price is not None or data.output_price is not None:
+    if (
+        data.input_price is not None
+        or data.output_price is not None
+        or "cached_input_price" in data.model_fields_set
+    ):
         price = current.price
         input_price = data.input_price or (
             format_credits(price.input_per_million) if price else None
@@ -153,7 +177,13 @@ async def update_model(
         if input_price is None or output_price is None:
             raise ApiError(422, "validation_error", "set both prices for an unpriced model")
         micro_in, micro_out = _prices(input_price, output_price, free=free)
-        await _add_price(session, current.id, micro_in, micro_out)
+        # Sent (a price, or null to drop it) it changes; unsent it carries over.
+        micro_cached = (
+            _cached_price(data.cached_input_price)
+            if "cached_input_price" in data.model_fields_set
+            else (price.cached_input_per_million if price else None)
+        )
+        await _add_price(session, current.id, micro_in, micro_out, micro_cached)
     elif (
         not free
         and current.price is not None

@@ -24,6 +24,12 @@ router = APIRouter(prefix="/v1", tags=["generation"], route_class=StrictJsonRout
 class ModelPricing(BaseModel):
     input: str = Field(description="Credits per million input tokens", examples=["200000"])
     output: str = Field(description="Credits per million output tokens", examples=["200000"])
+    cached_input: str | None = Field(
+        None,
+        description="Credits per million input tokens read from the prompt cache "
+        "(null: the input price)",
+        examples=["50000"],
+    )
 
 
 class ModelCard(BaseModel):
@@ -66,6 +72,11 @@ async def list_models(caller: CallerDep, runtime: RuntimeDep) -> Any:
                 "pricing": {
                     "input": format_credits(model.price.input_per_million),
                     "output": format_credits(model.price.output_per_million),
+                    "cached_input": (
+                        format_credits(model.price.cached_input_per_million)
+                        if model.price.cached_input_per_million is not None
+                        else None
+                    ),
                 },
             }
         )
