@@ -14,6 +14,14 @@ from tollgate_core.errors import (
     error_for_status,
 )
 from tollgate_core.hookspecs import hookimpl, hookspec
+from tollgate_core.images import (
+    FetchedImage,
+    ImageRefused,
+    estimate_image_tokens,
+    fetch_image,
+    image_size,
+    parse_data_url,
+)
 from tollgate_core.metering import CheckedUsage, UsageBounds, check_usage, token_count
 from tollgate_core.money import MICRO_PER_CREDIT, AmountError, format_credits, parse_credits
 from tollgate_core.plugins import PluginReport, build_plugin_manager, load_providers
@@ -44,8 +52,10 @@ __all__ = [
     "CheckedUsage",
     "Completion",
     "ConfigurationError",
+    "FetchedImage",
     "FinishReason",
     "GenerationRequest",
+    "ImageRefused",
     "Message",
     "PluginError",
     "PluginReport",
@@ -73,14 +83,18 @@ __all__ = [
     "check_usage",
     "error_for_status",
     "estimate_completion_tokens",
+    "estimate_image_tokens",
     "estimate_messages_tokens",
     "estimate_text_tokens",
+    "fetch_image",
     "format_credits",
     "hold_amount",
     "hookimpl",
     "hookspec",
+    "image_size",
     "load_providers",
     "parse_credits",
+    "parse_data_url",
     "price_usage",
     "round_charge",
     "settlement_charge",
