@@ -14,14 +14,8 @@ from tollgate_core.errors import (
     error_for_status,
 )
 from tollgate_core.hookspecs import hookimpl, hookspec
-from tollgate_core.images import (
-    FetchedImage,
-    ImageRefused,
-    estimate_image_tokens,
-    fetch_image,
-    image_size,
-    parse_data_url,
-)
+from tollgate_core.image_tokens import estimate_image_tokens, image_size
+from tollgate_core.images import FetchedImage, ImageRefused, fetch_image, parse_data_url
 from tollgate_core.metering import CheckedUsage, UsageBounds, check_usage, token_count
 from tollgate_core.money import MICRO_PER_CREDIT, AmountError, format_credits, parse_credits
 from tollgate_core.plugins import PluginReport, build_plugin_manager, load_providers
