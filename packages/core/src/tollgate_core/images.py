@@ -1,4 +1,4 @@
-"""Images a request carries: fetched safely, read from data URLs, sized and priced in tokens.
+"""Images a request carries: fetched safely from https: URLs, or read from data URLs.
 
 The gateway fetches an image only where a vendor takes no URL (Gemini, for `https:` images).
 A fetch made on a client's behalf must not become a way into our own network, so the fetcher
@@ -320,10 +320,9 @@ async def _fetch(
                     "image_fetch_failed", f"The image URL answered HTTP {response.status}."
                 )
             if not response.content_type.lower().startswith("image/"):
+                # The type is not quoted back: what the server sends is not for the client.
                 raise ImageRefused(
-                    "image_not_an_image",
-                    "The image URL answered something other than an image "
-                    f"({response.content_type[:60]}).",
+                    "image_not_an_image", "The image URL answered something other than an image."
                 )
             data = await _read(response, max_bytes)
         return _checked_image(data, where="image URL's answer")
@@ -344,7 +343,8 @@ async def fetch_image(
     """Fetch an image a client named by an `https:` URL, for a vendor that takes no URL.
 
     Args:
-        http: the server's pooled session; the fetch sends no cookies or keys of its own.
+        http: the server's pooled session. The fetch adds no credentials, so the session must
+            carry none by default (the server's has no default headers and no cookie jar).
         url: the client's URL.
         max_bytes: the largest body accepted.
         timeout: seconds for the whole fetch, redirects included.
