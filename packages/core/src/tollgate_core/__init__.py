@@ -14,6 +14,8 @@ from tollgate_core.errors import (
     error_for_status,
 )
 from tollgate_core.hookspecs import hookimpl, hookspec
+from tollgate_core.image_tokens import estimate_image_tokens, image_size
+from tollgate_core.images import FetchedImage, ImageRefused, fetch_image, parse_data_url
 from tollgate_core.metering import CheckedUsage, UsageBounds, check_usage, token_count
 from tollgate_core.money import MICRO_PER_CREDIT, AmountError, format_credits, parse_credits
 from tollgate_core.plugins import PluginReport, build_plugin_manager, load_providers
@@ -53,9 +55,11 @@ __all__ = [
     "Completion",
     "ConfigurationError",
     "ContentPart",
+    "FetchedImage",
     "FinishReason",
     "GenerationRequest",
     "ImagePart",
+    "ImageRefused",
     "Message",
     "PluginError",
     "PluginReport",
@@ -89,14 +93,18 @@ __all__ = [
     "check_usage",
     "error_for_status",
     "estimate_completion_tokens",
+    "estimate_image_tokens",
     "estimate_messages_tokens",
     "estimate_text_tokens",
+    "fetch_image",
     "format_credits",
     "hold_amount",
     "hookimpl",
     "hookspec",
+    "image_size",
     "load_providers",
     "parse_credits",
+    "parse_data_url",
     "price_usage",
     "round_charge",
     "settlement_charge",
