@@ -586,3 +586,34 @@ def test_cached_input_tokens_cost_the_cached_input_price_when_the_model_has_one(
         f"/v1/admin/models/{name}", json={"cached_input_price": None}, headers=admin_headers
     )
     assert changed.status_code == 200 and changed.json()["cached_input_price"] is None
+
+
+@pytest.mark.parametrize(
+    ("url", "code"),
+    [
+        ("https://127.0.0.1/cat.png", "image_url_refused"),  # loopback
+        ("https://169.254.169.254/latest/meta-data", "image_url_refused"),  # cloud metadata
+    ],
+)
+def test_gemini_fetches_https_images_itself_and_refuses_private_ones_before_any_hold(
+    url: str,
+    code: str,
+    api: httpx.Client,
+    make_user: Callable[..., User],
+    test_models: dict[str, str],
+    upstream: FakeUpstream,
+) -> None:
+    """Gemini takes no image URL, so the gateway fetches it at planning: through the image
+    fetcher's address checks, before any hold or upstream call."""
+    user = make_user(credits=1000)
+    upstream.clear()
+    part = {"type": "image_url", "image_url": {"url": url}}
+    response = api.post(
+        "/v1/chat/completions",
+        json={"model": test_models["gemini"], "messages": [{"role": "user", "content": [part]}]},
+        headers=user.headers,
+    )
+    assert response.status_code == 400, response.text
+    assert response.json()["error"]["code"] == code
+    assert upstream.records == [] and generations(api, user) == []
+    assert balance(api, user) == 1000

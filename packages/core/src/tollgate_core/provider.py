@@ -72,6 +72,11 @@ class Provider(ABC):
     parts), ``"n"`` and so on, and every name in `supported_extras`. The server refuses any
     other parameter a request sets with 422 ``unsupported_parameter``, before any hold."""
 
+    accepts_image_urls: ClassVar[bool] = True
+    """False for a vendor that takes images only inline (Gemini): the gateway then fetches each
+    ``https:`` image itself at planning, before any hold (`tollgate_core.images.fetch_image`,
+    public addresses only), and hands the provider ``data:`` URLs."""
+
     image_tokens: ClassVar[int] = 1600
     """The most input tokens one image may cost on this vendor, by its published rule; the
     hold and the check of reported usage count this much per image."""

@@ -29,6 +29,7 @@ class GeminiProvider(Provider):
     """
 
     kind: ClassVar[str] = "gemini"
+    accepts_image_urls: ClassVar[bool] = False
     env_vars: ClassVar[tuple[str, ...]] = ("GEMINI_API_KEY", "GOOGLE_API_KEY", "GEMINI_BASE_URL")
     supported_extras: ClassVar[frozenset[str]] = wire.SUPPORTED_EXTRAS
     supported_parameters: ClassVar[frozenset[str]] = wire.SUPPORTED_PARAMETERS

@@ -182,7 +182,8 @@ def _part(part: ContentPart) -> dict[str, Any]:
     if isinstance(part, TextPart):
         return {"text": part.text}
     if part.url[:5].lower() != "data:":
-        # Gemini takes no image URL; fetching one is the gateway's job (not in this build).
+        # Gemini takes no image URL: the gateway fetched it into a data: URL at planning
+        # (`Provider.accepts_image_urls`), so only a caller that skipped that gets here.
         raise UpstreamBadRequest("Gemini models take images as data: URLs only")
     try:
         image = parse_data_url(part.url)

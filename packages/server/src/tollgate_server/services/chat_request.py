@@ -11,12 +11,16 @@ schemas, the tool calls of earlier turns, and images at the vendor's largest ima
 
 from __future__ import annotations
 
+import base64
+import dataclasses
 from dataclasses import dataclass
 from typing import Any
 
+import aiohttp
 import orjson
-from tollgate_core import Provider, ResponseFormat, Tool, ToolChoice
-from tollgate_core.images import ImageRefused, parse_data_url
+from tollgate_core import ContentPart, Message, Provider, ResponseFormat, Tool, ToolChoice
+from tollgate_core import ImagePart as CoreImagePart
+from tollgate_core.images import ImageRefused, fetch_image, parse_data_url
 from tollgate_core.tokens import estimate_text_tokens
 
 from tollgate_server.errors import ApiError
@@ -189,3 +193,34 @@ def _check_data_url(url: str) -> None:
 
 def _json(value: object) -> str:
     return orjson.dumps(value).decode()
+
+
+async def inline_image_urls(
+    messages: tuple[Message, ...], http: aiohttp.ClientSession
+) -> tuple[Message, ...]:
+    """`messages` with every ``https:`` image fetched into a ``data:`` URL, for a provider that
+    takes no image URL. Runs at planning, so a refused image (a private address, too large, not
+    an image) is a 400 before any hold or upstream call."""
+    out: list[Message] = []
+    for message in messages:
+        if not any(isinstance(p, CoreImagePart) and not _is_data(p.url) for p in message.parts):
+            out.append(message)
+            continue
+        parts: list[ContentPart] = []
+        for part in message.parts:
+            if isinstance(part, CoreImagePart) and not _is_data(part.url):
+                try:
+                    image = await fetch_image(http, part.url)
+                except ImageRefused as exc:
+                    raise ApiError(400, exc.code, exc.message) from None
+                encoded = base64.b64encode(image.data).decode()
+                part = CoreImagePart(
+                    url=f"data:{image.mime_type};base64,{encoded}", detail=part.detail
+                )
+            parts.append(part)
+        out.append(dataclasses.replace(message, parts=tuple(parts)))
+    return tuple(out)
+
+
+def _is_data(url: str) -> bool:
+    return url[:5].lower() == "data:"

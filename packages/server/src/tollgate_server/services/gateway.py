@@ -166,6 +166,8 @@ async def plan_generation(
         )
     features = chat_request.features(body, provider, model.name)
     messages = body.core_messages()
+    if not provider.accepts_image_urls and features is not chat_request.PLAIN:
+        messages = await chat_request.inline_image_urls(messages, runtime.http)
     prompt_tokens = provider.count_tokens(messages) + features.input_allowance
     if prompt_tokens > model.context_window:
         raise ApiError(
