@@ -21,8 +21,9 @@ import time
 import uuid
 from collections.abc import Iterator
 from contextlib import contextmanager
+from decimal import Decimal
 from pathlib import Path
-from typing import Any
+from typing import Any, Protocol
 
 import asyncpg
 import httpx
@@ -267,3 +268,12 @@ class EmbeddedCluster:
 
     def __exit__(self, *exc: object) -> None:
         self.server.cleanup()
+
+
+class _Caller(Protocol):
+    headers: dict[str, str]
+
+
+def balance(api: httpx.Client, user: _Caller) -> Decimal:
+    """The caller's balance, as `GET /v1/balance` shows it."""
+    return Decimal(api.get("/v1/balance", headers=user.headers).json()["balance"])

@@ -17,6 +17,7 @@ import pytest
 from conftest import User
 from langchain_openai import ChatOpenAI
 from pydantic import BaseModel, SecretStr
+from support import balance
 from tollgate_core.fake_upstream import FakeUpstream
 
 pytestmark = [pytest.mark.postgres, pytest.mark.e2e]
@@ -26,10 +27,6 @@ PROVIDERS = ["openai", "anthropic", "gemini"]
 
 def base_url(api: httpx.Client) -> str:
     return str(api.base_url).rstrip("/") + "/v1"
-
-
-def balance(api: httpx.Client, user: User) -> Decimal:
-    return Decimal(api.get("/v1/balance", headers=user.headers).json()["balance"])
 
 
 def get_weather(city: str) -> str:

@@ -21,6 +21,7 @@ import pytest
 from conftest import User
 from google.genai import types as genai_types
 from pydantic import BaseModel, TypeAdapter
+from support import balance
 from tollgate_core.fake_upstream import FakeUpstream
 from tollgate_server.openai_format import ChatCompletionCreate
 
@@ -53,10 +54,6 @@ PNG = base64.b64encode(
 def sdk(api: httpx.Client, key: str) -> openai.OpenAI:
     base = str(api.base_url).rstrip("/")
     return openai.OpenAI(base_url=f"{base}/v1", api_key=key, max_retries=0, timeout=30)
-
-
-def balance(api: httpx.Client, user: User) -> Decimal:
-    return Decimal(api.get("/v1/balance", headers=user.headers).json()["balance"])
 
 
 def generations(api: httpx.Client, user: User) -> list[dict[str, Any]]:

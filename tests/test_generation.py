@@ -11,6 +11,7 @@ import httpx
 import openai
 import pytest
 from conftest import User
+from support import balance
 from tollgate_core.fake_upstream import FakeUpstream
 
 pytestmark = [pytest.mark.postgres, pytest.mark.e2e]
@@ -25,10 +26,6 @@ PROVIDERS = ["openai", "gemini", "anthropic"]
 
 def sdk(server_url: str, key: str) -> openai.OpenAI:
     return openai.OpenAI(base_url=f"{server_url}/v1", api_key=key, max_retries=0, timeout=30)
-
-
-def balance(api: httpx.Client, user: User) -> Decimal:
-    return Decimal(api.get("/v1/balance", headers=user.headers).json()["balance"])
 
 
 @pytest.mark.parametrize("provider", PROVIDERS)
