@@ -134,6 +134,17 @@ class ServerThread:
 CLI = [sys.executable, "-c", "from tollgate_cli.main import app; app()"]
 
 
+def clear_of_minute_end() -> None:
+    """Wait, if need be, so that a short burst does not straddle a minute.
+
+    Per-minute limits count in fixed calendar minutes (one UPSERT per request, no job); a burst
+    that crosses a minute meets two windows and would be admitted in both.
+    """
+    second = time.time() % 60
+    if second >= 50:
+        time.sleep(61 - second)
+
+
 def free_port() -> int:
     with socket.socket() as sock:
         sock.bind(("127.0.0.1", 0))

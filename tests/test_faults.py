@@ -30,7 +30,7 @@ from conftest import (
     make_settings,
     upstream_env,
 )
-from support import ServeProcess, ServerThread, serve_env
+from support import ServeProcess, ServerThread, clear_of_minute_end, serve_env
 from tollgate_core.fake_upstream import FakeUpstream
 from tollgate_server.app import create_app
 
@@ -281,6 +281,7 @@ def test_requests_per_minute_are_limited(
 ) -> None:
     user = make_user(credits=1000)
     with custom_server(requests_per_minute=2) as client:
+        clear_of_minute_end()
         statuses = [
             client.post("/v1/chat/completions", headers=user.headers, json=_ask("hi", stream=False))
             for _ in range(3)
@@ -300,6 +301,7 @@ def test_the_per_minute_limit_is_the_accounts_across_all_its_keys(
             client.post("/v1/keys", headers=user.headers, json={"name": f"k{i}"}).json()["key"]
             for i in range(3)
         ]
+        clear_of_minute_end()
         statuses = [
             client.post(
                 "/v1/chat/completions",

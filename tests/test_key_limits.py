@@ -16,7 +16,7 @@ import asyncpg
 import httpx
 import pytest
 from conftest import User
-from support import ServeProcess, asyncpg_dsn, serve_env
+from support import ServeProcess, asyncpg_dsn, clear_of_minute_end, serve_env
 from tollgate_core import format_credits
 from tollgate_core.fake_upstream import FakeUpstream
 from tollgate_server.errors import ApiError
@@ -157,15 +157,6 @@ def test_two_server_processes_share_the_key_budget(
     _race_on_budget(api, make_user, test_models["gemini"], upstream, urls)
 
 
-def _clear_of_minute_end() -> None:
-    # A burst that straddles a minute would meet two windows: start it clear of the end.
-    second = dt.datetime.now(dt.UTC).second
-    if second >= 50:
-        import time
-
-        time.sleep(61 - second)
-
-
 def test_requests_per_minute_under_a_burst(
     api: httpx.Client,
     make_user: Callable[..., User],
@@ -175,7 +166,7 @@ def test_requests_per_minute_under_a_burst(
     user = make_user(1000)
     key = _key(api, user, rpm=5)
     marker = uuid.uuid4().hex
-    _clear_of_minute_end()
+    clear_of_minute_end()
     answers = asyncio.run(
         _burst([str(api.base_url)], key["key"], test_models["openai"], _content(marker), 30)
     )
@@ -197,7 +188,7 @@ def test_tokens_per_minute_under_a_burst(
     content = _content(marker)
     per_request = _prompt_tokens(content) + MAX_TOKENS
     key = _key(api, user, tpm=3 * per_request + per_request // 2)
-    _clear_of_minute_end()
+    clear_of_minute_end()
     answers = asyncio.run(
         _burst([str(api.base_url)], key["key"], test_models["anthropic"], content, 30)
     )
