@@ -394,6 +394,10 @@ SAMPLES: dict[str, Any] = {
 }
 
 
+# What a parameter needs beside it to mean anything (OpenAI refuses it alone).
+COMPANIONS: dict[str, dict[str, Any]] = {"top_logprobs": {"logprobs": True}}
+
+
 def test_the_walk_covers_every_parameter_of_the_schema() -> None:
     fields = set(ChatCompletionCreate.model_fields) - {"model", "messages"}
     assert fields == set(SAMPLES)
@@ -414,6 +418,7 @@ def test_every_parameter_is_carried_out_or_refused_by_name(
         before = balance(api, user)
         count = len(generations(api, user))
         body = {"model": model, "messages": [{"role": "user", "content": "hi"}], name: value}
+        body.update(COMPANIONS.get(name, {}))
         upstream.clear()
         response = api.post("/v1/chat/completions", json=body, headers=user.headers)
         outcomes[name] = response.status_code
@@ -421,7 +426,9 @@ def test_every_parameter_is_carried_out_or_refused_by_name(
         if response.status_code == 422:
             error = response.json()["error"]
             assert error["code"] == "unsupported_parameter", (name, error)
-            assert name in error["message"] and model in error["message"], error
+            # Named: the parameter, or the one it came with (top_logprobs needs logprobs).
+            named = (name, *COMPANIONS.get(name, {}))
+            assert any(n in error["message"] for n in named) and model in error["message"], error
             # Refused before any hold: nothing charged, no generation, no upstream call.
             assert balance(api, user) == before
             assert len(generations(api, user)) == count
@@ -436,7 +443,10 @@ def test_every_parameter_is_carried_out_or_refused_by_name(
     # Every provider serves the plain parameters; the rest are the provider's to declare.
     for name in ("max_tokens", "temperature", "top_p", "stop", "stream", "user"):
         assert outcomes[name] == 200, (provider, name)
-    assert outcomes["n"] == 422 and outcomes["audio"] == 422
+    assert outcomes["audio"] == 422
+    # Several answers and log-probabilities where the vendor has them (not Anthropic).
+    for name in ("n", "logprobs", "top_logprobs"):
+        assert outcomes[name] == (422 if provider == "anthropic" else 200), (provider, name)
     if provider == "openai":
         for name in ("tools", "tool_choice", "response_format", "seed", "metadata"):
             assert outcomes[name] == 200, name

@@ -165,9 +165,10 @@ def test_insufficient_balance_is_402_without_an_upstream_call(
     [
         ({"model": "no-such-model"}, 404, "model_not_found"),
         ({"max_tokens": 5000}, 422, "validation_error"),
-        # Issue 14: n is a parameter now, which no provider carries beyond 1 yet.
-        ({"n": 2}, 422, "unsupported_parameter"),
+        # Issue 14: every parameter of the reference is known; audio no provider carries.
+        ({"audio": {"voice": "alloy", "format": "mp3"}}, 422, "unsupported_parameter"),
         ({"n": 0}, 422, "validation_error"),
+        ({"n": 129}, 422, "validation_error"),
         ({"tools": []}, 422, "validation_error"),
         ({"messages": []}, 422, "validation_error"),
         (

@@ -4,6 +4,7 @@ scripted apart with each server's `fault`; one hold and one charge whatever happ
 from __future__ import annotations
 
 import asyncio
+import json
 import logging
 import time
 import uuid
@@ -220,6 +221,37 @@ def test_a_failing_deployment_is_retried_on_the_next_and_charged_once(
     # The client's own view has the count, not the deployments.
     own = rapi.get(f"/v1/generations/{found['id']}", headers=user.headers).json()
     assert own["attempts"] == 2 and "deployment_id" not in own
+
+
+def test_a_routed_stream_that_opens_with_a_tool_call_keeps_its_first_piece(
+    rapi: httpx.Client,
+    radmin: dict[str, str],
+    ruser: Callable[[str], User],
+    fakes: list[FakeUpstream],
+) -> None:
+    """Routing reads a stream up to its first delta; when that delta is the piece of a tool
+    call with its id and name, it once never reached the client."""
+    model = add_model(rapi, radmin)
+    add_deployment(rapi, radmin, model, fakes[0], priority=1)
+    add_deployment(rapi, radmin, model, fakes[1], priority=0)
+    fakes[0].fault = "status=503"
+    user = ruser("1000")
+    tool = {"type": "function", "function": {"name": "get_weather", "parameters": {}}}
+    body = {
+        "model": model,
+        "messages": [{"role": "user", "content": "weather? [[fake:tool=get_weather]]"}],
+        "tools": [tool],
+        "stream": True,
+    }
+    calls: list[dict[str, Any]] = []
+    with rapi.stream("POST", "/v1/chat/completions", json=body, headers=user.headers) as r:
+        assert r.status_code == 200
+        for line in r.iter_lines():
+            if line.startswith("data: {") and '"choices":[{' in line:
+                delta = json.loads(line[6:])["choices"][0]["delta"]
+                calls.extend(delta.get("tool_calls") or [])
+    assert calls[0]["id"].startswith("call_") and calls[0]["function"]["name"] == "get_weather"
+    assert len(fakes[1].records) == 1
 
 
 def test_a_failure_after_the_first_token_is_not_retried(

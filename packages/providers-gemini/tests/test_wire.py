@@ -10,6 +10,7 @@ from google.genai import types as genai_types
 from tollgate_core import (
     GenerationRequest,
     Message,
+    TextDelta,
     ToolCall,
     ToolCallDelta,
     UpstreamAuthenticationError,
@@ -37,7 +38,7 @@ def replay(name: str) -> tuple[list[str], wire.ChunkParser]:
     decoder, parser, texts = SSEDecoder(), wire.ChunkParser(), []
     for line in (FIXTURES / name).read_bytes().splitlines(keepends=True):
         event = decoder.feed(line)
-        if event is not None and (text := parser.feed(event.data)):
+        if event is not None and (text := _feed(parser, event.data)):
             texts.append(text)
     return texts, parser
 
@@ -185,20 +186,22 @@ def test_recorded_stream_matches_the_sdk_types() -> None:
 
 def test_usage_on_several_chunks_takes_the_last() -> None:
     parser = wire.ChunkParser()
-    parser.feed(
+    _feed(
+        parser,
         b'{"candidates":[{"content":{"parts":[{"text":"a"}]}}],'
-        b'"usageMetadata":{"promptTokenCount":4,"totalTokenCount":4}}'
+        b'"usageMetadata":{"promptTokenCount":4,"totalTokenCount":4}}',
     )
-    parser.feed(
+    _feed(
+        parser,
         b'{"candidates":[{"content":{"parts":[{"text":"b"}]},"finishReason":"STOP"}],'
-        b'"usageMetadata":{"promptTokenCount":4,"candidatesTokenCount":2}}'
+        b'"usageMetadata":{"promptTokenCount":4,"candidatesTokenCount":2}}',
     )
     assert parser.end().usage == Usage(input_tokens=4, output_tokens=2)
 
 
 def test_stream_without_finish_reason_is_not_finished() -> None:
     parser = wire.ChunkParser()
-    parser.feed(b'{"candidates":[{"content":{"parts":[{"text":"a"}]}}]}')
+    _feed(parser, b'{"candidates":[{"content":{"parts":[{"text":"a"}]}}]}')
     assert not parser.finished
 
 
@@ -209,7 +212,7 @@ def test_error_payload_mid_stream_is_mapped_and_redacted() -> None:
         b'"status":"RESOURCE_EXHAUSTED"}}'
     )
     with pytest.raises(UpstreamRateLimited) as caught:
-        parser.feed(payload)
+        _feed(parser, payload)
     assert "AIza" not in str(caught.value)
 
 
@@ -272,3 +275,45 @@ def test_a_tool_result_names_the_function_it_answers() -> None:
     ]
     for content in body["contents"]:
         genai_types.Content.model_validate(content)
+
+
+def _feed(parser: wire.ChunkParser, data: bytes) -> str | None:
+    """The text of one payload's deltas (None: none)."""
+    events = parser.read(None, data)
+    return "".join(e.text for e in events if isinstance(e, TextDelta)) or None
+
+
+def test_candidates_become_choices_with_their_logprobs() -> None:
+    parser = wire.ChunkParser()
+    events = parser.read(
+        None,
+        b'{"candidates":['
+        b'{"index":0,"content":{"parts":[{"text":"a"}]},"logprobsResult":'
+        b'{"chosenCandidates":[{"token":"a","logProbability":-0.5}],'
+        b'"topCandidates":[{"candidates":[{"token":"a","logProbability":-0.5},'
+        b'{"token":"b","logProbability":"x"}]}]}},'
+        b'{"index":1,"content":{"parts":[{"functionCall":{"name":"f","args":{}}}]}}]}',
+    )
+    text, call = events
+    assert isinstance(text, TextDelta) and (text.text, text.choice) == ("a", 0)
+    assert [(t.token, t.logprob, t.top) for t in text.logprobs] == [("a", -0.5, (("a", -0.5),))]
+    assert isinstance(call, ToolCallDelta) and (call.choice, call.index, call.name) == (1, 0, "f")
+    parser.read(
+        None,
+        b'{"candidates":[{"index":0,"content":{"parts":[]},"finishReason":"STOP"},'
+        b'{"index":1,"content":{"parts":[]},"finishReason":"STOP"}]}',
+    )
+    end = parser.end()
+    # A candidate that called a function ends with tool_calls, as OpenAI's clients expect.
+    assert (end.finish_reason, end.finish_reasons) == ("stop", ("stop", "tool_calls"))
+
+
+def test_n_and_logprobs_become_the_generation_config() -> None:
+    config = wire.build_body(request(n=2, logprobs=True, top_logprobs=3))["generationConfig"]
+    assert (config["candidateCount"], config["responseLogprobs"], config["logprobs"]) == (
+        2,
+        True,
+        3,
+    )
+    plain = wire.build_body(request())["generationConfig"]
+    assert not {"candidateCount", "responseLogprobs", "logprobs"} & set(plain)

@@ -9,6 +9,7 @@ from openai.types.chat import ChatCompletion, ChatCompletionChunk
 from tollgate_core import (
     GenerationRequest,
     Message,
+    TextDelta,
     UpstreamBadRequest,
     UpstreamRateLimited,
     UpstreamUnavailable,
@@ -34,7 +35,7 @@ def replay(name: str) -> tuple[list[str], wire.ChunkParser]:
     decoder, parser, texts = SSEDecoder(), wire.ChunkParser(), []
     for line in (FIXTURES / name).read_bytes().splitlines(keepends=True):
         event = decoder.feed(line)
-        if event is not None and (text := parser.feed(event.data)):
+        if event is not None and (text := _feed(parser, event.data)):
             texts.append(text)
     return texts, parser
 
@@ -74,8 +75,9 @@ def test_unsupported_extra_is_refused_by_name() -> None:
 
 
 def test_documents_what_it_cannot_carry() -> None:
-    # Issue 14: tools are carried now; n > 1 and log-probabilities are not (yet).
-    assert "n" in wire.UNSUPPORTED_FIELDS and "tools" in wire.SUPPORTED_PARAMETERS
+    # Issue 14: tools, n > 1 and log-probabilities are carried; legacy functions are not.
+    assert "functions" in wire.UNSUPPORTED_FIELDS and "tools" in wire.SUPPORTED_PARAMETERS
+    assert {"n", "logprobs", "top_logprobs"} <= wire.SUPPORTED_PARAMETERS
     assert not set(wire.UNSUPPORTED_FIELDS) & wire.SUPPORTED_EXTRAS
 
 
@@ -155,9 +157,9 @@ def test_recorded_stream_matches_the_sdk_types() -> None:
 
 def test_stream_without_done_is_finished_by_its_finish_reason() -> None:
     parser = wire.ChunkParser()
-    parser.feed(b'{"choices":[{"index":0,"delta":{"content":"a"},"finish_reason":null}]}')
+    _feed(parser, b'{"choices":[{"index":0,"delta":{"content":"a"},"finish_reason":null}]}')
     assert not parser.finished
-    parser.feed(b'{"choices":[{"index":0,"delta":{},"finish_reason":"length"}]}')
+    _feed(parser, b'{"choices":[{"index":0,"delta":{},"finish_reason":"length"}]}')
     assert parser.finished and parser.end().usage is None
 
 
@@ -168,7 +170,7 @@ def test_error_chunk_raises_the_mapped_error_redacted() -> None:
         b'"param":null,"code":null}}'
     )
     with pytest.raises(UpstreamRateLimited) as caught:
-        parser.feed(chunk)
+        _feed(parser, chunk)
     assert "sk-mine" not in str(caught.value) and "[redacted]" in str(caught.value)
 
 
@@ -189,12 +191,12 @@ def test_error_status(error: dict[str, object], status: int) -> None:
 
 def test_refusal_is_passed_on_as_text() -> None:
     parser = wire.ChunkParser()
-    assert parser.feed(b'{"choices":[{"index":0,"delta":{"refusal":"No."}}]}') == "No."
+    assert _feed(parser, b'{"choices":[{"index":0,"delta":{"refusal":"No."}}]}') == "No."
 
 
 def test_malformed_json_is_unavailable() -> None:
     with pytest.raises(UpstreamUnavailable):
-        wire.ChunkParser().feed(b"{not json")
+        wire.ChunkParser().read(None, b"{not json")
 
 
 # -- non-streaming ---------------------------------------------------------------------------
@@ -219,3 +221,53 @@ def test_recorded_401_message_is_redacted() -> None:
     error = status_error(401, vendor_error_message(body), secrets=["not-this-one"])
     assert "sk-proj" not in str(error)
     assert str(error).startswith("upstream answered 401: Incorrect API key provided: [redacted]")
+
+
+def _feed(parser: wire.ChunkParser, data: bytes) -> str | None:
+    """The text of one payload's deltas (None: none)."""
+    events = parser.read(None, data)
+    return "".join(e.text for e in events if isinstance(e, TextDelta)) or None
+
+
+def test_several_choices_are_told_apart_with_their_own_finish_reasons() -> None:
+    parser = wire.ChunkParser()
+    events = parser.read(
+        None,
+        b'{"choices":[{"index":0,"delta":{"content":"a"}},{"index":1,"delta":{"content":"b"}}]}',
+    )
+    assert [(e.text, e.choice) for e in events if isinstance(e, TextDelta)] == [("a", 0), ("b", 1)]
+    parser.read(None, b'{"choices":[{"index":1,"delta":{},"finish_reason":"length"}]}')
+    parser.read(None, b'{"choices":[{"index":0,"delta":{},"finish_reason":"stop"}]}')
+    end = parser.end()
+    assert (end.finish_reason, end.finish_reasons) == ("stop", ("stop", "length"))
+
+
+def test_an_impossible_choice_index_reads_as_the_first() -> None:
+    for index in (b"-1", b"500", b'"1"', b"true"):
+        chunk = b'{"choices":[{"index":' + index + b',"delta":{"content":"a"}}]}'
+        (event,) = wire.ChunkParser().read(None, chunk)
+        assert isinstance(event, TextDelta) and event.choice == 0
+
+
+def test_logprobs_are_read_and_malformed_ones_skipped() -> None:
+    logprobs = (
+        b'{"content":[{"token":"a","logprob":-0.5,"top_logprobs":[{"token":"b","logprob":-1}]},'
+        b'{"token":"x","logprob":"high"},{"token":"y","logprob":1.5},{"logprob":-1},'
+        b'{"token":"z","logprob":-2,"top_logprobs":[{"token":"w","logprob":"nan"}]}]}'
+    )
+    chunk = b'{"choices":[{"index":0,"delta":{"content":"az"},"logprobs":' + logprobs + b"}]}"
+    (event,) = wire.ChunkParser().read(None, chunk)
+    assert isinstance(event, TextDelta)
+    assert [(t.token, t.logprob, t.top) for t in event.logprobs] == [
+        ("a", -0.5, (("b", -1.0),)),
+        ("z", -2.0, ()),
+    ]
+
+
+def test_n_and_logprobs_are_sent_as_they_came() -> None:
+    body = wire.build_body(
+        request(n=3, logprobs=True, top_logprobs=4), stream=True, max_tokens_field="max_tokens"
+    )
+    assert (body["n"], body["logprobs"], body["top_logprobs"]) == (3, True, 4)
+    plain = wire.build_body(request(), stream=True)
+    assert not {"n", "logprobs", "top_logprobs"} & set(plain)

@@ -9,6 +9,7 @@ early, so the upstream stops generating for a client that left.
 
 from __future__ import annotations
 
+import math
 from collections.abc import AsyncGenerator, Callable, Iterable, Mapping
 from contextlib import aclosing
 from typing import Protocol
@@ -128,3 +129,24 @@ def finish_reason(table: Mapping[str, FinishReason], value: object) -> FinishRea
     if isinstance(value, str):
         return table.get(value, "stop")
     return "stop"
+
+
+MAX_CHOICES = 128
+"""The most answers one request may ask for (OpenAI's limit on ``n``)."""
+
+
+def choice_index(value: object) -> int:
+    """A choice's index as an upstream sent it; anything but a small non-negative integer
+    reads as 0 (the events of an impossible index must not open a new answer)."""
+    if isinstance(value, int) and not isinstance(value, bool) and 0 <= value < MAX_CHOICES:
+        return value
+    return 0
+
+
+def log_probability(value: object) -> float | None:
+    """A log-probability as an upstream sent it: a finite number at most 0, else None."""
+    if isinstance(value, (int, float)) and not isinstance(value, bool):
+        number = float(value)
+        if math.isfinite(number) and number <= 0:
+            return number
+    return None

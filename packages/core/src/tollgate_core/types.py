@@ -117,6 +117,12 @@ class GenerationRequest:
     response_format: ResponseFormat | None = None
     reasoning_effort: str | None = None
     """OpenAI's ``minimal``, ``low``, ``medium`` or ``high`` (None: the model's default)."""
+    n: int = 1
+    """How many answers (choices) to generate; above 1 only where the provider carries ``n``."""
+    logprobs: bool = False
+    """Whether to return the log-probability of each output token."""
+    top_logprobs: int | None = None
+    """How many most likely alternatives to return with each token's log-probability."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -141,10 +147,26 @@ class Usage:
 
 
 @dataclass(frozen=True, slots=True)
+class TokenLogprob:
+    """One output token's log-probability, with the most likely alternatives when asked for
+    (`top`: pairs of token and log-probability, most likely first)."""
+
+    token: str
+    logprob: float
+    top: tuple[tuple[str, float], ...] = ()
+
+
+@dataclass(frozen=True, slots=True)
 class TextDelta:
-    """A piece of generated text, forwarded to the client as it arrives."""
+    """A piece of generated text, forwarded to the client as it arrives.
+
+    `choice` is the answer it belongs to when the request asked for several (``n``);
+    `logprobs` holds its tokens' log-probabilities when the request asked for them.
+    """
 
     text: str
+    choice: int = 0
+    logprobs: tuple[TokenLogprob, ...] = ()
 
 
 @dataclass(frozen=True, slots=True)
@@ -171,6 +193,9 @@ class StreamEnd:
 
     finish_reason: FinishReason
     usage: Usage | None
+    finish_reasons: tuple[FinishReason, ...] = ()
+    """Each choice's own finish reason when the request asked for several (``n``), by choice
+    index; empty for one choice, whose reason is `finish_reason`."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -183,6 +208,8 @@ class ToolCallDelta:
     id: str | None
     name: str | None
     arguments: str
+    choice: int = 0
+    """The answer the call belongs to when the request asked for several (``n``)."""
 
 
 StreamEvent = TextDelta | ToolCallDelta | UsageReport | StreamEnd

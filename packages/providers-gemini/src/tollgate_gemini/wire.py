@@ -23,6 +23,7 @@ from tollgate_core import (
     StreamEvent,
     TextDelta,
     TextPart,
+    TokenLogprob,
     Tool,
     ToolCall,
     ToolCallDelta,
@@ -34,7 +35,13 @@ from tollgate_core import (
 )
 from tollgate_core.images import ImageRefused, parse_data_url
 from tollgate_core.metering import token_count
-from tollgate_core.streaming import NO_EVENTS, count_sum, finish_reason
+from tollgate_core.streaming import (
+    NO_EVENTS,
+    choice_index,
+    count_sum,
+    finish_reason,
+    log_probability,
+)
 from tollgate_core.tool_calls import tool_arguments
 from tollgate_core.upstream import check_extras, stream_error
 
@@ -48,11 +55,22 @@ SUPPORTED_EXTRAS = frozenset(
 ``json_object`` or ``json_schema``)."""
 
 SUPPORTED_PARAMETERS = frozenset(
-    {"tools", "tool_choice", "response_format", "reasoning_effort", "image_url"}
+    {
+        "tools",
+        "tool_choice",
+        "response_format",
+        "reasoning_effort",
+        "image_url",
+        "n",
+        "logprobs",
+        "top_logprobs",
+    }
 )
 """OpenAI parameters translated: ``functionDeclarations`` (with the JSON Schema as
 ``parametersJsonSchema``), ``toolConfig``, ``functionCall`` / ``functionResponse`` parts,
-``inlineData`` for ``data:`` images, and a thinking budget from ``reasoning_effort``."""
+``inlineData`` for ``data:`` images, a thinking budget from ``reasoning_effort``,
+``candidateCount`` from ``n``, and ``responseLogprobs`` / ``logprobs`` from ``logprobs`` /
+``top_logprobs``."""
 
 THINKING_BUDGETS = {"none": 0, "minimal": 512, "low": 1024, "medium": 8192, "high": 24576}
 """Thinking tokens for each ``reasoning_effort``; above ``high``, Gemini's dynamic budget."""
@@ -60,9 +78,6 @@ THINKING_BUDGETS = {"none": 0, "minimal": 512, "low": 1024, "medium": 8192, "hig
 UNSUPPORTED_FIELDS = (
     "user",
     "messages[].name",
-    "n",
-    "logprobs",
-    "top_logprobs",
     "logit_bias",
     "functions",
     "function_call",
@@ -158,6 +173,12 @@ def build_body(request: GenerationRequest) -> dict[str, Any]:
     if request.reasoning_effort is not None:
         budget = THINKING_BUDGETS.get(request.reasoning_effort, -1)
         config["thinkingConfig"] = {"thinkingBudget": budget}
+    if request.n != 1:
+        config["candidateCount"] = request.n
+    if request.logprobs:
+        config["responseLogprobs"] = True
+        if request.top_logprobs:
+            config["logprobs"] = request.top_logprobs
     body: dict[str, Any] = {"contents": contents, "generationConfig": config}
     if system:
         body["systemInstruction"] = {"parts": system}
@@ -299,17 +320,18 @@ def _candidate_text(candidate: Mapping[str, Any]) -> str:
 class ChunkParser:
     """Reads the ``data:`` payloads of a streamGenerateContent (``alt=sse``) stream."""
 
-    __slots__ = ("_calls", "_new_calls", "_reported", "_secrets", "finish_reason", "usage")
+    __slots__ = ("_calls", "_reasons", "_reported", "_secrets", "finish_reason", "usage")
 
     def __init__(self, secrets: Iterable[str | None] = ()) -> None:
         self._secrets = tuple(secrets)
         self.finish_reason: FinishReason | None = None
+        """The finish reason of the first candidate that reported one."""
         self.usage: Usage | None = None
         self._reported = False
-        self._calls = 0
-        """Function calls seen so far: the next one's OpenAI index."""
-        self._new_calls: tuple[ToolCallDelta, ...] = ()
-        """The calls of the chunk just fed, for `read`."""
+        self._calls: dict[int, int] = {}
+        """Function calls seen so far in each candidate: its next call's OpenAI index."""
+        self._reasons: dict[int, FinishReason] = {}
+        """Each candidate's finish reason, by index."""
 
     @property
     def done(self) -> bool:
@@ -323,61 +345,105 @@ class ChunkParser:
         return self.finish_reason is not None
 
     def read(self, event: str | None, data: bytes) -> tuple[StreamEvent, ...]:
-        """The events of one payload, for `tollgate_core.streaming.stream_events`."""
-        text = self.feed(data)
-        if self._new_calls:
-            calls, self._new_calls = self._new_calls, ()
-            events: tuple[StreamEvent, ...] = (TextDelta(text), *calls) if text else calls
-            if not self._reported and self.usage is not None:
-                self._reported = True
-                events = (UsageReport(self.usage), *events)
-            return events
-        if not self._reported and self.usage is not None:
-            # Every chunk may carry usageMetadata; the first already has the exact prompt
-            # count: hand it over once, so a cut stream is charged by it.
-            self._reported = True
-            report = UsageReport(self.usage)
-            return (report, TextDelta(text)) if text else (report,)
-        return (TextDelta(text),) if text else NO_EVENTS
-
-    def feed(self, data: bytes) -> str | None:
-        """Parse one payload; returns its text, if any.
+        """The events of one payload, for `tollgate_core.streaming.stream_events`.
 
         Raises:
             UpstreamError: for an ``{"error": ...}`` payload.
         """
         chunk = loads(data)
         if not isinstance(chunk, dict):
-            return None
+            return NO_EVENTS
         if (error := chunk.get("error")) is not None:
             raise error_from_object(error, self._secrets)
+        events: list[StreamEvent] = []
         # Every chunk may carry usageMetadata; only the last one is complete.
         if (meta := chunk.get("usageMetadata")) is not None:
             self.usage = parse_usage(meta)
+            if not self._reported and self.usage is not None:
+                # The first already has the exact prompt count: hand it over once, so that a
+                # cut stream is charged by it.
+                self._reported = True
+                events.append(UsageReport(self.usage))
         candidates = chunk.get("candidates")
-        if not candidates:
+        if not candidates or not isinstance(candidates, list):
             feedback = chunk.get("promptFeedback")
             if isinstance(feedback, dict) and feedback.get("blockReason"):
-                self.finish_reason = "content_filter"
-            return None
-        candidate = candidates[0]
+                self.finish_reason = self._reasons[0] = "content_filter"
+            return tuple(events)
+        for candidate in candidates:
+            if isinstance(candidate, dict):
+                self._candidate(candidate, events)
+        return tuple(events)
+
+    def _candidate(self, candidate: Mapping[str, Any], events: list[StreamEvent]) -> None:
+        index = choice_index(candidate.get("index", 0))
         if reason := candidate.get("finishReason"):
-            self.finish_reason = map_finish_reason(reason)
-        calls = function_calls(candidate, first=self._calls)
-        if calls:
-            self._calls += len(calls)
-            self._new_calls = tuple(
-                ToolCallDelta(index, call.id, call.name, call.arguments)
-                for index, call in enumerate(calls, start=self._calls - len(calls))
+            mapped = self._reasons[index] = map_finish_reason(reason)
+            if self.finish_reason is None:
+                self.finish_reason = mapped
+        if text := _candidate_text(candidate):
+            logprobs = candidate.get("logprobsResult")
+            if index or logprobs:
+                events.append(TextDelta(text, index, token_logprobs(logprobs)))
+            else:
+                events.append(TextDelta(text))
+        first = self._calls.get(index, 0)
+        if calls := function_calls(candidate, first=first):
+            self._calls[index] = first + len(calls)
+            events.extend(
+                ToolCallDelta(number, call.id, call.name, call.arguments, index)
+                for number, call in enumerate(calls, start=first)
             )
-        return _candidate_text(candidate) or None
 
     def end(self) -> StreamEnd:
-        reason = self.finish_reason or "stop"
-        if self._calls and reason == "stop":
+        def reason(index: int) -> FinishReason:
+            found = self._reasons.get(index, self.finish_reason or "stop")
             # Gemini says STOP after a function call; OpenAI's clients expect tool_calls.
-            reason = "tool_calls"
-        return StreamEnd(finish_reason=reason, usage=self.usage)
+            return "tool_calls" if found == "stop" and self._calls.get(index) else found
+
+        reasons: tuple[FinishReason, ...] = ()
+        if max(self._reasons, default=0) > 0 or max(self._calls, default=0) > 0:
+            last = max(max(self._reasons, default=0), max(self._calls, default=0))
+            reasons = tuple(reason(index) for index in range(last + 1))
+        return StreamEnd(finish_reason=reason(0), usage=self.usage, finish_reasons=reasons)
+
+
+def token_logprobs(raw: object) -> tuple[TokenLogprob, ...]:
+    """A candidate's ``logprobsResult`` as token log-probabilities (malformed items are
+    skipped): ``chosenCandidates[i]`` is the token chosen at step i, ``topCandidates[i]`` the
+    most likely ones at that step."""
+    if not isinstance(raw, dict):
+        return ()
+    chosen, top = raw.get("chosenCandidates"), raw.get("topCandidates")
+    if not isinstance(chosen, list):
+        return ()
+    steps = top if isinstance(top, list) else []
+    tokens: list[TokenLogprob] = []
+    for step, item in enumerate(chosen):
+        pair = _token_pair(item)
+        if pair is None:
+            continue
+        alternatives: list[tuple[str, float]] = []
+        at_step = steps[step] if step < len(steps) else None
+        if isinstance(at_step, dict) and isinstance(at_step.get("candidates"), list):
+            for alternative in at_step["candidates"][:MAX_TOP_LOGPROBS]:
+                if (alt := _token_pair(alternative)) is not None:
+                    alternatives.append(alt)
+        tokens.append(TokenLogprob(pair[0], pair[1], tuple(alternatives)))
+    return tuple(tokens)
+
+
+MAX_TOP_LOGPROBS = 20
+"""The most alternatives per token passed on, whatever the upstream sent."""
+
+
+def _token_pair(item: object) -> tuple[str, float] | None:
+    if not isinstance(item, dict):
+        return None
+    token, logprob = item.get("token"), log_probability(item.get("logProbability"))
+    if not isinstance(token, str) or logprob is None:
+        return None
+    return token, logprob
 
 
 def parse_completion(data: bytes, secrets: Iterable[str | None] = ()) -> Completion:

@@ -21,6 +21,7 @@ from tollgate_core import (
     StreamEvent,
     TextDelta,
     TextPart,
+    TokenLogprob,
     Tool,
     ToolCall,
     ToolCallDelta,
@@ -29,7 +30,7 @@ from tollgate_core import (
     Usage,
 )
 from tollgate_core.metering import token_count
-from tollgate_core.streaming import NO_EVENTS, finish_reason
+from tollgate_core.streaming import NO_EVENTS, choice_index, finish_reason, log_probability
 from tollgate_core.upstream import check_extras, stream_error
 
 DEFAULT_BASE_URL = "https://bothub.chat/api/v2/openai/v1"
@@ -64,14 +65,14 @@ SUPPORTED_PARAMETERS = frozenset(
         "response_format",
         "reasoning_effort",
         "image_url",
+        "n",
+        "logprobs",
+        "top_logprobs",
     }
 )
 """OpenAI request parameters carried by `GenerationRequest`'s own fields, sent as they came."""
 
 UNSUPPORTED_FIELDS = (
-    "n",
-    "logprobs",
-    "top_logprobs",
     "functions",
     "function_call",
     "audio",
@@ -80,8 +81,8 @@ UNSUPPORTED_FIELDS = (
     "moderation",
     "prompt_cache_options",
 )
-"""OpenAI request fields this provider does not carry: Tollgate's answers hold one choice, of
-text and tool calls, with no log-probabilities, audio or search annotations."""
+"""OpenAI request fields this provider does not carry: Tollgate's answers hold text and tool
+calls, with no audio or search annotations, and no legacy function calls."""
 
 _FINISH_REASONS: Mapping[str, FinishReason] = {
     "stop": "stop",
@@ -142,6 +143,12 @@ def build_body(
         body["response_format"] = response_format(fmt)
     if request.reasoning_effort is not None:
         body["reasoning_effort"] = request.reasoning_effort
+    if request.n != 1:
+        body["n"] = request.n
+    if request.logprobs:
+        body["logprobs"] = True
+        if request.top_logprobs is not None:
+            body["top_logprobs"] = request.top_logprobs
     if request.extra:
         body.update(request.extra)
     if stream:
@@ -208,7 +215,7 @@ def response_format(fmt: ResponseFormat) -> dict[str, Any]:
     return {"type": "json_schema", "json_schema": schema}
 
 
-def tool_call_deltas(raw: object) -> tuple[ToolCallDelta, ...]:
+def tool_call_deltas(raw: object, *, choice: int = 0) -> tuple[ToolCallDelta, ...]:
     """The `ToolCallDelta`s of a chunk's ``delta.tool_calls`` (malformed items are skipped)."""
     if not isinstance(raw, list):
         return ()
@@ -227,6 +234,7 @@ def tool_call_deltas(raw: object) -> tuple[ToolCallDelta, ...]:
                 id=call_id if isinstance(call_id, str) else None,
                 name=name if isinstance(name, str) else None,
                 arguments=arguments if isinstance(arguments, str) else "",
+                choice=choice,
             )
         )
     return tuple(deltas)
@@ -313,17 +321,17 @@ def loads(data: bytes) -> Any:
 class ChunkParser:
     """Reads the ``data:`` payloads of a chat completions stream, one at a time."""
 
-    __slots__ = ("_calls", "_secrets", "done", "finish_reason", "usage")
+    __slots__ = ("_reasons", "_secrets", "done", "finish_reason", "usage")
 
     def __init__(self, secrets: Iterable[str | None] = ()) -> None:
         self._secrets = tuple(secrets)
         self.done = False
         """True once ``data: [DONE]`` arrived."""
         self.finish_reason: str | None = None
-        """The vendor's finish reason, once a choice reported one."""
+        """The vendor's finish reason of the first choice that reported one."""
         self.usage: Usage | None = None
-        self._calls: tuple[ToolCallDelta, ...] = ()
-        """The tool-call pieces of the chunk just fed, for `read`."""
+        self._reasons: dict[int, object] = {}
+        """Each choice's finish reason, by index."""
 
     @property
     def finished(self) -> bool:
@@ -332,47 +340,91 @@ class ChunkParser:
         return self.done or self.finish_reason is not None
 
     def read(self, event: str | None, data: bytes) -> tuple[StreamEvent, ...]:
-        """The events of one payload, for `tollgate_core.streaming.stream_events`."""
-        text = self.feed(data)
-        if self._calls:
-            calls, self._calls = self._calls, ()
-            return (TextDelta(text), *calls) if text else calls
-        return (TextDelta(text),) if text else NO_EVENTS
-
-    def feed(self, data: bytes) -> str | None:
-        """Parse one payload; returns its text delta, if any.
+        """The events of one payload, for `tollgate_core.streaming.stream_events`.
 
         Raises:
             UpstreamError: for an ``{"error": ...}`` chunk.
         """
         if data == b"[DONE]":
             self.done = True
-            return None
+            return NO_EVENTS
         chunk = loads(data)
         if not isinstance(chunk, dict):
-            return None
+            return NO_EVENTS
         if (error := chunk.get("error")) is not None:
             raise error_from_object(error, self._secrets)
         if (usage := parse_usage(chunk.get("usage"))) is not None:
             self.usage = usage
         choices = chunk.get("choices")
-        if not choices:
-            return None
-        choice = choices[0]
+        if not choices or not isinstance(choices, list):
+            return NO_EVENTS
+        if len(choices) == 1:  # the common case: one choice per chunk
+            return self._choice(choices[0])
+        return tuple(event for choice in choices for event in self._choice(choice))
+
+    def _choice(self, choice: object) -> tuple[StreamEvent, ...]:
+        if not isinstance(choice, dict):
+            return NO_EVENTS
+        index = choice_index(choice.get("index", 0))
         if reason := choice.get("finish_reason"):
-            self.finish_reason = reason
+            if self.finish_reason is None:
+                self.finish_reason = reason
+            self._reasons[index] = reason
         delta = choice.get("delta")
-        if not delta:
-            return None
-        if (calls := delta.get("tool_calls")) is not None:
-            self._calls = tool_call_deltas(calls)
+        if not delta or not isinstance(delta, dict):
+            return NO_EVENTS
         # A refusal (structured outputs) is the only text the model produced: pass it on.
         text = delta.get("content") or delta.get("refusal")
-        return text if isinstance(text, str) and text else None
+        events: tuple[StreamEvent, ...] = NO_EVENTS
+        if isinstance(text, str) and text:
+            raw_logprobs = choice.get("logprobs")
+            if index or raw_logprobs:
+                events = (TextDelta(text, index, token_logprobs(raw_logprobs)),)
+            else:
+                events = (TextDelta(text),)
+        if (calls := delta.get("tool_calls")) is not None:
+            events += tool_call_deltas(calls, choice=index)
+        return events
 
     def end(self) -> StreamEnd:
         """The `StreamEnd` for what was parsed."""
-        return StreamEnd(finish_reason=map_finish_reason(self.finish_reason), usage=self.usage)
+        reasons: tuple[FinishReason, ...] = ()
+        if self._reasons and max(self._reasons) > 0:
+            reasons = tuple(
+                map_finish_reason(self._reasons.get(i)) for i in range(max(self._reasons) + 1)
+            )
+        return StreamEnd(
+            finish_reason=map_finish_reason(self._reasons.get(0, self.finish_reason)),
+            usage=self.usage,
+            finish_reasons=reasons,
+        )
+
+
+def token_logprobs(raw: object) -> tuple[TokenLogprob, ...]:
+    """The tokens of a choice's ``logprobs.content`` (malformed items are skipped)."""
+    content = raw.get("content") if isinstance(raw, dict) else None
+    if not isinstance(content, list):
+        return ()
+    tokens: list[TokenLogprob] = []
+    for item in content:
+        if not isinstance(item, dict):
+            continue
+        token, logprob = item.get("token"), log_probability(item.get("logprob"))
+        if not isinstance(token, str) or logprob is None:
+            continue
+        top: list[tuple[str, float]] = []
+        for alternative in item.get("top_logprobs") or ():
+            if isinstance(alternative, dict):
+                alt_token = alternative.get("token")
+                alt_logprob = log_probability(alternative.get("logprob"))
+                if isinstance(alt_token, str) and alt_logprob is not None:
+                    top.append((alt_token, alt_logprob))
+        tokens.append(TokenLogprob(token, logprob, tuple(top[:MAX_TOP_LOGPROBS])))
+    return tuple(tokens)
+
+
+MAX_TOP_LOGPROBS = 20
+"""OpenAI's limit on ``top_logprobs``: an upstream that sends more is cut to it."""
 
 
 def parse_completion(data: bytes, secrets: Iterable[str | None] = ()) -> Completion:

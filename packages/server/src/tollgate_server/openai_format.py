@@ -22,7 +22,15 @@ from pydantic import (
     field_validator,
     model_validator,
 )
-from tollgate_core import ContentPart, Message, ToolCallDelta, Usage, format_credits
+from tollgate_core import (
+    ContentPart,
+    Message,
+    TextDelta,
+    TokenLogprob,
+    ToolCallDelta,
+    Usage,
+    format_credits,
+)
 from tollgate_core import ImagePart as CoreImagePart
 from tollgate_core import TextPart as CoreTextPart
 from tollgate_core import ToolCall as CoreToolCall
@@ -38,6 +46,7 @@ from tollgate_server.openai_request import (
     ToolCall,
     ToolChoiceParam,
 )
+from tollgate_server.services.answers import AnswerChoice
 
 
 class ChatMessage(BaseModel):
@@ -230,23 +239,10 @@ def completion_body(
     *,
     generation_id: uuid.UUID,
     model: str,
-    text: str,
-    finish_reason: str,
+    choices: tuple[AnswerChoice, ...],
     usage: Usage,
     cost: int,
-    tool_calls: tuple[CoreToolCall, ...] = (),
 ) -> bytes:
-    message: dict[str, Any] = {"role": "assistant", "content": text}
-    if tool_calls:
-        message["content"] = text or None
-        message["tool_calls"] = [
-            {
-                "id": call.id,
-                "type": "function",
-                "function": {"name": call.name, "arguments": call.arguments},
-            }
-            for call in tool_calls
-        ]
     return orjson.dumps(
         {
             "id": completion_id(generation_id),
@@ -255,16 +251,51 @@ def completion_body(
             "model": model,
             "choices": [
                 {
-                    "index": 0,
-                    "message": message,
-                    "finish_reason": finish_reason,
-                    "logprobs": None,
+                    "index": index,
+                    "message": _message_body(choice),
+                    "finish_reason": choice.finish_reason,
+                    "logprobs": None if choice.logprobs is None else logprobs_body(choice.logprobs),
                 }
+                for index, choice in enumerate(choices)
             ],
             "usage": usage_body(usage, cost),
             "generation_id": str(generation_id),
         }
     )
+
+
+def _message_body(choice: AnswerChoice) -> dict[str, Any]:
+    message: dict[str, Any] = {"role": "assistant", "content": choice.text}
+    if choice.tool_calls:
+        message["content"] = choice.text or None
+        message["tool_calls"] = [
+            {
+                "id": call.id,
+                "type": "function",
+                "function": {"name": call.name, "arguments": call.arguments},
+            }
+            for call in choice.tool_calls
+        ]
+    return message
+
+
+def logprobs_body(tokens: tuple[TokenLogprob, ...]) -> dict[str, Any]:
+    """OpenAI's ``logprobs`` object of a choice (or of one chunk of it)."""
+    return {
+        "content": [
+            {
+                "token": token.token,
+                "logprob": token.logprob,
+                "bytes": list(token.token.encode()),
+                "top_logprobs": [
+                    {"token": text, "logprob": logprob, "bytes": list(text.encode())}
+                    for text, logprob in token.top
+                ],
+            }
+            for token in tokens
+        ],
+        "refusal": None,
+    }
 
 
 class ChunkWriter:
@@ -282,16 +313,28 @@ class ChunkWriter:
         self._delta_prefix = b"data: " + self._head + b',"choices":[{"index":0,"delta":{"content":'
         self._delta_suffix = b'},"finish_reason":null}]}\n\n'
 
-    def role(self) -> bytes:
-        return (
+    def role(self, choices: int = 1) -> bytes:
+        """The first chunk of each choice: the assistant's role."""
+        return b"".join(
             b"data: "
             + self._head
-            + b',"choices":[{"index":0,"delta":{"role":"assistant","content":""},'
-            b'"finish_reason":null}]}\n\n'
+            + b',"choices":[{"index":'
+            + str(index).encode()
+            + b',"delta":{"role":"assistant","content":""},"finish_reason":null}]}\n\n'
+            for index in range(choices)
         )
 
-    def delta(self, text: str) -> bytes:
-        return self._delta_prefix + orjson.dumps(text) + self._delta_suffix
+    def delta(self, delta: TextDelta) -> bytes:
+        if not delta.choice and not delta.logprobs:
+            return self._delta_prefix + orjson.dumps(delta.text) + self._delta_suffix
+        choice: dict[str, Any] = {
+            "index": delta.choice,
+            "delta": {"content": delta.text},
+            "finish_reason": None,
+        }
+        if delta.logprobs:
+            choice["logprobs"] = logprobs_body(delta.logprobs)
+        return self._chunk([choice])
 
     def tool_call(self, delta: ToolCallDelta) -> bytes:
         """A chunk with one piece of a tool call, as OpenAI streams them: the first piece of a
@@ -304,22 +347,19 @@ class ChunkWriter:
         if delta.name is not None:
             function["name"] = delta.name
         call["function"] = function
-        return (
-            b"data: "
-            + self._head
-            + b',"choices":[{"index":0,"delta":{"tool_calls":['
-            + orjson.dumps(call)
-            + b']},"finish_reason":null}]}\n\n'
+        return self._chunk(
+            [{"index": delta.choice, "delta": {"tool_calls": [call]}, "finish_reason": None}]
         )
 
-    def finish(self, finish_reason: str) -> bytes:
-        return (
-            b"data: "
-            + self._head
-            + b',"choices":[{"index":0,"delta":{},"finish_reason":'
-            + orjson.dumps(finish_reason)
-            + b"}]}\n\n"
+    def finish(self, choices: tuple[AnswerChoice, ...]) -> bytes:
+        """The last chunk of each choice, with its finish reason."""
+        return b"".join(
+            self._chunk([{"index": index, "delta": {}, "finish_reason": choice.finish_reason}])
+            for index, choice in enumerate(choices)
         )
+
+    def _chunk(self, choices: list[dict[str, Any]]) -> bytes:
+        return b"data: " + self._head + b',"choices":' + orjson.dumps(choices) + b"}\n\n"
 
     def usage(self, usage: Usage, cost: int) -> bytes:
         tail = orjson.dumps(

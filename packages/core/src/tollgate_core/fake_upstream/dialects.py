@@ -46,10 +46,26 @@ class Reply:
     cache_write: int = 0
     tool_call: ToolCallPlan | None = None
     """A function call instead of text (then `deltas` are its arguments' pieces)."""
+    choices: int = 1
+    """How many answers the request asked for (``n``, ``candidateCount``)."""
+    top_logprobs: int | None = None
+    """None when the request asked for no log-probabilities; else how many alternatives."""
 
     @property
     def text(self) -> str:
         return "".join(self.deltas)
+
+    def choice_deltas(self, choice: int) -> list[str]:
+        """Choice `choice`'s text pieces: the first answer's, marked with the choice's number
+        where that keeps them valid (plain text, not a call's or a schema's JSON)."""
+        if choice == 0 or self.tool_call is not None or self.deltas[:1] != ["tok0"]:
+            return self.deltas
+        return [f"c{choice}{text}" if i == 0 else text for i, text in enumerate(self.deltas)]
+
+    def logprobs(self, text: str) -> list[tuple[str, float, list[tuple[str, float]]]]:
+        """A piece's tokens (one per piece) with a fixed log-probability and alternatives."""
+        alternatives = [(text, -0.25)] + [(f"alt{i}", -1.0 - i) for i in range(1, 20)]
+        return [(text, -0.25, alternatives[: self.top_logprobs or 0])]
 
 
 class Frame(NamedTuple):
@@ -99,6 +115,14 @@ class Dialect:
 
     def response_schema(self, body: Mapping[str, Any]) -> dict[str, Any] | None:
         """The JSON Schema the answer must follow, if the request gave one."""
+        return None
+
+    def choices(self, body: Mapping[str, Any]) -> int:
+        """How many answers the request asks for."""
+        return 1
+
+    def top_logprobs(self, body: Mapping[str, Any]) -> int | None:
+        """None when the request asks for no log-probabilities; else how many alternatives."""
         return None
 
     def error_body(self, status: int, message: str) -> dict[str, Any]:
@@ -183,6 +207,12 @@ class OpenAIDialect(Dialect):
             return dict((fmt.get("json_schema") or {}).get("schema") or {"type": "object"})
         return None
 
+    def choices(self, body: Mapping[str, Any]) -> int:
+        return int(body.get("n") or 1)
+
+    def top_logprobs(self, body: Mapping[str, Any]) -> int | None:
+        return int(body.get("top_logprobs") or 0) if body.get("logprobs") else None
+
     def error_body(self, status: int, message: str) -> dict[str, Any]:
         return {
             "error": {
@@ -218,11 +248,12 @@ class OpenAIDialect(Dialect):
             "model": reply.model,
             "choices": [
                 {
-                    "index": 0,
-                    "message": self._message(reply),
-                    "logprobs": None,
+                    "index": choice,
+                    "message": self._message(reply, choice),
+                    "logprobs": self._logprobs(reply, reply.choice_deltas(choice)),
                     "finish_reason": self.finish_names[reply.finish],
                 }
+                for choice in range(reply.choices)
             ],
             "system_fingerprint": "fp_fake",
         }
@@ -231,10 +262,30 @@ class OpenAIDialect(Dialect):
         return body
 
     @staticmethod
-    def _message(reply: Reply) -> dict[str, Any]:
+    def _logprobs(reply: Reply, pieces: list[str]) -> dict[str, Any] | None:
+        if reply.top_logprobs is None:
+            return None
+        content = [
+            {
+                "token": token,
+                "logprob": logprob,
+                "bytes": list(token.encode()),
+                "top_logprobs": [
+                    {"token": alt, "logprob": alt_logprob, "bytes": list(alt.encode())}
+                    for alt, alt_logprob in top
+                ],
+            }
+            for piece in pieces
+            for token, logprob, top in reply.logprobs(piece)
+        ]
+        return {"content": content, "refusal": None}
+
+    @staticmethod
+    def _message(reply: Reply, choice: int = 0) -> dict[str, Any]:
         call = reply.tool_call
         if call is None:
-            return {"role": "assistant", "content": reply.text, "refusal": None}
+            text = "".join(reply.choice_deltas(choice))
+            return {"role": "assistant", "content": text, "refusal": None}
         function = {"name": call.name, "arguments": reply.text}
         return {
             "role": "assistant",
@@ -258,25 +309,44 @@ class OpenAIDialect(Dialect):
         return b"data: " + dumps(chunk) + b"\n\n"
 
     def stream_frames(self, reply: Reply, body: Mapping[str, Any]) -> Iterator[Frame]:
-        def choice(delta: dict[str, Any], finish: str | None = None) -> list[dict[str, Any]]:
-            return [{"index": 0, "delta": delta, "logprobs": None, "finish_reason": finish}]
+        def choice(
+            delta: dict[str, Any],
+            finish: str | None = None,
+            index: int = 0,
+            logprobs: dict[str, Any] | None = None,
+        ) -> list[dict[str, Any]]:
+            return [{"index": index, "delta": delta, "logprobs": logprobs, "finish_reason": finish}]
 
         call = reply.tool_call
+        indexes = range(reply.choices)
         if call is not None:
             # As OpenAI streams a call: the id and name first, then the arguments in pieces.
-            first = {"index": 0, "id": call.id, "type": "function"}
-            first["function"] = {"name": call.name, "arguments": ""}
-            yield Frame(
-                self._chunk(reply, choice({"role": "assistant", "tool_calls": [first]}), None)
-            )
+            for index in indexes:
+                first = {"index": 0, "id": call.id, "type": "function"}
+                first["function"] = {"name": call.name, "arguments": ""}
+                delta = {"role": "assistant", "tool_calls": [first]}
+                yield Frame(self._chunk(reply, choice(delta, index=index), None))
             for text in reply.deltas:
-                piece = {"index": 0, "function": {"arguments": text}}
-                yield Frame(self._chunk(reply, choice({"tool_calls": [piece]}), None), text=text)
+                for index in indexes:
+                    piece = {"index": 0, "function": {"arguments": text}}
+                    delta = {"tool_calls": [piece]}
+                    yield Frame(self._chunk(reply, choice(delta, index=index), None), text=text)
         else:
-            yield Frame(self._chunk(reply, choice({"role": "assistant", "content": ""}), None))
-        for text in reply.deltas if call is None else ():
-            yield Frame(self._chunk(reply, choice({"content": text}), None), text=text)
-        yield Frame(self._chunk(reply, choice({}, self.finish_names[reply.finish]), None))
+            for index in indexes:
+                delta = {"role": "assistant", "content": ""}
+                yield Frame(self._chunk(reply, choice(delta, index=index), None))
+            # Like OpenAI with n > 1: the choices' pieces interleaved, one choice per chunk.
+            pieces = [reply.choice_deltas(index) for index in indexes]
+            for step in range(len(reply.deltas)):
+                for index in indexes:
+                    text = pieces[index][step]
+                    logprobs = self._logprobs(reply, [text])
+                    delta = {"content": text}
+                    data = self._chunk(reply, choice(delta, None, index, logprobs), None)
+                    yield Frame(data, text=text)
+        for index in indexes:
+            finish = self.finish_names[reply.finish]
+            yield Frame(self._chunk(reply, choice({}, finish, index), None))
         options = body.get("stream_options") or {}
         # Like OpenAI: usage only when asked for, on a last chunk whose `choices` is empty.
         if reply.usage is not None and options.get("include_usage"):
@@ -371,19 +441,49 @@ class GeminiDialect(Dialect):
             data["thoughtsTokenCount"] = usage.reasoning_tokens
         return data
 
+    def choices(self, body: Mapping[str, Any]) -> int:
+        return int((body.get("generationConfig") or {}).get("candidateCount") or 1)
+
+    def top_logprobs(self, body: Mapping[str, Any]) -> int | None:
+        config = body.get("generationConfig") or {}
+        return int(config.get("logprobs") or 0) if config.get("responseLogprobs") else None
+
     def _response(
-        self, reply: Reply, text: str, *, finish: bool, usage: dict[str, Any] | None
+        self, reply: Reply, texts: list[str], *, finish: bool, usage: dict[str, Any] | None
     ) -> dict[str, Any]:
-        part: dict[str, Any] = {"text": text}
-        if reply.tool_call is not None and text:
-            # Gemini sends a function call whole, in one part, with its arguments parsed.
-            call = {"id": reply.tool_call.id, "name": reply.tool_call.name}
-            part = {"functionCall": {**call, "args": json.loads(text)}}
-        candidate: dict[str, Any] = {"content": {"parts": [part], "role": "model"}, "index": 0}
-        if finish:
-            candidate["finishReason"] = self.finish_names[reply.finish]
+        """A response with one candidate per choice, `texts[k]` the text of candidate k."""
+        candidates: list[dict[str, Any]] = []
+        for index, text in enumerate(texts):
+            part: dict[str, Any] = {"text": text}
+            if reply.tool_call is not None and text:
+                # Gemini sends a function call whole, in one part, with its arguments parsed.
+                call = {"id": reply.tool_call.id, "name": reply.tool_call.name}
+                part = {"functionCall": {**call, "args": json.loads(text)}}
+            candidate: dict[str, Any] = {
+                "content": {"parts": [part], "role": "model"},
+                "index": index,
+            }
+            if finish:
+                candidate["finishReason"] = self.finish_names[reply.finish]
+            if reply.top_logprobs is not None and text and reply.tool_call is None:
+                tokens = reply.logprobs(text)
+                candidate["logprobsResult"] = {
+                    "chosenCandidates": [
+                        {"token": token, "logProbability": logprob} for token, logprob, _ in tokens
+                    ],
+                    "topCandidates": [
+                        {
+                            "candidates": [
+                                {"token": alt, "logProbability": alt_logprob}
+                                for alt, alt_logprob in top
+                            ]
+                        }
+                        for _, _, top in tokens
+                    ],
+                }
+            candidates.append(candidate)
         body: dict[str, Any] = {
-            "candidates": [candidate],
+            "candidates": candidates,
             "modelVersion": reply.model,
             "responseId": reply.id,
         }
@@ -393,7 +493,8 @@ class GeminiDialect(Dialect):
 
     def completion(self, reply: Reply) -> dict[str, Any]:
         usage = self._usage(reply.usage) if reply.usage is not None else None
-        return self._response(reply, reply.text, finish=True, usage=usage)
+        texts = ["".join(reply.choice_deltas(index)) for index in range(reply.choices)]
+        return self._response(reply, texts, finish=True, usage=usage)
 
     def stream_frames(self, reply: Reply, body: Mapping[str, Any]) -> Iterator[Frame]:
         # Like Gemini: every chunk carries usageMetadata, but only the last one is complete.
@@ -407,11 +508,16 @@ class GeminiDialect(Dialect):
                 "totalTokenCount": reply.usage.input_tokens,
             }
         )
-        for text in reply.deltas if reply.tool_call is None else [reply.text]:
-            chunk = self._response(reply, text, finish=False, usage=partial)
-            yield Frame(self._sse(chunk), text=text)
+        pieces = [
+            reply.choice_deltas(index) if reply.tool_call is None else [reply.text]
+            for index in range(reply.choices)
+        ]
+        for step in range(len(pieces[0])):
+            texts = [choice[step] for choice in pieces]
+            chunk = self._response(reply, texts, finish=False, usage=partial)
+            yield Frame(self._sse(chunk), text=texts[0])
         final = None if reply.usage is None else self._usage(reply.usage)
-        chunk = self._response(reply, "", finish=True, usage=final)
+        chunk = self._response(reply, [""] * reply.choices, finish=True, usage=final)
         yield Frame(self._sse(chunk), usage=final is not None)
 
     @staticmethod

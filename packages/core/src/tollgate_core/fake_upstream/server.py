@@ -325,6 +325,10 @@ class FakeUpstream:
             deltas = _pieces(dumps(instance(schema)).decode(), max(1, count))
             if usage is not None and d.usage_output is None:
                 usage = replace(usage, output_tokens=len(deltas) + d.reasoning)
+        choices = dialect.choices(body)
+        if choices > 1 and usage is not None and d.usage_output is None:
+            # Each answer's tokens count, as the vendors count them.
+            usage = replace(usage, output_tokens=usage.output_tokens * choices)
         return Reply(
             id=f"{prefix[dialect.name]}-{self._counter}",
             model=record.model,
@@ -334,6 +338,8 @@ class FakeUpstream:
             usage=usage,
             cache_write=cache_write,
             tool_call=tool_call,
+            choices=choices,
+            top_logprobs=dialect.top_logprobs(body),
         )
 
     def _request_id(self, dialect: Dialect) -> dict[str, str]:

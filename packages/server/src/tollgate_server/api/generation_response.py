@@ -15,12 +15,13 @@ import contextlib
 import orjson
 from starlette.responses import Response
 from starlette.types import Message, Receive, Scope, Send
-from tollgate_core import ToolCallDelta
+from tollgate_core import TextDelta, ToolCallDelta
 
 from tollgate_server.errors import ApiError
 from tollgate_server.openai_format import ChunkWriter, completion_body
 from tollgate_server.runtime import Runtime
-from tollgate_server.services.gateway import Answer, ClientGone, Generation, Plan
+from tollgate_server.services.answers import Answer
+from tollgate_server.services.gateway import ClientGone, Generation, Plan
 
 
 class GenerationResponse(Response):
@@ -76,10 +77,10 @@ class GenerationResponse(Response):
 
     # --- the sink -----------------------------------------------------------------------
 
-    async def delta(self, text: str) -> None:
+    async def delta(self, delta: TextDelta) -> None:
         async with self._write_lock:
             await self._start_stream_locked()
-            await self._send_body(self.writer.delta(text))
+            await self._send_body(self.writer.delta(delta))
 
     async def tool_call(self, delta: ToolCallDelta) -> None:
         async with self._write_lock:
@@ -99,7 +100,7 @@ class GenerationResponse(Response):
             async with self._write_lock:
                 await self._start_stream_locked()
                 await self._send_body(
-                    writer.finish(answer.finish_reason)
+                    writer.finish(answer.choices)
                     + writer.usage(answer.usage, answer.charge)
                     + ChunkWriter.DONE,
                     more=False,
@@ -108,11 +109,9 @@ class GenerationResponse(Response):
         body = completion_body(
             generation_id=self.plan.generation_id,
             model=self.plan.model.name,
-            text=answer.text,
-            finish_reason=answer.finish_reason,
+            choices=answer.choices,
             usage=answer.usage,
             cost=answer.charge,
-            tool_calls=answer.tool_calls,
         )
         async with self._write_lock:
             await self._start(200, "application/json")
@@ -149,7 +148,7 @@ class GenerationResponse(Response):
     async def _start_stream_locked(self) -> None:
         if not self.headers_sent:
             await self._start(200, "text/event-stream")
-            await self._send_body(self.writer.role())
+            await self._send_body(self.writer.role(self.plan.choices))
 
     async def _send_body(self, data: bytes, *, more: bool = True) -> None:
         await self._raw_send({"type": "http.response.body", "body": data, "more_body": more})

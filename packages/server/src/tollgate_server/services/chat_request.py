@@ -78,6 +78,8 @@ class Features:
     response_format: ResponseFormat | None = None
     reasoning_effort: str | None = None
     n: int = 1
+    logprobs: bool = False
+    top_logprobs: int | None = None
     input_allowance: int = 0
     """Input tokens beyond the messages' text: tools, schemas, earlier tool calls, images."""
 
@@ -99,6 +101,8 @@ def features(body: ChatCompletionCreate, provider: Provider, model_name: str) ->
     uses_tools = any(m.tool_calls or m.role == "tool" for m in body.messages)
     if not asked and not images and not uses_tools:
         return PLAIN
+    if "top_logprobs" in asked and not body.logprobs:
+        raise ApiError(422, "validation_error", "top_logprobs: needs logprobs: true")
     if uses_tools and "tools" not in asked:
         asked.append("tools")
     if images:
@@ -163,6 +167,8 @@ def features(body: ChatCompletionCreate, provider: Provider, model_name: str) ->
         response_format=response_format,
         reasoning_effort=body.reasoning_effort,
         n=body.n or 1,
+        logprobs=bool(body.logprobs),
+        top_logprobs=body.top_logprobs,
         input_allowance=allowance,
     )
 

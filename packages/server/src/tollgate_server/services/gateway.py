@@ -56,7 +56,7 @@ from tollgate_core import (
     StreamEnd,
     StreamEvent,
     TextDelta,
-    ToolCall,
+    TokenLogprob,
     ToolCallDelta,
     UpstreamBadRequest,
     UpstreamError,
@@ -83,6 +83,7 @@ from tollgate_server.observability import tracing
 from tollgate_server.openai_format import ChatCompletionCreate
 from tollgate_server.runtime import Runtime
 from tollgate_server.services import chat_request, ledger
+from tollgate_server.services.answers import Answer, AnswerChoice
 from tollgate_server.services.catalogue import CatalogueModel
 from tollgate_server.services.late_charges import deliver_settlement
 from tollgate_server.services.routing import Route, RoutedCall
@@ -190,6 +191,9 @@ async def plan_generation(
         parallel_tool_calls=features.parallel_tool_calls,
         response_format=features.response_format,
         reasoning_effort=features.reasoning_effort,
+        n=features.n,
+        logprobs=features.logprobs,
+        top_logprobs=features.top_logprobs,
     )
     if features is not chat_request.PLAIN:
         try:
@@ -253,17 +257,6 @@ class ClientGone(Exception):
     """The client hung up; a sink raises it where a send failed."""
 
 
-@dataclass(frozen=True, slots=True)
-class Answer:
-    """A finished generation, as the sink writes it last: after the settlement committed."""
-
-    text: str
-    finish_reason: str
-    usage: Usage
-    charge: int
-    tool_calls: tuple[ToolCall, ...] = ()
-
-
 class GenerationSink(Protocol):
     """Where one generation's output goes: one implementation per API format, in `api/`.
 
@@ -271,7 +264,7 @@ class GenerationSink(Protocol):
     serialises its own writes. Each raises `ClientGone` when the client has hung up.
     """
 
-    async def delta(self, text: str) -> None:
+    async def delta(self, delta: TextDelta) -> None:
         """Write one text delta (streaming requests only)."""
 
     async def tool_call(self, delta: ToolCallDelta) -> None:
@@ -304,6 +297,9 @@ class Generation:
         self.text_parts: list[str] = []
         self.tool_deltas: list[tuple[int, ToolCallDelta]] = []
         """The tool-call pieces received, each with its place in `text_parts`."""
+        self.marked: list[tuple[int, TextDelta]] = []
+        """The text deltas of a choice other than the first, or with log-probabilities, each
+        with its place in `text_parts` (empty for a plain answer)."""
         self.chunks = 0
         self.end: StreamEnd | None = None
         self.first_token_at: float | None = None
@@ -506,7 +502,9 @@ class Generation:
                 for event in call.early:
                     await self._event(event, sink, limit, give_up_at, upstream_span)
                 async for event in events:
-                    if isinstance(event, TextDelta):
+                    # The plain text delta inline (the hot path); every other event, and a
+                    # delta of another choice or with log-probabilities, in `_event`.
+                    if type(event) is TextDelta and not event.choice and not event.logprobs:
                         if self.first_token_at is None:
                             self.first_token_at = time.perf_counter()
                             tracing.event(upstream_span, "first_token")  # observability
@@ -517,33 +515,14 @@ class Generation:
                             # Cleared only when the write completes: a timeout cancels it
                             # mid-way and must still see that it was writing.
                             self.writing = True
-                            await sink.delta(event.text)
-                            self.writing = False
-                            self.sent_chunks += 1
-                        limit.reschedule(
-                            min(loop.time() + settings.upstream_idle_timeout, give_up_at)
-                        )
-                    elif isinstance(event, UsageReport):
-                        self.reported = event.usage
-                    elif isinstance(event, ToolCallDelta):
-                        if self.first_token_at is None:
-                            self.first_token_at = time.perf_counter()
-                        # Its arguments count as output, as text does; its place is kept so
-                        # the answer's text leaves it out.
-                        self.tool_deltas.append((len(self.text_parts), event))
-                        self.text_parts.append(event.arguments)
-                        self.chunks += 1
-                        if self.plan.stream:
-                            self.last_write = loop.time()
-                            self.writing = True
-                            await sink.tool_call(event)
+                            await sink.delta(event)
                             self.writing = False
                             self.sent_chunks += 1
                         limit.reschedule(
                             min(loop.time() + settings.upstream_idle_timeout, give_up_at)
                         )
                     else:
-                        self.end = event
+                        await self._event(event, sink, limit, give_up_at, upstream_span)
         except UpstreamError as exc:
             await call.failed(exc, started=self.first_token_at is not None)
             raise
@@ -580,26 +559,40 @@ class Generation:
         give_up_at: float,
         upstream_span: Any,
     ) -> None:
-        """One of the events routing read before handing the stream over (the loop in
-        `_forward` does the same for the rest, inline: it is the hot path)."""
-        if isinstance(event, TextDelta):
-            loop = asyncio.get_running_loop()
-            if self.first_token_at is None:
-                self.first_token_at = time.perf_counter()
-                tracing.event(upstream_span, "first_token")  # observability
-            self.text_parts.append(event.text)
-            self.chunks += 1
-            if self.plan.stream:
-                self.last_write = loop.time()
-                self.writing = True
-                await sink.delta(event.text)
-                self.writing = False
-                self.sent_chunks += 1
-            limit.reschedule(min(loop.time() + self.settings.upstream_idle_timeout, give_up_at))
-        elif isinstance(event, UsageReport):
+        """Any event: the ones routing read before handing the stream over, and all but the
+        plain text delta, which the loop in `_forward` handles inline (the hot path)."""
+        if isinstance(event, UsageReport):
             self.reported = event.usage
-        elif isinstance(event, StreamEnd):
+            return
+        if isinstance(event, StreamEnd):
             self.end = event
+            return
+        if event.choice >= self.plan.choices:
+            return  # an answer the request did not ask for (an upstream's error): dropped
+        loop = asyncio.get_running_loop()
+        if self.first_token_at is None:
+            self.first_token_at = time.perf_counter()
+            tracing.event(upstream_span, "first_token")  # observability
+        if isinstance(event, TextDelta):
+            if event.choice or event.logprobs:
+                self.marked.append((len(self.text_parts), event))
+            self.text_parts.append(event.text)
+        else:
+            # A tool call's arguments count as output, as text does; its place is kept so
+            # that the answer's text leaves it out.
+            self.tool_deltas.append((len(self.text_parts), event))
+            self.text_parts.append(event.arguments)
+        self.chunks += 1
+        if self.plan.stream:
+            self.last_write = loop.time()
+            self.writing = True
+            if isinstance(event, TextDelta):
+                await sink.delta(event)
+            else:
+                await sink.tool_call(event)
+            self.writing = False
+            self.sent_chunks += 1
+        limit.reschedule(min(loop.time() + self.settings.upstream_idle_timeout, give_up_at))
 
     async def _keep_alive(self, sink: GenerationSink) -> None:
         """During long silences (a slow first token, a pause mid-stream) send SSE comments so
@@ -620,23 +613,44 @@ class Generation:
         if not await self._settle_shielded("completed", None):
             # Neither committed nor spooled: the answer's cost could be lost, so no answer.
             raise RuntimeError("the settlement could be neither committed nor spooled")
-        finish_reason = self.end.finish_reason
-        if finish_reason in ("error", "cancelled"):
-            finish_reason = "stop"
-        text = "".join(self.text_parts)
-        tool_calls: tuple[ToolCall, ...] = ()
-        if self.tool_deltas:
-            skip = {position for position, _ in self.tool_deltas}
-            text = "".join(part for i, part in enumerate(self.text_parts) if i not in skip)
-            tool_calls = join_tool_calls([delta for _, delta in self.tool_deltas])
-        answer = Answer(
-            text=text,
-            finish_reason=finish_reason,
-            usage=usage,
-            charge=charge,
-            tool_calls=tool_calls,
+        await sink.finish(Answer(choices=self._answers(), usage=usage, charge=charge))
+
+    def _answers(self) -> tuple[AnswerChoice, ...]:
+        """Each choice's text, tool calls, log-probabilities and finish reason."""
+        end = self.end
+        assert end is not None
+
+        def finish_reason(choice: int) -> str:
+            reasons = end.finish_reasons
+            reason = reasons[choice] if choice < len(reasons) else end.finish_reason
+            return "stop" if reason in ("error", "cancelled") else reason
+
+        if not self.tool_deltas and not self.marked:  # one plain answer
+            return (AnswerChoice("".join(self.text_parts), finish_reason(0)),)
+        owner = dict.fromkeys(range(len(self.text_parts)), 0)
+        for position, _ in self.tool_deltas:
+            del owner[position]
+        for position, delta in self.marked:
+            owner[position] = delta.choice
+        texts: list[list[str]] = [[] for _ in range(self.plan.choices)]
+        for position, choice in owner.items():
+            texts[choice].append(self.text_parts[position])
+        logprobs: list[list[TokenLogprob]] = [[] for _ in range(self.plan.choices)]
+        for _, delta in self.marked:
+            logprobs[delta.choice].extend(delta.logprobs)
+        calls: list[list[ToolCallDelta]] = [[] for _ in range(self.plan.choices)]
+        for _, call in self.tool_deltas:
+            calls[call.choice].append(call)
+        asked_logprobs = self.plan.request.logprobs
+        return tuple(
+            AnswerChoice(
+                text="".join(texts[choice]),
+                finish_reason=finish_reason(choice),
+                tool_calls=join_tool_calls(calls[choice]),
+                logprobs=tuple(logprobs[choice]) if asked_logprobs else None,
+            )
+            for choice in range(self.plan.choices)
         )
-        await sink.finish(answer)
 
     # --- usage and settlement -----------------------------------------------------------
 
