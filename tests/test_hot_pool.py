@@ -9,7 +9,7 @@ import asyncio
 import asyncpg
 import pytest
 from tollgate_server.db.raw import asyncpg_dsn, create_hot_pool, raw_connection
-from tollgate_server.errors import ApiError
+from tollgate_server.errors import InsufficientCredits, Refused
 
 pytestmark = pytest.mark.postgres
 
@@ -21,11 +21,11 @@ async def _backend_after(url: str, failure: str) -> tuple[int, int]:
     try:
         async with raw_connection(pool) as conn:
             before = await conn.fetchval("SELECT pg_backend_pid()")
-        with pytest.raises((ApiError, asyncpg.PostgresError, TimeoutError)):
+        with pytest.raises((Refused, asyncpg.PostgresError, TimeoutError)):
             async with raw_connection(pool) as conn:
                 if failure == "refusal":
                     await conn.fetchval("SELECT 1")
-                    raise ApiError(402, "insufficient_balance", "no credits")
+                    raise InsufficientCredits("insufficient_balance", "no credits")
                 if failure == "server_error":
                     await conn.fetchval("SELECT 1 / 0")
                 if failure == "cancelled":

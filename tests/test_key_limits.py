@@ -19,7 +19,7 @@ from conftest import User
 from support import ServeProcess, asyncpg_dsn, clear_of_minute_end, serve_env
 from tollgate_core import format_credits
 from tollgate_core.fake_upstream import FakeUpstream
-from tollgate_server.errors import ApiError
+from tollgate_server.errors import Refused
 from tollgate_server.services import ledger
 
 pytestmark = [pytest.mark.postgres, pytest.mark.e2e]
@@ -432,7 +432,7 @@ def test_spend_resets_at_the_boundary_and_a_straddling_request_counts_once(
 
             straddler = admission()
             await admit(straddler, before)
-            with pytest.raises(ApiError) as over:
+            with pytest.raises(Refused) as over:
                 await admit(admission(), before)
             assert over.value.code == "key_budget_exceeded"
             # Past midnight the day's spend starts at zero, while the straddler still runs.
@@ -445,7 +445,7 @@ def test_spend_resets_at_the_boundary_and_a_straddling_request_counts_once(
                 ledger.Outcome(status="completed", usage=None, charge=charge),
             )
             # The straddler's charge went to the day it was admitted in, not to the new one.
-            with pytest.raises(ApiError) as still_over:
+            with pytest.raises(Refused) as still_over:
                 await admit(admission(), after)
             assert still_over.value.code == "key_budget_exceeded"
             await ledger.settle(

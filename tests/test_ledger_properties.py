@@ -15,7 +15,7 @@ from sqlalchemy.ext.asyncio import create_async_engine
 from tollgate_core import Price, Usage, admits, format_credits, settlement_charge
 from tollgate_server.db.engine import make_sessionmaker
 from tollgate_server.db.raw import create_hot_pool, raw_connection
-from tollgate_server.errors import ApiError
+from tollgate_server.errors import Refused
 from tollgate_server.services import ledger
 from tollgate_server.services.catalogue import read_catalogue
 
@@ -76,7 +76,7 @@ async def _run(url: str, steps: list[tuple[object, ...]]) -> None:
                         )
                         assert ok, "a deduction beyond the available balance was accepted"
                         model.balance += signed
-                    except ApiError as exc:
+                    except Refused as exc:
                         assert not ok and exc.code == "insufficient_balance"
             elif kind == "admit":
                 hold, strict = int(step[1]), bool(step[2])  # type: ignore[call-overload]
@@ -104,7 +104,7 @@ async def _run(url: str, steps: list[tuple[object, ...]]) -> None:
                     try:
                         await ledger.admit(conn, admission, strict=strict, max_running=MAX_RUNNING)
                         admitted = True
-                    except ApiError as exc:
+                    except Refused as exc:
                         assert exc.code in ("insufficient_balance", "too_many_concurrent_requests")
                         admitted = False
                 assert admitted == expected

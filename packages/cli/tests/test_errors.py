@@ -8,7 +8,7 @@ from pydantic import ValidationError
 from sqlalchemy.exc import OperationalError
 from tollgate_cli.errors import CliError, CliGroup, describe
 from tollgate_core import AmountError, ConfigurationError, parse_credits
-from tollgate_server.errors import ApiError
+from tollgate_server.errors import Conflict, NotFound
 from tollgate_server.schemas import ModelCreate
 from typer.testing import CliRunner
 
@@ -33,7 +33,7 @@ def _amount_error() -> AmountError:
     ("exc", "line"),
     [
         (CliError("give --name"), "give --name"),
-        (ApiError(404, "not_found", "no account with email a@b.c"), "no account with email a@b.c"),
+        (NotFound("not_found", "no account with email a@b.c"), "no account with email a@b.c"),
         (ConfigurationError("TOLLGATE_X: bad"), "TOLLGATE_X: bad"),
         (_amount_error(), "1.0000001 has more than 6 decimal places"),
         (_validation_error(), "provider: Field required (and 3 more)"),
@@ -56,7 +56,7 @@ app = typer.Typer(cls=CliGroup, pretty_exceptions_enable=False)
 @app.command()
 def explode(kind: str) -> None:
     if kind == "api":
-        raise ApiError(409, "email_taken", "an account with this email exists")
+        raise Conflict("email_taken", "an account with this email exists")
     if kind == "bug":
         raise KeyError("surprise")
     typer.echo("fine")

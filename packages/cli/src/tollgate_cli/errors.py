@@ -1,8 +1,8 @@
 """Every failure of a command becomes one line on stderr and exit status 1.
 
-The root command group catches what the commands raise (`CliError`, the services' `ApiError`,
-`TollgateError`, `AmountError`, pydantic's `ValidationError`, database errors) in one place, so
-no command needs its own try/except and none can leak a traceback.
+The root command group catches what the commands raise (`CliError`, the services' refusals and
+every other `TollgateError`, `AmountError`, pydantic's `ValidationError`, database errors) in
+one place, so no command needs its own try/except and none can leak a traceback.
 """
 
 from __future__ import annotations
@@ -54,10 +54,8 @@ def describe(exc: BaseException) -> str:
         return validation_message(exc)
 
     from sqlalchemy.exc import SQLAlchemyError
-    from tollgate_server.errors import ApiError, database_unavailable
+    from tollgate_server.errors import database_unavailable
 
-    if isinstance(exc, ApiError):
-        return exc.message
     reason = one_line(str(exc)) or type(exc).__name__
     if database_unavailable(exc):
         return f"cannot reach the database ({reason})"

@@ -234,7 +234,7 @@ def limit(
     Example: tollgate keys limit 0f8fad5b-d9cb-469f-a165-70867728950e --spend-limit 25
     --spend-period month --rpm none
     """
-    from tollgate_server.errors import ApiError
+    from tollgate_server.errors import NotFound
     from tollgate_server.schemas import ApiKeyUpdate
     from tollgate_server.services import keys
 
@@ -260,10 +260,8 @@ def limit(
 
     try:
         key = run(operation)
-    except ApiError as exc:
-        if exc.code == "not_found":
-            raise CliError(f"no key with id {parsed}") from None
-        raise
+    except NotFound:
+        raise CliError(f"no key with id {parsed}") from None
     if json_output:
         echo_json(key)
     else:
@@ -279,7 +277,7 @@ def revoke(
 
     Example: tollgate keys revoke 0f8fad5b-d9cb-469f-a165-70867728950e
     """
-    from tollgate_server.errors import ApiError
+    from tollgate_server.errors import NotFound
     from tollgate_server.services import keys
 
     from tollgate_cli.context import run
@@ -294,10 +292,8 @@ def revoke(
 
     try:
         key = run(operation)
-    except ApiError as exc:
-        if exc.code == "not_found":
-            raise CliError(f"no key with id {parsed}") from None
-        raise
+    except NotFound:
+        raise CliError(f"no key with id {parsed}") from None
     if json_output:
         echo_json(key)
     else:

@@ -207,7 +207,7 @@ def add(
 
 def change(name: str, data: ModelUpdate) -> CatalogueModel:
     """Apply `data` to the model through the same service as the API."""
-    from tollgate_server.errors import ApiError
+    from tollgate_server.errors import NotFound
     from tollgate_server.services import models as catalogue
 
     from tollgate_cli.context import run
@@ -221,10 +221,8 @@ def change(name: str, data: ModelUpdate) -> CatalogueModel:
 
     try:
         return run(operation)
-    except ApiError as exc:
-        if exc.code == "not_found":
-            raise CliError(f"no model named {name} (see `tollgate models list`)") from None
-        raise
+    except NotFound:
+        raise CliError(f"no model named {name} (see `tollgate models list`)") from None
 
 
 @app.command("set-price")

@@ -1,9 +1,10 @@
 """Errors shared by every package.
 
-Upstream failures become `UpstreamError` subclasses with an HTTP-ish status and a short message
-for logs and operators: never the vendor's raw body, never a key. Even redacted, what an upstream
-says is not for clients (it names internal hosts, organisations, masked keys): the server
-answers a fixed message per class, with the upstream's request id when it sent one.
+Upstream failures become `UpstreamError` subclasses (a class per kind of failure, a stable
+`code`) with a short message for logs and operators: never the vendor's raw body, never a
+key. Even redacted, what an upstream says is not for clients (it names internal hosts,
+organisations, masked keys): the server answers a fixed message per class, with the
+upstream's request id when it sent one.
 """
 
 from __future__ import annotations
@@ -32,10 +33,10 @@ class PluginError(TollgateError):
 
 
 class UpstreamError(TollgateError):
-    """The upstream failed. `status` is the status the gateway answers with."""
+    """The upstream failed. Which status the gateway answers with is the server's API layer's
+    choice, by `code`."""
 
     code = "upstream_error"
-    status: int = 502
 
     def __init__(
         self,
@@ -55,21 +56,18 @@ class UpstreamBadRequest(UpstreamError):
     """The upstream refused the request as malformed (its 400/404/422)."""
 
     code = "upstream_bad_request"
-    status = 400
 
 
 class UpstreamAuthenticationError(UpstreamError):
     """The upstream refused our key: an operator problem, shown to clients as a 502."""
 
     code = "upstream_authentication_error"
-    status = 502
 
 
 class UpstreamRateLimited(UpstreamError):
     """The upstream asked us to slow down; `retry_after` is in seconds when it said."""
 
     code = "upstream_rate_limited"
-    status = 429
 
     def __init__(
         self,
@@ -87,14 +85,12 @@ class UpstreamTimeout(UpstreamError):
     """The upstream did not connect, start or continue in time."""
 
     code = "upstream_timeout"
-    status = 504
 
 
 class UpstreamUnavailable(UpstreamError):
     """The upstream answered 5xx, reset the connection, or could not be reached."""
 
     code = "upstream_error"
-    status = 502
 
 
 def error_for_status(

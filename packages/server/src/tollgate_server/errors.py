@@ -1,8 +1,12 @@
-"""The error envelope every failure is answered with.
+"""The errors the server raises on purpose: one tree, with no HTTP in it.
 
-``{"error": {"code": "snake_case_code", "message": "...", "request_id": "..."}}``: a stable
-`code` for programs, a `message` for people, and the request id that is also in the
-`X-Request-Id` header and the logs. Nothing else leaks: no stack trace, no upstream body, no key.
+Every error Tollgate raises on purpose is a `tollgate_core.TollgateError`: core's
+(`UpstreamError` and its classes, `ConfigurationError`, `PluginError`) and, here, the server's
+refusals (`Refused` and its classes). A refusal carries a stable `code` for programs, a
+`message` for people, when to retry (`retry_after`) and optional extra fields; its class says
+what kind of refusal it is. Which HTTP status (and which envelope: Tollgate's or Anthropic's)
+answers it is the API layer's business, decided in one place: `tollgate_server.api.errors`.
+Services, the CLI and the console raise and catch these classes and never name a status.
 """
 
 from __future__ import annotations
@@ -10,41 +14,119 @@ from __future__ import annotations
 from collections.abc import Mapping
 from typing import Any
 
-from tollgate_core import UpstreamError, UpstreamRateLimited
+from tollgate_core import TollgateError, UpstreamError, UpstreamRateLimited
 
 from tollgate_server.logs import scrub
 
 
-class ApiError(Exception):
-    """An error the API answers with on purpose: a status, a stable code and a message."""
+class Refused(TollgateError):
+    """A request the server refuses on purpose: its class says why, `code` names the case."""
+
+    code = "refused"
 
     def __init__(
         self,
-        status: int,
-        code: str,
+        code: str | None,
         message: str,
         *,
-        headers: Mapping[str, str] | None = None,
+        retry_after: int | None = None,
         extra: Mapping[str, Any] | None = None,
     ) -> None:
         super().__init__(message)
-        self.status = status
-        self.code = code
-        self.message = message
-        self.headers = dict(headers or {})
+        if code is not None:
+            self.code = code
+        self.retry_after = retry_after
+        """Seconds after which the same request may succeed (None: no advice)."""
         self.extra = dict(extra or {})
+        """More fields for the error's JSON (``param``, ``fields``, ...)."""
 
 
-def unauthenticated(message: str = "missing or invalid credentials") -> ApiError:
-    return ApiError(401, "unauthenticated", message, headers={"WWW-Authenticate": "Bearer"})
+class InvalidRequest(Refused):
+    """The request cannot be carried out as it stands (the prompt is too long, an image is
+    refused, ...)."""
+
+    code = "bad_request"
 
 
-def forbidden(message: str = "you may not do this") -> ApiError:
-    return ApiError(403, "forbidden", message)
+class InvalidParameters(Refused):
+    """A parameter is malformed, out of range or not supported by the model."""
+
+    code = "validation_error"
 
 
-def not_found(what: str = "object") -> ApiError:
-    return ApiError(404, "not_found", f"no such {what}")
+class Unauthenticated(Refused):
+    """No credentials, or credentials that name no one."""
+
+    code = "unauthenticated"
+
+
+class InsufficientCredits(Refused):
+    """The account's credits do not cover the request."""
+
+    code = "insufficient_balance"
+
+
+class Forbidden(Refused):
+    """The caller is known but may not do this."""
+
+    code = "forbidden"
+
+
+class NotFound(Refused):
+    """What the request names does not exist (or is not the caller's to see)."""
+
+    code = "not_found"
+
+
+class Conflict(Refused):
+    """The request contradicts the state it would change (a duplicate, a limit, a replay with
+    another body)."""
+
+    code = "conflict"
+
+
+class RateLimited(Refused):
+    """Too many requests, or too much at once: retry after `retry_after`."""
+
+    code = "rate_limited"
+
+
+class Unavailable(Refused):
+    """The gateway cannot serve now (shutting down, the database or the model's provider is
+    unavailable): retry after `retry_after`."""
+
+    code = "service_unavailable"
+
+
+class TimedOut(Refused):
+    """The generation ran past its time limit."""
+
+    code = "generation_timeout"
+
+
+class InternalError(Refused):
+    """Tollgate's own failure; the request id finds it in the log."""
+
+    code = "internal_error"
+
+
+class UpstreamFailed(Refused):
+    """An upstream failure as a client is told of it: the fixed message of its code (see
+    `client_error`), never what the upstream said."""
+
+    code = "upstream_error"
+
+
+def unauthenticated(message: str = "missing or invalid credentials") -> Unauthenticated:
+    return Unauthenticated(None, message)
+
+
+def forbidden(message: str = "you may not do this") -> Forbidden:
+    return Forbidden(None, message)
+
+
+def not_found(what: str = "object") -> NotFound:
+    return NotFound(None, f"no such {what}")
 
 
 UPSTREAM_MESSAGES = {
@@ -62,16 +144,17 @@ to the admin view of the generation (`upstream_detail`)."""
 MAX_DETAIL = 1000
 
 
-def upstream_api_error(exc: UpstreamError) -> ApiError:
+def client_error(exc: UpstreamError) -> UpstreamFailed:
     """The client-facing form of an upstream failure: the fixed message of its class, and the
     upstream's request id when it sent one (a checked plain token, see `upstream_request_id`)."""
-    headers: dict[str, str] = {}
+    retry_after = None
     if isinstance(exc, UpstreamRateLimited):
-        headers["Retry-After"] = str(max(1, int(exc.retry_after or 1)))
+        retry_after = max(1, int(exc.retry_after or 1))
     message = UPSTREAM_MESSAGES.get(exc.code, UPSTREAM_MESSAGES["upstream_error"])
     if exc.request_id:
         message += f" (upstream request id {exc.request_id})"
-    return ApiError(exc.status, exc.code, message, headers=headers)
+    code = exc.code if exc.code in UPSTREAM_MESSAGES else "upstream_error"
+    return UpstreamFailed(code, message, retry_after=retry_after)
 
 
 def upstream_detail(exc: UpstreamError) -> str:

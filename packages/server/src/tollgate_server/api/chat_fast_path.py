@@ -24,9 +24,8 @@ from starlette.types import ASGIApp, Message, Receive, Scope, Send
 from tollgate_core import TollgateError
 
 from tollgate_server.api.deps import caller_from_token
-from tollgate_server.api.errors import envelope
+from tollgate_server.api.errors import error_response
 from tollgate_server.api.routes.chat import caller_generation
-from tollgate_server.errors import ApiError
 from tollgate_server.openai_format import ChatCompletionCreate
 from tollgate_server.runtime import Runtime
 
@@ -49,20 +48,11 @@ class ChatCompletionsFastPath:
             response: Response | None
             try:
                 response = await _generation(runtime, scope, body)
-            except TollgateError:
-                # Not raised before admission today; if it ever is, the route's handlers
-                # answer it.
-                response = None
-            except ApiError as exc:
+            except TollgateError as exc:
+                # A refusal before admission (no such model, a parameter the model cannot
+                # carry, ...): answered by the mapping the routes' handlers use.
                 request_id = str(scope.get("state", {}).get("request_id", ""))
-                response = envelope(
-                    exc.status,
-                    exc.code,
-                    exc.message,
-                    request_id,
-                    headers=exc.headers,
-                    extra=exc.extra,
-                )
+                response = error_response(exc, request_id)
             if response is not None:
                 await response(scope, receive, send)
                 return

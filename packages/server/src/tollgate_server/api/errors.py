@@ -1,4 +1,13 @@
-"""Answering every error with the envelope (see `tollgate_server.errors`)."""
+"""Answering every error with the envelope: the one place where errors get HTTP statuses.
+
+``{"error": {"code": "snake_case_code", "message": "...", "request_id": "..."}}``: a stable
+`code` for programs, a `message` for people, and the request id that is also in the
+`X-Request-Id` header and the logs. Nothing else leaks: no stack trace, no upstream body, no key.
+
+The services raise the classes of `tollgate_server.errors` (and core's `TollgateError`s);
+`status_of` and `headers_of` say how each is answered over HTTP, for the routes' handlers, the
+chat fast path and the generation responses alike.
+"""
 
 from __future__ import annotations
 
@@ -14,7 +23,23 @@ from starlette.exceptions import HTTPException as StarletteHTTPException
 from starlette.responses import Response
 from tollgate_core import TollgateError, UpstreamError
 
-from tollgate_server.errors import ApiError, upstream_api_error, upstream_detail
+from tollgate_server.errors import (
+    Conflict,
+    Forbidden,
+    InsufficientCredits,
+    InternalError,
+    InvalidParameters,
+    InvalidRequest,
+    NotFound,
+    RateLimited,
+    Refused,
+    TimedOut,
+    Unauthenticated,
+    Unavailable,
+    UpstreamFailed,
+    client_error,
+    upstream_detail,
+)
 
 logger = logging.getLogger("tollgate.errors")
 
@@ -30,6 +55,63 @@ _STATUS_CODES = {
     429: "rate_limited",
     503: "service_unavailable",
 }
+
+
+STATUS: Mapping[type[Refused], int] = {
+    InvalidRequest: 400,
+    Unauthenticated: 401,
+    InsufficientCredits: 402,
+    Forbidden: 403,
+    NotFound: 404,
+    Conflict: 409,
+    InvalidParameters: 422,
+    RateLimited: 429,
+    InternalError: 500,
+    Unavailable: 503,
+    TimedOut: 504,
+}
+"""The HTTP status of each kind of refusal."""
+
+UPSTREAM_STATUS: Mapping[str, int] = {
+    "upstream_bad_request": 400,
+    "upstream_rate_limited": 429,
+    "upstream_timeout": 504,
+}
+"""The status of an upstream failure by its code; any other is a 502 (bad gateway)."""
+
+
+def status_of(exc: TollgateError) -> int:
+    """The HTTP status that answers `exc`."""
+    if isinstance(exc, UpstreamFailed):
+        return UPSTREAM_STATUS.get(exc.code, 502)
+    if isinstance(exc, Refused):
+        for kind in type(exc).__mro__:
+            if (status := STATUS.get(kind)) is not None:
+                return status
+        return 400
+    # Core's own errors that reach a request (a plugin's configuration problem, ...).
+    return 400
+
+
+def headers_of(exc: TollgateError) -> dict[str, str]:
+    """The HTTP headers that go with `exc`'s answer: when to retry, how to authenticate."""
+    headers: dict[str, str] = {}
+    if isinstance(exc, Refused) and exc.retry_after is not None:
+        headers["Retry-After"] = str(exc.retry_after)
+    if isinstance(exc, Unauthenticated):
+        headers["WWW-Authenticate"] = "Bearer"
+    return headers
+
+
+def error_response(exc: TollgateError, request_id: str) -> Response:
+    """The envelope that answers `exc`; an upstream failure is first told as a client may
+    hear it (`client_error`)."""
+    if isinstance(exc, UpstreamError):
+        exc = client_error(exc)
+    extra = exc.extra if isinstance(exc, Refused) else None
+    return envelope(
+        status_of(exc), exc.code, exc.message, request_id, headers=headers_of(exc), extra=extra
+    )
 
 
 def allowed_methods(app: FastAPI, path: str) -> list[str]:
@@ -73,16 +155,13 @@ def _field_path(loc: tuple[Any, ...]) -> str:
 def install_error_handlers(app: FastAPI) -> None:
     """Answer every error with the envelope, FastAPI's own validation errors included."""
 
-    @app.exception_handler(ApiError)
-    async def _api_error(request: Request, exc: ApiError) -> Response:
-        return envelope(
-            exc.status,
-            exc.code,
-            exc.message,
-            request_id_of(request),
-            headers=exc.headers,
-            extra=exc.extra,
-        )
+    @app.exception_handler(TollgateError)
+    async def _tollgate(request: Request, exc: TollgateError) -> Response:
+        if isinstance(exc, UpstreamError):
+            logger.warning(
+                "upstream failed (request %s): %s", request_id_of(request), upstream_detail(exc)
+            )
+        return error_response(exc, request_id_of(request))
 
     @app.exception_handler(RequestValidationError)
     async def _validation(request: Request, exc: RequestValidationError) -> Response:
@@ -123,17 +202,3 @@ def install_error_handlers(app: FastAPI) -> None:
             # Starlette names only the methods of the first route whose path matched.
             headers["Allow"] = ", ".join(allowed_methods(request.app, request.url.path))
         return envelope(exc.status_code, code, message, request_id_of(request), headers=headers)
-
-    @app.exception_handler(UpstreamError)
-    async def _upstream(request: Request, exc: UpstreamError) -> Response:
-        err = upstream_api_error(exc)
-        logger.warning(
-            "upstream failed (request %s): %s", request_id_of(request), upstream_detail(exc)
-        )
-        return envelope(
-            err.status, err.code, err.message, request_id_of(request), headers=err.headers
-        )
-
-    @app.exception_handler(TollgateError)
-    async def _tollgate(request: Request, exc: TollgateError) -> Response:
-        return envelope(400, exc.code, exc.message, request_id_of(request))

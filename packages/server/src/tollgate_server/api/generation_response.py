@@ -12,12 +12,12 @@ from __future__ import annotations
 import asyncio
 import contextlib
 
-import orjson
 from starlette.responses import Response
 from starlette.types import Message, Receive, Scope, Send
 from tollgate_core import TextDelta, ToolCallDelta
 
-from tollgate_server.errors import ApiError
+from tollgate_server.api.errors import error_response
+from tollgate_server.errors import Refused
 from tollgate_server.openai_format import ChunkWriter, completion_body
 from tollgate_server.runtime import Runtime
 from tollgate_server.services.answers import Answer
@@ -54,7 +54,7 @@ class GenerationResponse(Response):
         self._send = send
         try:
             await generation.admit()
-        except ApiError as exc:
+        except Refused as exc:
             await self.fail(exc)
             return
         work = generation.start(self)
@@ -117,7 +117,7 @@ class GenerationResponse(Response):
             await self._start(200, "application/json")
             await self._send_body(body, more=False)
 
-    async def fail(self, error: ApiError) -> None:
+    async def fail(self, error: Refused) -> None:
         """A status before the stream began, an SSE error event after."""
         try:
             if not self.headers_sent:
@@ -160,15 +160,13 @@ class GenerationResponse(Response):
         except OSError as exc:  # uvicorn's ClientDisconnected is an OSError
             raise ClientGone() from exc
 
-    async def _send_error(self, exc: ApiError) -> None:
-        body = orjson.dumps(
-            {"error": {"code": exc.code, "message": exc.message, "request_id": self.request_id}}
-        )
-        headers = [(k.lower().encode(), v.encode()) for k, v in exc.headers.items()]
+    async def _send_error(self, exc: Refused) -> None:
+        answer = error_response(exc, self.request_id)
         with contextlib.suppress(ClientGone):
             async with self._write_lock:
-                await self._start(exc.status, "application/json", headers)
-                await self._send_body(body, more=False)
+                headers = [(k, v) for k, v in answer.raw_headers if k != b"content-type"]
+                await self._start(answer.status_code, "application/json", headers)
+                await self._send_body(bytes(answer.body), more=False)
 
 
 async def _wait_for_disconnect(receive: Receive) -> None:

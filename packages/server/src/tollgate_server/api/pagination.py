@@ -19,11 +19,11 @@ Cursor = Annotated[
 
 def int_cursor(cursor: str | None) -> int | None:
     """An integer cursor; anything else is a 422 the caller can understand."""
-    from tollgate_server.errors import ApiError
+    from tollgate_server.errors import InvalidParameters
 
     if cursor is None:
         return None
     # isascii: "³".isdigit() is true, and int() refuses it.
     if not (cursor.isascii() and cursor.isdigit()) or len(cursor) > 18:
-        raise ApiError(422, "validation_error", "cursor: not a cursor this list gave out")
+        raise InvalidParameters("validation_error", "cursor: not a cursor this list gave out")
     return int(cursor)

@@ -5,7 +5,8 @@ from __future__ import annotations
 import contextlib
 from collections.abc import Iterator
 
-from tollgate_server.errors import ApiError
+from tollgate_server.api.errors import status_of
+from tollgate_server.errors import Refused
 
 
 class NotSignedIn(Exception):
@@ -35,8 +36,8 @@ def admin_only() -> ConsoleError:
 
 @contextlib.contextmanager
 def shown_on_page() -> Iterator[None]:
-    """A service's refusal (an `ApiError`: 409 insufficient balance, ...) as a console page."""
+    """A service's refusal (a `Refused`: insufficient balance, ...) as a console page."""
     try:
         yield
-    except ApiError as exc:
-        raise ConsoleError(exc.status, exc.code, exc.message) from None
+    except Refused as exc:
+        raise ConsoleError(status_of(exc), exc.code, exc.message) from None

@@ -13,6 +13,7 @@ from fastapi import APIRouter, Request
 from fastapi.responses import RedirectResponse, Response
 
 from tollgate_server.api.deps import RuntimeDep, SessionDep
+from tollgate_server.api.errors import status_of
 from tollgate_server.console.errors import ConsoleError, csrf_refused
 from tollgate_server.console.forms import read_form, validate
 from tollgate_server.console.render import esc, notice, page
@@ -25,7 +26,7 @@ from tollgate_server.console.session import (
     new_login_csrf,
     set_cookie,
 )
-from tollgate_server.errors import ApiError
+from tollgate_server.errors import Refused
 from tollgate_server.schemas import LoginRequest
 from tollgate_server.services import auth
 
@@ -84,8 +85,8 @@ async def login(request: Request, session: SessionDep, runtime: RuntimeDep) -> R
             settings=runtime.settings,
             secret=runtime.jwt_secret,
         )
-    except ApiError as exc:
-        return _login_page(request, error=exc.message.capitalize() + ".", status=exc.status)
+    except Refused as exc:
+        return _login_page(request, error=exc.message.capitalize() + ".", status=status_of(exc))
     response = RedirectResponse("/console/", status_code=303)
     set_cookie(
         request,

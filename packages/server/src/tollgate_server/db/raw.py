@@ -15,7 +15,7 @@ from typing import TypeVar
 import asyncpg
 from sqlalchemy.engine import make_url
 
-from tollgate_server.errors import ApiError, database_unavailable
+from tollgate_server.errors import Refused, database_unavailable
 
 T = TypeVar("T")
 
@@ -73,12 +73,12 @@ def _leaves_connection_idle(conn: asyncpg.Connection, exc: BaseException) -> boo
     connection then would cost a reconnect for every refused request. Anything else (a
     cancellation, a timeout, a client-side failure) may have cut a statement off half-way.
 
-    Callers raise `ApiError` only after their statements have completed; a caller that turned
-    a timeout into an `ApiError` would have to terminate the connection itself.
+    Callers raise `Refused` only after their statements have completed; a caller that turned
+    a timeout into an `Refused` would have to terminate the connection itself.
     """
     if database_unavailable(exc) or conn.is_closed() or conn.is_in_transaction():
         return False
-    return isinstance(exc, (ApiError, asyncpg.PostgresError))
+    return isinstance(exc, (Refused, asyncpg.PostgresError))
 
 
 @contextlib.asynccontextmanager

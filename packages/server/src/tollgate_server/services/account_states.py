@@ -17,7 +17,7 @@ import asyncpg
 
 from tollgate_server.db.listener import Listener
 from tollgate_server.db.raw import run_with_retry
-from tollgate_server.errors import ApiError, unauthenticated
+from tollgate_server.errors import Forbidden, Refused, unauthenticated
 
 ACCOUNTS_CHANNEL = "tollgate_accounts"
 CACHE_SECONDS = 30.0
@@ -27,8 +27,8 @@ MAX_CACHED = 10_000
 STATE_SQL = "SELECT disabled FROM accounts WHERE id = $1"
 
 
-def account_disabled() -> ApiError:
-    return ApiError(403, "account_disabled", "this account is disabled")
+def account_disabled() -> Refused:
+    return Forbidden("account_disabled", "this account is disabled")
 
 
 class AccountStates:
@@ -51,7 +51,7 @@ class AccountStates:
         """Return when the account may act.
 
         Raises:
-            ApiError: 401 ``unauthenticated`` for an account that does not exist (a validly
+            Refused: 401 ``unauthenticated`` for an account that does not exist (a validly
                 signed token can outlive its account), 403 ``account_disabled`` for a disabled
                 one.
         """

@@ -10,7 +10,7 @@ from sqlalchemy.exc import IntegrityError
 from sqlalchemy.ext.asyncio import AsyncSession
 from tollgate_core import format_credits, parse_credits
 
-from tollgate_server.errors import ApiError, not_found
+from tollgate_server.errors import Conflict, NotFound, Refused, not_found
 from tollgate_server.schemas import AccountCreate, AccountUpdate
 from tollgate_server.security.passwords import hash_password
 from tollgate_server.settings import Settings
@@ -59,7 +59,7 @@ async def create_account(
         await session.rollback()
         if "uq_accounts_email" not in str(exc.orig):
             raise
-        raise ApiError(409, "email_taken", "an account with this email exists") from None
+        raise Conflict("email_taken", "an account with this email exists") from None
     if grant:
         await session.execute(
             text(
@@ -92,7 +92,7 @@ async def find_account_by_email(*, session: AsyncSession, email: str) -> Any:
         )
     ).one_or_none()
     if row is None:
-        raise ApiError(404, "not_found", f"no account with email {normalise_email(email)}")
+        raise NotFound("not_found", f"no account with email {normalise_email(email)}")
     return row
 
 
@@ -179,7 +179,7 @@ async def ensure_admin(
             settings=settings,
             role="admin",
         )
-    except ApiError as exc:
+    except Refused as exc:
         if exc.code != "email_taken":  # another worker created it a moment ago
             raise
 

@@ -14,7 +14,7 @@ from typing import Any
 from sqlalchemy import text
 from sqlalchemy.ext.asyncio import AsyncSession
 
-from tollgate_server.errors import ApiError, unauthenticated
+from tollgate_server.errors import RateLimited, Refused, unauthenticated
 from tollgate_server.schemas import AccountCreate
 from tollgate_server.security.passwords import HASHER, needs_rehash, verify_password
 from tollgate_server.security.tokens import InvalidToken, decode_token, issue_token
@@ -65,18 +65,17 @@ async def register(
         counts.get(scopes[0], 0) >= settings.register_max_per_email
         or counts.get(scopes[1], 0) >= settings.register_max_taken_per_address
     ):
-        raise ApiError(
-            429,
+        raise RateLimited(
             "rate_limited",
             "too many registrations for this email or from this address; try again later",
-            headers={"Retry-After": str(settings.register_window_seconds)},
+            retry_after=settings.register_window_seconds,
         )
     # Recorded in a transaction of its own: a refused registration rolls its own back.
     await session.execute(text("INSERT INTO auth_failures (scope) VALUES (:s)"), {"s": scopes[0]})
     await session.commit()
     try:
         return await create_account(session=session, data=data, settings=settings)
-    except ApiError as exc:
+    except Refused as exc:
         if exc.code == "email_taken":
             await session.execute(
                 text("INSERT INTO auth_failures (scope) VALUES (:s)"), {"s": scopes[1]}
@@ -98,11 +97,10 @@ async def login(
     scopes = [f"account:{email}", f"address:{client_address}"]
     if await _locked_out(session, scopes, settings):
         # Refused even with the right password: otherwise a lockout only slows guessing.
-        raise ApiError(
-            429,
+        raise RateLimited(
             "rate_limited",
             "too many failed logins; try again later",
-            headers={"Retry-After": str(settings.login_lockout_seconds)},
+            retry_after=settings.login_lockout_seconds,
         )
     row = (
         await session.execute(

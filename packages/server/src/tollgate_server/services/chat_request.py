@@ -23,7 +23,7 @@ from tollgate_core import ImagePart as CoreImagePart
 from tollgate_core.images import ImageRefused, fetch_image, parse_data_url
 from tollgate_core.tokens import estimate_text_tokens
 
-from tollgate_server.errors import ApiError
+from tollgate_server.errors import InvalidParameters, InvalidRequest
 from tollgate_server.openai_format import ChatCompletionCreate
 from tollgate_server.openai_request import ImagePart, JsonSchemaFormat, NamedToolChoice
 
@@ -91,7 +91,7 @@ def features(body: ChatCompletionCreate, provider: Provider, model_name: str) ->
     """Check each parameter `body` sets against `provider` and translate the ones it carries.
 
     Raises:
-        ApiError: 422 ``unsupported_parameter`` for the first parameter the provider cannot
+        Refused: 422 ``unsupported_parameter`` for the first parameter the provider cannot
             carry out.
     """
     # Only the fields the request sent: the plain text path pays one set intersection.
@@ -102,15 +102,14 @@ def features(body: ChatCompletionCreate, provider: Provider, model_name: str) ->
     if not asked and not images and not uses_tools:
         return PLAIN
     if "top_logprobs" in asked and not body.logprobs:
-        raise ApiError(422, "validation_error", "top_logprobs: needs logprobs: true")
+        raise InvalidParameters("validation_error", "top_logprobs: needs logprobs: true")
     if uses_tools and "tools" not in asked:
         asked.append("tools")
     if images:
         asked.append("image_url")
     for name in asked:
         if not provider.supports(name):
-            raise ApiError(
-                422,
+            raise InvalidParameters(
                 "unsupported_parameter",
                 f"{name}: the model {model_name} does not support this parameter",
                 extra={"param": name},
@@ -194,7 +193,7 @@ def _check_data_url(url: str) -> None:
     try:
         parse_data_url(url)
     except ImageRefused as exc:
-        raise ApiError(400, exc.code, exc.message) from None
+        raise InvalidRequest(exc.code, exc.message) from None
 
 
 def _json(value: object) -> str:
@@ -218,7 +217,7 @@ async def inline_image_urls(
                 try:
                     image = await fetch_image(http, part.url)
                 except ImageRefused as exc:
-                    raise ApiError(400, exc.code, exc.message) from None
+                    raise InvalidRequest(exc.code, exc.message) from None
                 encoded = base64.b64encode(image.data).decode()
                 part = CoreImagePart(
                     url=f"data:{image.mime_type};base64,{encoded}", detail=part.detail

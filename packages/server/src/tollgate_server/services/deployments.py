@@ -18,7 +18,7 @@ from sqlalchemy.exc import IntegrityError
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncSession
 
 from tollgate_server.deployment_schemas import DeploymentCreate, DeploymentUpdate
-from tollgate_server.errors import ApiError, not_found
+from tollgate_server.errors import InvalidParameters, not_found
 from tollgate_server.services.accounts import record_audit
 from tollgate_server.services.credentials import CredentialBox, last_four
 
@@ -124,7 +124,9 @@ async def create_deployment(
 ) -> DeploymentRow:
     """Add a deployment; its key is encrypted with the row's id as associated data."""
     if known_providers is not None and data.provider not in known_providers:
-        raise ApiError(422, "unknown_provider", f"no installed provider is named {data.provider}")
+        raise InvalidParameters(
+            "unknown_provider", f"no installed provider is named {data.provider}"
+        )
     exists = await session.execute(
         text("SELECT 1 FROM models WHERE name = :name"), {"name": data.model}
     )

@@ -74,9 +74,16 @@ from tollgate_core.tool_calls import join_tool_calls
 
 from tollgate_server.db.raw import raw_connection, run_with_retry
 from tollgate_server.errors import (
-    ApiError,
+    Forbidden,
+    InternalError,
+    InvalidParameters,
+    InvalidRequest,
+    NotFound,
+    Refused,
+    TimedOut,
+    Unavailable,
+    client_error,
     database_unavailable,
-    upstream_api_error,
     upstream_detail,
 )
 from tollgate_server.observability import tracing
@@ -129,7 +136,7 @@ def _carries(
     try:
         chat_request.features(body, provider, request.model)
         provider.check_request(request)
-    except (ApiError, UpstreamBadRequest):
+    except (Refused, UpstreamBadRequest):
         return False
     return True
 
@@ -145,23 +152,21 @@ async def plan_generation(
     """Check everything that needs no database, in the order a client can fix it."""
     model = await runtime.catalogue.get(body.model)
     if model is None or not model.enabled or model.price is None:
-        raise ApiError(404, "model_not_found", f"no model named {body.model} is served")
+        raise NotFound("model_not_found", f"no model named {body.model} is served")
     if allowed_models is not None and model.name not in allowed_models:
-        raise ApiError(403, "model_not_allowed", f"this API key may not use {model.name}")
+        raise Forbidden("model_not_allowed", f"this API key may not use {model.name}")
     await runtime.router.fresh()
     routes = runtime.router.routes(model)
     if not routes:
-        raise ApiError(
-            503,
+        raise Unavailable(
             "model_unavailable",
             f"the provider of {model.name} is not installed or not configured",
-            headers={"Retry-After": "60"},
+            retry_after=60,
         )
     provider = routes[0].provider
     max_tokens = body.requested_max_tokens() or model.default_max_tokens
     if max_tokens > model.max_output_tokens:
-        raise ApiError(
-            422,
+        raise InvalidParameters(
             "validation_error",
             f"max_tokens: at most {model.max_output_tokens} for {model.name}",
         )
@@ -171,8 +176,7 @@ async def plan_generation(
         messages = await chat_request.inline_image_urls(messages, runtime.http)
     prompt_tokens = provider.count_tokens(messages) + features.input_allowance
     if prompt_tokens > model.context_window:
-        raise ApiError(
-            400,
+        raise InvalidRequest(
             "context_length_exceeded",
             f"the prompt is about {prompt_tokens} tokens; {model.name} takes "
             f"{model.context_window}",
@@ -199,7 +203,9 @@ async def plan_generation(
         try:
             provider.check_request(request)
         except UpstreamBadRequest as exc:
-            raise ApiError(422, "unsupported_parameter", f"{model.name}: {exc.message}") from None
+            raise InvalidParameters(
+                "unsupported_parameter", f"{model.name}: {exc.message}"
+            ) from None
     groups = [routes]
     # Each of n choices may use the whole output limit.
     hold = hold_amount(
@@ -245,11 +251,10 @@ async def plan_generation(
     )
 
 
-SHUTDOWN_ERROR = ApiError(
-    503,
+SHUTDOWN_ERROR = Unavailable(
     "service_unavailable",
     "the server is shutting down; this generation was ended and charged for what it produced",
-    headers={"Retry-After": "1"},
+    retry_after=1,
 )
 
 
@@ -276,7 +281,7 @@ class GenerationSink(Protocol):
     async def finish(self, answer: Answer) -> None:
         """Write the end of the answer: the last chunks, or the whole non-streaming body."""
 
-    async def fail(self, error: ApiError) -> None:
+    async def fail(self, error: Refused) -> None:
         """Tell the client the generation failed: a status before the stream began, an
         error event after. Never raises."""
 
@@ -343,7 +348,7 @@ class Generation:
         return task
 
     async def admit(self) -> None:
-        """Take the hold, or raise the `ApiError` that refuses the generation."""
+        """Take the hold, or raise the `Refused` that refuses the generation."""
         self.log.update(
             account=str(self.plan.account_id),
             model=self.plan.model.name,
@@ -352,13 +357,11 @@ class Generation:
         )
         self.trace_parent = tracing.current()  # observability: parents the settlement's span
         if self.runtime.draining:
-            raise ApiError(
-                503, "service_unavailable", "shutting down", headers={"Retry-After": "1"}
-            )
+            raise Unavailable("service_unavailable", "shutting down", retry_after=1)
         try:
             with tracing.span("admission"):
                 await self._admit()
-        except ApiError as exc:
+        except Refused as exc:
             self.log.update(status=exc.code, refused=exc.code)
             raise
         except Exception as exc:
@@ -368,11 +371,10 @@ class Generation:
             # committed before the connection died, so release its hold (if it exists) once
             # the database is back; the settlement's guard makes that safe either way.
             self._release_later()
-            raise ApiError(
-                503,
+            raise Unavailable(
                 "service_unavailable",
                 "the database is unavailable; retry shortly",
-                headers={"Retry-After": "2"},
+                retry_after=2,
             ) from None
 
     def _release_later(self) -> None:
@@ -429,18 +431,19 @@ class Generation:
     async def _run(self, sink: GenerationSink) -> None:
         # Each path settles before its last byte reaches the client, so a client that has
         # seen the end of its answer (or of its error) also sees its balance settled.
-        status, error_code, failure = "client_disconnected", None, None
+        status, error_code = "client_disconnected", None
+        failure: Refused | None = None
         try:
             await self._generate(sink)
             status = "completed"
         except UpstreamError as exc:
             status = "upstream_timeout" if isinstance(exc, UpstreamTimeout) else "upstream_error"
-            error_code, failure = exc.code, upstream_api_error(exc)
+            error_code, failure = exc.code, client_error(exc)
             self.error_detail = self.log["error_detail"] = upstream_detail(exc)
         except _GenerationTimeout:
             status = error_code = "generation_timeout"
-            failure = ApiError(
-                504, "generation_timeout", "the generation ran past the maximum generation time"
+            failure = TimedOut(
+                "generation_timeout", "the generation ran past the maximum generation time"
             )
         except ClientGone:
             status = "client_disconnected"
@@ -455,7 +458,7 @@ class Generation:
         except Exception:
             logger.exception("generation %s failed", self.plan.generation_id)
             status, error_code = "error", "internal_error"
-            failure = ApiError(500, "internal_error", "internal error; quote the request id")
+            failure = InternalError("internal_error", "internal error; quote the request id")
         finally:
             await self._settle_shielded(status, error_code)
         if failure is not None:

@@ -10,7 +10,7 @@ from sqlalchemy import text
 from sqlalchemy.ext.asyncio import AsyncSession
 from tollgate_core import format_credits
 
-from tollgate_server.errors import ApiError, not_found
+from tollgate_server.errors import InvalidParameters, not_found
 
 COLUMNS = (
     "id, model_name, status, stream, input_tokens, output_tokens, usage_estimated, hold, cost, "
@@ -51,7 +51,9 @@ def _parse_cursor(value: str | None) -> tuple[datetime, uuid.UUID] | None:
         stamp, ident = value.split("_", 1)
         return datetime.fromisoformat(stamp), uuid.UUID(ident)
     except ValueError:
-        raise ApiError(422, "validation_error", "cursor: not a cursor this list gave out") from None
+        raise InvalidParameters(
+            "validation_error", "cursor: not a cursor this list gave out"
+        ) from None
 
 
 async def list_generations(

@@ -17,7 +17,7 @@ from tollgate_core import format_credits, parse_credits
 
 from tollgate_server.db.listener import Listener
 from tollgate_server.db.raw import run_with_retry
-from tollgate_server.errors import ApiError, not_found
+from tollgate_server.errors import Conflict, InvalidParameters, not_found
 from tollgate_server.schemas import ApiKeyCreate, ApiKeyUpdate
 from tollgate_server.security.tokens import hash_api_key, new_api_key
 
@@ -88,8 +88,7 @@ async def create_key(
     ).one_or_none()
     if row is None:
         await session.rollback()
-        raise ApiError(
-            409,
+        raise Conflict(
             "too_many_api_keys",
             f"an account may hold at most {max_keys} live API keys; revoke one first",
         )
@@ -129,7 +128,7 @@ async def update_key(
     changes = _limits(data)
     sent = data.model_fields_set & set(changes)
     if not sent:
-        raise ApiError(422, "validation_error", "send at least one of " + ", ".join(changes))
+        raise InvalidParameters("validation_error", "send at least one of " + ", ".join(changes))
     assignments = ", ".join(
         f"{name} = CAST(:{name} AS BIGINT)" if name == "spend_limit" else f"{name} = :{name}"
         for name in sorted(sent)

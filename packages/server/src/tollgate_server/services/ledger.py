@@ -23,7 +23,15 @@ from sqlalchemy.ext.asyncio import AsyncSession
 from tollgate_core import Price, Usage, format_credits, parse_credits
 from tollgate_core.money import MAX_BALANCE
 
-from tollgate_server.errors import ApiError, not_found
+from tollgate_server.errors import (
+    Conflict,
+    Forbidden,
+    InsufficientCredits,
+    InvalidParameters,
+    RateLimited,
+    Refused,
+    not_found,
+)
 from tollgate_server.services.alerts import check_balance_alert
 
 # --- admission and settlement (raw asyncpg: the hot path) ----------------------------------
@@ -323,38 +331,34 @@ def _refusal(
     strict: bool,
     max_running: int,
     requests_per_minute: int,
-) -> ApiError:
+) -> Refused:
     """The error for the guard the admission statement named, worded from the same row."""
     reason = row["refusal"]
     if reason == "account_disabled":
-        return ApiError(403, "account_disabled", "this account is disabled")
+        return Forbidden("account_disabled", "this account is disabled")
     if reason == "rate_limited":
-        return ApiError(
-            429,
+        return RateLimited(
             "rate_limited",
             f"at most {requests_per_minute} requests a minute",
-            headers={"Retry-After": str(max(1, row["window_left"]))},
+            retry_after=max(1, row["window_left"]),
         )
     if reason == "key_rate_limited":
-        return ApiError(
-            429,
+        return RateLimited(
             "key_rate_limited",
             "this API key's requests or tokens per minute are used up",
-            headers={"Retry-After": str(max(1, row["window_left"]))},
+            retry_after=max(1, row["window_left"]),
         )
     if reason == "key_budget_exceeded":
-        return ApiError(
-            402,
+        return InsufficientCredits(
             "key_budget_exceeded",
             "this API key's spend limit for its period is reached (its holds count until "
             "they settle); raise the key's spend_limit or wait for the next period",
         )
     if reason == "too_many_concurrent_requests":
-        return ApiError(
-            429,
+        return RateLimited(
             "too_many_concurrent_requests",
             f"at most {max_running} generations may run at once for an account",
-            headers={"Retry-After": "1"},
+            retry_after=1,
         )
     available = row["balance"] - row["held"]
     message = f"available balance is {format_credits(available)} credits"
@@ -363,7 +367,7 @@ def _refusal(
             f"; this request may cost up to {format_credits(admission.hold)}: "
             "lower max_tokens or top up"
         )
-    return ApiError(402, "insufficient_balance", message)
+    return InsufficientCredits("insufficient_balance", message)
 
 
 ATTEMPTS_SQL = """
@@ -509,7 +513,7 @@ async def post_credits(
     """
     micro = parse_credits(amount)
     if micro == 0:
-        raise ApiError(422, "validation_error", "amount must not be zero")
+        raise InvalidParameters("validation_error", "amount must not be zero")
     kind = kind or ("topup" if micro > 0 else "adjustment")
     fingerprint = _request_hash(account_id, micro, reason)
     if idempotency_key is not None:
@@ -541,13 +545,12 @@ async def post_credits(
             if not exists:
                 raise not_found("account")
             if micro > 0:
-                raise ApiError(
-                    409,
+                raise Conflict(
                     "balance_limit_exceeded",
                     f"a balance may not exceed {format_credits(MAX_BALANCE)} credits",
                 )
-            raise ApiError(
-                409, "insufficient_balance", "a deduction may not exceed the available balance"
+            raise Conflict(
+                "insufficient_balance", "a deduction may not exceed the available balance"
             )
         # The low-balance alert (or its re-arming), in this same transaction.
         await check_balance_alert(session, account_id)
@@ -599,8 +602,7 @@ async def _replay(
     if entry is None:
         return None
     if entry.request_hash != fingerprint:
-        raise ApiError(
-            409,
+        raise Conflict(
             "idempotency_key_reused",
             "this Idempotency-Key was used for a different request",
         )

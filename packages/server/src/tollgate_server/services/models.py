@@ -14,7 +14,7 @@ from sqlalchemy.exc import IntegrityError
 from sqlalchemy.ext.asyncio import AsyncSession
 from tollgate_core import format_credits, parse_credits
 
-from tollgate_server.errors import ApiError, not_found
+from tollgate_server.errors import Conflict, InvalidParameters, not_found
 from tollgate_server.schemas import ModelCreate, ModelUpdate
 from tollgate_server.services.accounts import record_audit
 from tollgate_server.services.catalogue import CatalogueModel, read_catalogue
@@ -50,9 +50,11 @@ def model_public(model: CatalogueModel, *, configured: bool) -> dict[str, Any]:
 def _prices(input_price: str, output_price: str, *, free: bool) -> tuple[int, int]:
     micro_in, micro_out = parse_credits(input_price), parse_credits(output_price)
     if micro_in < 0 or micro_out < 0:
-        raise ApiError(422, "validation_error", "prices cannot be negative")
+        raise InvalidParameters("validation_error", "prices cannot be negative")
     if not free and (micro_in == 0 or micro_out == 0):
-        raise ApiError(422, "validation_error", "a price of zero needs the model to be marked free")
+        raise InvalidParameters(
+            "validation_error", "a price of zero needs the model to be marked free"
+        )
     return micro_in, micro_out
 
 
@@ -72,7 +74,7 @@ async def create_model(
 ) -> CatalogueModel:
     default_max = data.default_max_tokens or min(data.max_output_tokens, 1024)
     if default_max > data.max_output_tokens:
-        raise ApiError(422, "validation_error", "default_max_tokens exceeds max_output_tokens")
+        raise InvalidParameters("validation_error", "default_max_tokens exceeds max_output_tokens")
     micro_in, micro_out = _prices(data.input_price, data.output_price, free=data.free)
     micro_cached = _cached_price(data.cached_input_price)
     try:
@@ -98,7 +100,7 @@ async def create_model(
         await session.rollback()
         if "uq_models_name" not in str(exc.orig):
             raise
-        raise ApiError(409, "model_exists", f"a model named {data.name} exists") from None
+        raise Conflict("model_exists", f"a model named {data.name} exists") from None
     await _add_price(session, model_id, micro_in, micro_out, micro_cached)
     await record_audit(
         session=session, actor_id=actor_id, action="model.create", detail=data.model_dump()
@@ -112,7 +114,7 @@ def _cached_price(value: str | None) -> int | None:
         return None
     micro = parse_credits(value)
     if micro < 0:
-        raise ApiError(422, "validation_error", "prices cannot be negative")
+        raise InvalidParameters("validation_error", "prices cannot be negative")
     return micro
 
 
@@ -142,7 +144,7 @@ async def update_model(
     max_out = data.max_output_tokens or current.max_output_tokens
     default_max = data.default_max_tokens or min(current.default_max_tokens, max_out)
     if default_max > max_out:
-        raise ApiError(422, "validation_error", "default_max_tokens exceeds max_output_tokens")
+        raise InvalidParameters("validation_error", "default_max_tokens exceeds max_output_tokens")
     await session.execute(
         text(
             "UPDATE models SET provider = coalesce(:provider, provider), "
@@ -175,7 +177,7 @@ async def update_model(
             format_credits(price.output_per_million) if price else None
         )
         if input_price is None or output_price is None:
-            raise ApiError(422, "validation_error", "set both prices for an unpriced model")
+            raise InvalidParameters("validation_error", "set both prices for an unpriced model")
         micro_in, micro_out = _prices(input_price, output_price, free=free)
         # Sent (a price, or null to drop it) it changes; unsent it carries over.
         micro_cached = (
@@ -189,7 +191,7 @@ async def update_model(
         and current.price is not None
         and (current.price.input_per_million == 0 or current.price.output_per_million == 0)
     ):
-        raise ApiError(422, "validation_error", "a model priced at zero must stay free")
+        raise InvalidParameters("validation_error", "a model priced at zero must stay free")
     if data.fallbacks is not None:
         await _set_fallbacks(session, current, data.fallbacks)
     await record_audit(
@@ -204,8 +206,8 @@ async def update_model(
 
 async def _set_fallbacks(session: AsyncSession, model: CatalogueModel, names: list[str]) -> None:
     if model.name in names or len(set(names)) != len(names):
-        raise ApiError(
-            422, "validation_error", "fallbacks: each a different model, not the model itself"
+        raise InvalidParameters(
+            "validation_error", "fallbacks: each a different model, not the model itself"
         )
     known = set(
         (
@@ -216,7 +218,7 @@ async def _set_fallbacks(session: AsyncSession, model: CatalogueModel, names: li
     )
     missing = [name for name in names if name not in known]
     if missing:
-        raise ApiError(422, "validation_error", f"fallbacks: no model named {missing[0]}")
+        raise InvalidParameters("validation_error", f"fallbacks: no model named {missing[0]}")
     await session.execute(
         text("UPDATE models SET fallbacks = :names WHERE id = :id"),
         {"names": names, "id": model.id},

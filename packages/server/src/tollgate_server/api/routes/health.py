@@ -11,7 +11,7 @@ from tollgate_server.api.deps import RuntimeDep
 from tollgate_server.api.json_body import StrictJsonRoute
 from tollgate_server.api.responses import errors
 from tollgate_server.db.revision import SCHEMA_HEAD
-from tollgate_server.errors import ApiError
+from tollgate_server.errors import Unavailable
 from tollgate_server.services.spool import count_spooled
 
 router = APIRouter(tags=["health"], route_class=StrictJsonRoute)
@@ -64,25 +64,20 @@ async def readyz(runtime: RuntimeDep) -> ReadyPublic:
     spooled = await count_spooled(runtime.spool.directory)
     pending = f"; settlements waiting: {waiting}, spooled: {spooled}"
     if runtime.draining:
-        raise ApiError(
-            503, "service_unavailable", "shutting down" + pending, headers={"Retry-After": "1"}
-        )
+        raise Unavailable("service_unavailable", "shutting down" + pending, retry_after=1)
     try:
         async with runtime.engine.connect() as conn:
             current = (
                 await conn.exec_driver_sql("SELECT version_num FROM alembic_version")
             ).scalar()
     except Exception as exc:
-        raise ApiError(
-            503,
+        raise Unavailable(
             "service_unavailable",
             "the database is unavailable" + pending,
-            headers={"Retry-After": "2"},
+            retry_after=2,
         ) from exc
     if current != SCHEMA_HEAD:
-        raise ApiError(
-            503, "service_unavailable", f"schema at {current}, code expects {SCHEMA_HEAD}"
-        )
+        raise Unavailable("service_unavailable", f"schema at {current}, code expects {SCHEMA_HEAD}")
     return ReadyPublic(
         status="ready",
         schema_revision=SCHEMA_HEAD,
