@@ -147,6 +147,12 @@ async def plan_generation(
         raise ApiError(404, "model_not_found", f"no model named {body.model} is served")
     if allowed_models is not None and model.name not in allowed_models:
         raise ApiError(403, "model_not_allowed", f"this API key may not use {model.name}")
+    if model.kind != "chat":
+        raise ApiError(
+            400,
+            "not_a_chat_model",
+            f"{model.name} is an embedding model: send it to /v1/embeddings",
+        )
     await runtime.router.fresh()
     routes = runtime.router.routes(model)
     if not routes:
@@ -207,6 +213,7 @@ async def plan_generation(
             fallback is None
             or fallback.price is None
             or not fallback.enabled
+            or fallback.kind != "chat"
             or fallback.max_output_tokens < max_tokens
             or fallback.context_window < prompt_tokens
         ):
