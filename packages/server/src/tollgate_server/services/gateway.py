@@ -85,7 +85,7 @@ from tollgate_server.runtime import Runtime
 from tollgate_server.services import chat_request, ledger
 from tollgate_server.services.catalogue import CatalogueModel
 from tollgate_server.services.late_charges import deliver_settlement
-from tollgate_server.services.routing import Route, RoutedCall
+from tollgate_server.services.routing import Attempt, Route, RoutedCall
 
 logger = logging.getLogger("tollgate.gateway")
 
@@ -114,6 +114,9 @@ class Plan:
     """Input tokens beyond the messages' text (tools, schemas, images): the check of the
     upstream's usage allows this much more input."""
     choices: int = 1
+    endpoint: str = "chat.completions"
+    """The API that asked, recorded on the generation (`services.embeddings` plans
+    ``embeddings``)."""
 
 
 def _carries(
@@ -256,6 +259,14 @@ SHUTDOWN_ERROR = ApiError(
 )
 
 
+class UpstreamCalls(Protocol):
+    """A generation's upstream calls as its settlement records them: a chat stream's
+    `RoutedCall`, or an embedding's `services.embeddings.RoutedEmbedding`."""
+
+    served: Route | None
+    attempts: list[Attempt]
+
+
 class ClientGone(Exception):
     """The client hung up; a sink raises it where a send failed."""
 
@@ -336,7 +347,7 @@ class Generation:
         self._checked: tuple[Usage, tuple[str, ...]] | None = None
         self.trace_parent: Any = None
         """The request span's context (None while tracing is off), for the settlement's span."""
-        self.call: RoutedCall | None = None
+        self.call: UpstreamCalls | None = None
         """The upstream calls (routing): which deployment served, and every attempt."""
 
     def stop(self, reason: str) -> None:
@@ -419,6 +430,7 @@ class Generation:
             prompt_tokens=plan.prompt_tokens,
             deadline_seconds=self.settings.max_generation_seconds + DEADLINE_MARGIN_SECONDS,
             instance_id=self.runtime.instance_id,
+            endpoint=plan.endpoint,
         )
         await run_with_retry(
             self.runtime.hot_pool,
