@@ -4,7 +4,7 @@
 Vectors are deterministic: each input's vector is a function of its text (or token ids) and the
 dimensions asked, so a test can compute what it should receive (`fake_vector`). OpenAI's answer
 reports ``prompt_tokens`` as the inputs' whitespace-separated words + 2 per input (token ids:
-their number + 2); Gemini's, like the real API, reports no usage.
+their number); Gemini's, like the real API, reports no usage.
 
 Directives in any input (``[[fake:...]]``) apply: ``status``, ``retry_after``, ``stall_first_s``,
 ``no_usage`` and ``usage_input`` as for chat.
@@ -40,8 +40,9 @@ def fake_vector(item: str | list[int], dimensions: int = DEFAULT_DIMENSIONS) -> 
 
 
 def input_count(item: str | list[int]) -> int:
-    """The tokens the fake's OpenAI answer reports for one input."""
-    return (len(item.split()) if isinstance(item, str) else len(item)) + 2
+    """The tokens the fake's OpenAI answer reports for one input: a text's words + 2, a token
+    list's length (as OpenAI counts token ids: exactly)."""
+    return len(item.split()) + 2 if isinstance(item, str) else len(item)
 
 
 def openai_inputs(body: dict[str, Any]) -> list[str | list[int]] | None:
