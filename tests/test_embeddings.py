@@ -188,8 +188,8 @@ def test_langchain_openai_embeddings(
     before = balance(api, user)
     embeddings = OpenAIEmbeddings(
         model=TEST_EMBEDDING_MODELS[provider],
-        base_url=f"{str(api.base_url).rstrip('/')}/v1",
-        api_key=SecretStr(user.token),
+        openai_api_base=f"{str(api.base_url).rstrip('/')}/v1",
+        openai_api_key=SecretStr(user.token),
         max_retries=0,
         # Its length check tokenizes with tiktoken, whose vocabulary is downloaded on first
         # use: off, so the texts go as strings (the gateway checks lengths itself).
@@ -244,7 +244,7 @@ def embed(api: httpx.Client, user: User, **body: Any) -> httpx.Response:
 
 REFUSALS: list[tuple[str, dict[str, Any], int, str]] = [
     ("too many inputs", {"input": ["a", "b", "c", "d"]}, 400, "too_many_inputs"),
-    # 3 inputs of 60 bytes are 20 tokens each on the safe side: 60 > 40.
+    # 3 inputs of 60 bytes are 20 + 2 tokens each on the safe side: 66 > 40.
     ("too many tokens", {"input": ["x" * 60] * 3}, 400, "too_many_tokens"),
     ("an empty list", {"input": []}, 400, "empty_input"),
     ("an empty string", {"input": ""}, 400, "empty_input"),

@@ -16,6 +16,10 @@ from tollgate_core.metering import INPUT_SLACK_TOKENS, UsageBounds
 from tollgate_core.tokens import calibrated_text_tokens, estimate_text_tokens
 from tollgate_core.types import Usage
 
+INPUT_OVERHEAD_TOKENS = 2
+"""Special tokens a server may count per input on top of its text (a BERT-style model's
+``[CLS]`` and ``[SEP]``, served by OpenAI-compatible servers): in the hold and the bounds."""
+
 EmbeddingInput = str | tuple[int, ...]
 """One input: a text, or the token ids of one (OpenAI takes either)."""
 
@@ -56,8 +60,8 @@ class EmbeddingResult:
 def input_tokens_upper_bound(item: EmbeddingInput) -> int:
     """The tokens one input may cost at most, on the safe side: for the hold and the limits."""
     if isinstance(item, str):
-        return estimate_text_tokens(item)
-    return len(item)
+        return estimate_text_tokens(item) + INPUT_OVERHEAD_TOKENS
+    return len(item) + INPUT_OVERHEAD_TOKENS
 
 
 def estimate_embedding_tokens(inputs: Iterable[EmbeddingInput]) -> int:
@@ -74,7 +78,8 @@ def embedding_bounds(inputs: Sequence[EmbeddingInput]) -> UsageBounds:
     slack per input; no output at all."""
     total = 0
     for item in inputs:
-        total += (len(item.encode("utf-8")) if isinstance(item, str) else len(item)) + 2
+        size = len(item.encode("utf-8")) if isinstance(item, str) else len(item)
+        total += size + INPUT_OVERHEAD_TOKENS
     return UsageBounds(max_input_tokens=total + INPUT_SLACK_TOKENS, max_output_tokens=0)
 
 
