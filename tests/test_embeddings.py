@@ -395,3 +395,25 @@ def test_generations_of_both_endpoints_are_listed_apart(
         "chat.completions",
         "embeddings",
     ]
+
+
+def test_an_api_key_embeds_within_its_model_list(
+    api: httpx.Client, make_user: Callable[..., User], test_models: dict[str, str]
+) -> None:
+    user = make_user("1000")
+
+    def new_key(models: list[str]) -> str:
+        created = api.post(
+            "/v1/keys", json={"name": "embed", "models": models}, headers=user.headers
+        )
+        assert created.status_code == 201, created.text
+        return str(created.json()["key"])
+
+    allowed = sdk(api, new_key([TEST_EMBEDDING_MODELS["openai"]]))
+    result = allowed.embeddings.create(model=TEST_EMBEDDING_MODELS["openai"], input="hi")
+    assert result.data[0].embedding == fake_vector("hi")
+    chat_only = sdk(api, new_key([TEST_MODELS["openai"]]))
+    with pytest.raises(openai.PermissionDeniedError) as caught:
+        chat_only.embeddings.create(model=TEST_EMBEDDING_MODELS["openai"], input="hi")
+    assert caught.value.body["code"] == "model_not_allowed"  # type: ignore[index]
+    assert len(generations(api, user)) == 1
