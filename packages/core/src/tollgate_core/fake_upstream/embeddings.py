@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import hashlib
 import struct
+from collections.abc import Sequence
 from typing import Any
 
 from tollgate_core.types import Usage
@@ -22,7 +23,7 @@ DEFAULT_DIMENSIONS = 8
 """The length of a vector when the request names none."""
 
 
-def fake_vector(item: str | list[int], dimensions: int = DEFAULT_DIMENSIONS) -> list[float]:
+def fake_vector(item: str | Sequence[int], dimensions: int = DEFAULT_DIMENSIONS) -> list[float]:
     """The vector the fake answers for one input: numbers in [-1, 1) drawn from a hash of it,
     exactly representable in float32 (so base64 round-trips compare equal)."""
     seed = item.encode("utf-8") if isinstance(item, str) else repr(list(item)).encode()
