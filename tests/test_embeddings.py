@@ -417,3 +417,32 @@ def test_an_api_key_embeds_within_its_model_list(
         chat_only.embeddings.create(model=TEST_EMBEDDING_MODELS["openai"], input="hi")
     assert caught.value.body["code"] == "model_not_allowed"  # type: ignore[index]
     assert len(generations(api, user)) == 1
+
+
+def test_an_embedding_model_whose_provider_serves_none_is_a_400(
+    api: httpx.Client,
+    admin_headers: dict[str, str],
+    make_user: Callable[..., User],
+    upstream: FakeUpstream,
+    test_models: dict[str, str],
+) -> None:
+    created = api.post(
+        "/v1/admin/models",
+        json={
+            "name": "fake-anthropic-embed",
+            "provider": "anthropic",
+            "kind": "embedding",
+            "upstream_model": "anthropic-embed-upstream",
+            "input_price": "1000000",
+            "output_price": "0",
+        },
+        headers=admin_headers,
+    )
+    assert created.status_code in (201, 409), created.text
+    user = make_user("1000")
+    upstream.clear()
+    response = embed(api, user, model="fake-anthropic-embed", input="x")
+    assert response.status_code == 400, response.text
+    assert response.json()["error"]["code"] == "embeddings_not_supported"
+    assert generations(api, user) == []
+    assert upstream.records == []
