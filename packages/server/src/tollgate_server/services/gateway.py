@@ -39,6 +39,9 @@ The upstream is always called in streaming mode, for streaming and non-streaming
 alike: one path, the same timeouts, and a count of what was generated when a client leaves
 early. Settlement runs in a ``finally`` under `asyncio.shield`, so a cancelled request still
 settles, and the ledger's guard makes a second settlement a no-op.
+
+An embedding request (`services.embeddings`) runs on this same engine, with one upstream call
+in place of the stream; it ends as a non-streaming request does.
 """
 
 from __future__ import annotations
