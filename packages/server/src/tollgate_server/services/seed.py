@@ -53,7 +53,8 @@ DEFAULT_CATALOGUE: tuple[SeedModel, ...] = (
         "100000",
         "500000",
     ),
-    # Embedding models: priced per million input tokens; an embedding has no output.
+    # Embedding models: priced per million input tokens, on the scale of the chat models above
+    # (gpt-4o-mini's 15,000); an embedding has no output.
     SeedModel(
         "text-embedding-3-small",
         "openai",
@@ -61,7 +62,7 @@ DEFAULT_CATALOGUE: tuple[SeedModel, ...] = (
         8_191,
         1,
         1,
-        "20000",
+        "2000",
         "0",
         kind="embedding",
     ),
@@ -72,7 +73,7 @@ DEFAULT_CATALOGUE: tuple[SeedModel, ...] = (
         2_048,
         1,
         1,
-        "150000",
+        "15000",
         "0",
         kind="embedding",
     ),
