@@ -79,6 +79,8 @@ UPSTREAM_KEYS = {
 TEST_MODELS = {"openai": "fake-openai", "gemini": "fake-gemini", "anthropic": "fake-anthropic"}
 """One model per provider, all served by the fake upstream, priced 1 credit per input token and
 2 credits per output token so that charges are easy to check by hand."""
+TEST_EMBEDDING_MODELS = {"openai": "fake-openai-embed", "gemini": "fake-gemini-embed"}
+"""One embedding model per provider that serves embeddings, priced 1 credit per input token."""
 
 
 @pytest.fixture(scope="session")
@@ -124,6 +126,23 @@ def ensure_test_models(client: httpx.Client, admin_headers: dict[str, str]) -> N
                 "default_max_tokens": 100,
                 "input_price": "1000000",
                 "output_price": "2000000",
+            },
+            headers=admin_headers,
+        )
+        assert response.status_code in (201, 409), response.text
+    for provider, name in TEST_EMBEDDING_MODELS.items():
+        response = client.post(
+            "/v1/admin/models",
+            json={
+                "name": name,
+                "provider": provider,
+                "kind": "embedding",
+                "upstream_model": f"{provider}-embed-upstream",
+                "context_window": 2000,
+                "max_output_tokens": 1,
+                "default_max_tokens": 1,
+                "input_price": "1000000",
+                "output_price": "0",
             },
             headers=admin_headers,
         )

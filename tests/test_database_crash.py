@@ -218,6 +218,61 @@ def test_answers_finished_during_an_outage_are_charged_by_the_next_start(
         _check_ledger(cluster.url)
 
 
+def test_embeddings_answered_during_an_outage_are_spooled_and_charged(
+    tmp_path: Path, upstream: FakeUpstream
+) -> None:
+    """Embedding requests settle like chat generations: their vectors are delivered while the
+    database is away, and their charges are spooled, then settled when it returns."""
+    from tollgate_server.db.migrate import upgrade
+
+    ask = {"model": "fake-openai-embed", "input": ["[[fake:stall_first_s=1.5]] embed me"]}
+    with EmbeddedCluster(tmp_path / "pg") as cluster:
+        upgrade(cluster.url)
+        settings = make_settings(cluster.url, tmp_path / "data")
+        app = create_app(settings, provider_env=upstream_environment(upstream))
+        with ServerThread(app) as server, httpx.Client(base_url=server.url, timeout=30) as client:
+            headers = _funded_user(client)
+            answers: list[httpx.Response] = []
+
+            def call() -> None:
+                with httpx.Client(timeout=30) as own:
+                    answers.append(
+                        own.post(f"{server.url}/v1/embeddings", json=ask, headers=headers)
+                    )
+
+            threads = [threading.Thread(target=call, daemon=True) for _ in range(3)]
+            for thread in threads:
+                thread.start()
+            # Admitted, their upstream calls stalled: the database dies under them.
+            deadline = time.monotonic() + 10
+            while client.get("/v1/balance", headers=headers).json()["held"] == "0":
+                assert time.monotonic() < deadline
+                time.sleep(0.05)
+            time.sleep(0.3)
+            _kill_postmaster(cluster.server.pgdata)
+            for thread in threads:
+                thread.join(30)
+            assert [a.status_code for a in answers] == [200] * 3, [a.text for a in answers]
+            told = sum((Decimal(a.json()["usage"]["cost"]) for a in answers), Decimal(0))
+            assert told > 0
+            down = client.get("/readyz")
+            assert down.status_code == 503
+            assert "settlements waiting: 3, spooled: 3" in down.json()["error"]["message"]
+
+            _restart(cluster)
+            deadline = time.monotonic() + 30
+            while (ready := client.get("/readyz")).status_code != 200 or ready.json()[
+                "settlements_waiting"
+            ]:
+                assert time.monotonic() < deadline, ready.text
+                time.sleep(0.2)
+            spent, held = _spent(client, headers)
+            listed = client.get("/v1/generations", headers=headers).json()["data"]
+        assert spent == told and held == "0"
+        assert [(g["endpoint"], g["status"]) for g in listed] == [("embeddings", "completed")] * 3
+        _check_ledger(cluster.url)
+
+
 # --- the embedded PostgreSQL of `tollgate serve` ----------------------------------------------
 
 

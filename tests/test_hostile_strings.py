@@ -147,6 +147,10 @@ class World:
                     "logit_bias": {"1": 1},
                 },
             ],
+            "POST /v1/embeddings": [
+                {"model": "fake-openai-embed", "input": "hello", "user": "u"},
+                {"model": "fake-openai-embed", "input": ["hello", "world"]},
+            ],
             "POST /v1/auth/register": [
                 {"email": f"walk-{uuid.uuid4().hex[:10]}@example.com", "password": PASSWORD}
             ],
@@ -306,8 +310,9 @@ def test_every_string_field_of_every_operation_survives_a_lone_surrogate_and_a_n
             '"content": [{"type": "text", "text": "\\ud800"}]}]}',
         ),
         ("/v1/keys", '{"name": "k", "models": ["\\ud800"]}'),
+        ("/v1/embeddings", '{"model": "fake-openai-embed", "input": ["ok", "a\\ud800b"]}'),
     ],
-    ids=["message-content", "text-part", "key-models"],
+    ids=["message-content", "text-part", "key-models", "embedding-input"],
 )
 def test_a_lone_surrogate_is_refused_with_422_and_changes_nothing(
     path: str,

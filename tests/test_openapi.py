@@ -24,6 +24,7 @@ TAGS = ["generation", "auth", "billing", "keys", "admin", "health"]
 API_KEY_OPERATIONS = {
     ("get", "/v1/models"),
     ("post", "/v1/chat/completions"),
+    ("post", "/v1/embeddings"),
     ("get", "/v1/balance"),
     ("get", "/v1/generations"),
     ("get", "/v1/generations/{generation_id}"),

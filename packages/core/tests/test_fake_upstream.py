@@ -24,6 +24,7 @@ from tollgate_core.fake_upstream import (
     DirectiveError,
     Directives,
     FakeUpstream,
+    fake_vector,
     parse_directives,
 )
 
@@ -260,6 +261,45 @@ def test_genai_sdk_streams_from_the_fake(upstream: FakeUpstream) -> None:
     assert record.api_key == GEMINI_KEY and GEMINI_KEY not in record.url
     response = client.models.generate_content(model="gemini-fake", contents="hi")
     assert response.text == "tok0 tok1 tok2 tok3 tok4"
+
+
+def test_openai_sdk_embeds_with_the_fake(upstream: FakeUpstream) -> None:
+    client = openai.OpenAI(base_url=upstream.openai_base_url, api_key=OPENAI_KEY, max_retries=0)
+    upstream.clear()
+    # The SDK's default asks for base64 and decodes it: float32 values come back exact.
+    result = client.embeddings.create(model="embed-fake", input=["one two", "three"])
+    assert [d.embedding for d in result.data] == [fake_vector("one two"), fake_vector("three")]
+    assert (result.usage.prompt_tokens, upstream.last_record.usage) == (7, Usage(input_tokens=7))
+    ids = client.embeddings.create(model="embed-fake", input=[5, 6, 7], dimensions=3)
+    assert ids.data[0].embedding == fake_vector([5, 6, 7], 3)
+    assert ids.usage.prompt_tokens == 3
+    with pytest.raises(openai.RateLimitError):
+        client.embeddings.create(model="embed-fake", input="[[fake:status=429]]")
+
+
+def test_genai_sdk_embeds_with_the_fake(upstream: FakeUpstream) -> None:
+    """google-genai sends ``batchEmbedContents`` itself: the fake answers what it parses."""
+    client = genai.Client(
+        api_key=GEMINI_KEY, http_options=genai_types.HttpOptions(base_url=upstream.url)
+    )
+    upstream.clear()
+    # One Content per text: a list of strings would be one content of two parts (one vector).
+    response = client.models.embed_content(
+        model="gemini-embedding-fake",
+        contents=[
+            genai_types.Content(parts=[genai_types.Part(text="one two")]),
+            genai_types.Content(parts=[genai_types.Part(text="three")]),
+        ],
+        config=genai_types.EmbedContentConfig(output_dimensionality=4),
+    )
+    assert response.embeddings is not None
+    assert [e.values for e in response.embeddings] == [
+        fake_vector("one two", 4),
+        fake_vector("three", 4),
+    ]
+    record = upstream.last_record
+    assert record.path.endswith("/models/gemini-embedding-fake:batchEmbedContents")
+    assert record.api_key == GEMINI_KEY and record.usage is None
 
 
 # -- behaviour and records -------------------------------------------------------------------

@@ -22,6 +22,7 @@ if TYPE_CHECKING:
 # Fields compared one by one; prices are compared as a pair, in micro-credits.
 PLAIN_FIELDS = (
     "provider",
+    "kind",
     "upstream_model",
     "enabled",
     "free",

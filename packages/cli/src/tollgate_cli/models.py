@@ -32,6 +32,13 @@ OutputPrice = Annotated[
     str,
     typer.Option("--output-price", help="Credits per million output tokens.", show_default=False),
 ]
+Kind = Annotated[
+    str,
+    typer.Option(
+        "--kind",
+        help="chat (served by /v1/chat/completions) or embedding (by /v1/embeddings).",
+    ),
+]
 CachedInputPrice = Annotated[
     str | None,
     typer.Option(
@@ -61,6 +68,7 @@ def show_models(models: list[CatalogueModel], json_output: bool) -> None:
     rows = [
         (
             m.name,
+            m.kind,
             m.provider,
             m.upstream_model,
             m.enabled,
@@ -77,6 +85,7 @@ def show_models(models: list[CatalogueModel], json_output: bool) -> None:
         table(
             [
                 "NAME",
+                "KIND",
                 "PROVIDER",
                 "UPSTREAM_MODEL",
                 "ENABLED",
@@ -145,6 +154,7 @@ def add(
     input_price: InputPrice,
     output_price: OutputPrice,
     cached_input_price: CachedInputPrice = None,
+    kind: Kind = "chat",
     context_window: Annotated[
         int, typer.Option("--context-window", help="Tokens of prompt and output together.")
     ] = DEFAULT_CONTEXT_WINDOW,
@@ -172,6 +182,10 @@ def add(
 
     Example: tollgate models add gpt-4o-mini --provider openai --upstream-model gpt-4o-mini \\
     --input-price 0.15 --output-price 0.6
+
+    An embedding model: tollgate models add text-embedding-3-small --kind embedding \\
+    --provider openai --upstream-model text-embedding-3-small --input-price 0.02 \\
+    --output-price 0
     """
     from tollgate_server.schemas import ModelCreate
     from tollgate_server.services import models as catalogue
@@ -184,6 +198,7 @@ def add(
         name=name,
         provider=provider,
         upstream_model=upstream_model,
+        kind=kind,
         enabled=not disabled,
         free=free,
         context_window=context_window,
@@ -288,6 +303,25 @@ def set_fallbacks(
 
     model = change(name, validated(ModelUpdate, fallbacks=fallback or []))
     _report(model, f"{name} falls back to {', '.join(model.fallbacks) or 'nothing'}", json_output)
+
+
+@app.command("set-kind")
+def set_kind(
+    name: Name,
+    kind: Annotated[str, typer.Argument(help="chat or embedding.", show_default=False)],
+    json_output: JsonFlag = False,
+) -> None:
+    """Say what a model does: chat (served by /v1/chat/completions) or embedding (served by
+    /v1/embeddings, priced per million input tokens).
+
+    Example: tollgate models set-kind text-embedding-3-small embedding
+    """
+    from tollgate_server.schemas import ModelUpdate
+
+    from tollgate_cli.inputs import validated
+
+    model = change(name, validated(ModelUpdate, kind=kind))
+    _report(model, f"{name} is a {model.kind} model", json_output)
 
 
 @app.command("enable")

@@ -1,6 +1,15 @@
 """tollgate-core: the vocabulary every Tollgate package shares."""
 
 from tollgate_core.billing import Settlement, admits, hold_amount, settlement_charge
+from tollgate_core.embeddings import (
+    EmbeddingInput,
+    EmbeddingRequest,
+    EmbeddingResult,
+    embedding_bounds,
+    estimate_embedding_tokens,
+    input_tokens_upper_bound,
+    read_vector,
+)
 from tollgate_core.errors import (
     ConfigurationError,
     PluginError,
@@ -56,6 +65,9 @@ __all__ = [
     "Completion",
     "ConfigurationError",
     "ContentPart",
+    "EmbeddingInput",
+    "EmbeddingRequest",
+    "EmbeddingResult",
     "FetchedImage",
     "FinishReason",
     "GenerationRequest",
@@ -93,8 +105,10 @@ __all__ = [
     "calibrated_messages_tokens",
     "calibrated_text_tokens",
     "check_usage",
+    "embedding_bounds",
     "error_for_status",
     "estimate_completion_tokens",
+    "estimate_embedding_tokens",
     "estimate_image_tokens",
     "estimate_messages_tokens",
     "estimate_text_tokens",
@@ -104,10 +118,12 @@ __all__ = [
     "hookimpl",
     "hookspec",
     "image_size",
+    "input_tokens_upper_bound",
     "load_providers",
     "parse_credits",
     "parse_data_url",
     "price_usage",
+    "read_vector",
     "round_charge",
     "settlement_charge",
     "token_count",

@@ -9,6 +9,8 @@ from typing import ClassVar
 
 import aiohttp
 
+from tollgate_core.embeddings import EmbeddingRequest, EmbeddingResult
+from tollgate_core.errors import UpstreamBadRequest
 from tollgate_core.tokens import estimate_messages_tokens
 from tollgate_core.tool_calls import join_tool_calls
 from tollgate_core.types import (
@@ -81,6 +83,10 @@ class Provider(ABC):
     """The most input tokens one image may cost on this vendor, by its published rule; the
     hold and the check of reported usage count this much per image."""
 
+    supports_embeddings: ClassVar[bool] = False
+    """True for a provider that implements `embed`: the server serves its models of kind
+    ``embedding`` on ``/v1/embeddings`` and refuses them (400) otherwise, before any hold."""
+
     def __init__(self, *, config: ProviderConfig, http: aiohttp.ClientSession) -> None:
         self.config = config
         self.http = http
@@ -131,6 +137,28 @@ class Provider(ABC):
             usage=end.usage,
             tool_calls=join_tool_calls(calls),
         )
+
+    async def embed(self, request: EmbeddingRequest) -> EmbeddingResult:
+        """Embed every input of `request` in one upstream call: one vector per input, in order.
+
+        Optional: a provider that implements it also sets `supports_embeddings`. The usage is
+        the vendor's count, or the provider's own (`tollgate_core.embeddings.
+        estimate_embedding_tokens`) marked ``estimated`` when the vendor reports none.
+
+        Raises:
+            UpstreamError: a subclass for each failure, as `stream` does; never the vendor's
+                raw body.
+        """
+        raise UpstreamBadRequest(f"the {self.kind} provider does not serve embeddings")
+
+    def check_embedding(self, request: EmbeddingRequest) -> None:
+        """Refuse, before any hold, an embedding request this provider cannot translate (token
+        ids for a vendor that takes only text, say). The default accepts everything.
+
+        Raises:
+            UpstreamBadRequest: with a message for the client, naming what to change.
+        """
+        return None
 
     @classmethod
     def supports(cls, parameter: str) -> bool:

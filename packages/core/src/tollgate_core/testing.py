@@ -15,6 +15,7 @@ from typing import ClassVar
 import aiohttp
 import pytest
 
+from tollgate_core.embeddings import EmbeddingRequest, estimate_embedding_tokens
 from tollgate_core.errors import (
     UpstreamAuthenticationError,
     UpstreamBadRequest,
@@ -22,7 +23,7 @@ from tollgate_core.errors import (
     UpstreamRateLimited,
     UpstreamUnavailable,
 )
-from tollgate_core.fake_upstream import FakeUpstream
+from tollgate_core.fake_upstream import FakeUpstream, fake_vector
 from tollgate_core.provider import Provider, ProviderConfig
 from tollgate_core.types import (
     GenerationRequest,
@@ -94,7 +95,9 @@ class ProviderContract:
     ``StreamEnd`` once and last; usage exactly as reported; `generate` agreeing with `stream`;
     status errors mapped to the core errors; resets, cut streams and vendor error events;
     redaction of the key from every message; and the upstream connection being closed as soon
-    as the consumer stops reading or is cancelled.
+    as the consumer stops reading or is cancelled. A provider that sets `supports_embeddings`
+    also keeps the embedding contract: one vector per input in order, the usage as reported (or
+    estimated and flagged), status errors mapped and clean.
     """
 
     pytestmark = pytest.mark.anyio
@@ -260,6 +263,53 @@ class ProviderContract:
         if status == 429:
             assert isinstance(caught.value, UpstreamRateLimited)
             assert caught.value.retry_after == 3
+        assert len(upstream.records) == 1, "providers must not retry"
+
+    # -- embeddings (providers that set `supports_embeddings`) ---------------------------------
+
+    def _embedding_provider(self, provider: Provider) -> Provider:
+        if not provider.supports_embeddings:
+            pytest.skip(f"{self.provider_class.kind} serves no embeddings")
+        return provider
+
+    async def test_embed_answers_one_vector_per_input_in_order(
+        self, provider: Provider, upstream: FakeUpstream
+    ) -> None:
+        provider = self._embedding_provider(provider)
+        texts = ("first text", "second", "the third text")
+        result = await provider.embed(EmbeddingRequest(model=self.model, inputs=texts))
+        assert result.vectors == tuple(tuple(fake_vector(text)) for text in texts)
+        record = upstream.last_record
+        assert record.api_key == self.api_key and self.api_key not in record.url
+        # The vendor's count when it reports one; otherwise the provider's, flagged.
+        if record.usage is not None:
+            assert result.usage == record.usage
+        else:
+            assert result.usage.estimated
+            assert result.usage.input_tokens == estimate_embedding_tokens(texts)
+
+    @pytest.mark.parametrize(
+        ("status", "error_class"),
+        [
+            (400, UpstreamBadRequest),
+            (401, UpstreamAuthenticationError),
+            (429, UpstreamRateLimited),
+            (503, UpstreamUnavailable),
+        ],
+    )
+    async def test_embed_status_errors_map_to_core_errors(
+        self,
+        provider: Provider,
+        upstream: FakeUpstream,
+        status: int,
+        error_class: type[UpstreamError],
+    ) -> None:
+        provider = self._embedding_provider(provider)
+        request = EmbeddingRequest(model=self.model, inputs=(f"[[fake:status={status}]]",))
+        with pytest.raises(error_class) as caught:
+            await provider.embed(request)
+        assert caught.value.upstream_status == status
+        self.assert_clean(caught.value)
         assert len(upstream.records) == 1, "providers must not retry"
 
     async def test_reset_mid_stream_is_unavailable_after_the_deltas_before_it(

@@ -10,6 +10,8 @@ import aiohttp
 import orjson
 from tollgate_core import (
     Completion,
+    EmbeddingRequest,
+    EmbeddingResult,
     GenerationRequest,
     Provider,
     ProviderConfig,
@@ -18,7 +20,7 @@ from tollgate_core import (
 from tollgate_core.streaming import stream_events
 from tollgate_core.upstream import post_for_body
 
-from tollgate_gemini import wire
+from tollgate_gemini import embedding_wire, wire
 
 
 class GeminiProvider(Provider):
@@ -30,6 +32,7 @@ class GeminiProvider(Provider):
 
     kind: ClassVar[str] = "gemini"
     accepts_image_urls: ClassVar[bool] = False
+    supports_embeddings: ClassVar[bool] = True
     env_vars: ClassVar[tuple[str, ...]] = ("GEMINI_API_KEY", "GOOGLE_API_KEY", "GEMINI_BASE_URL")
     supported_extras: ClassVar[frozenset[str]] = wire.SUPPORTED_EXTRAS
     supported_parameters: ClassVar[frozenset[str]] = wire.SUPPORTED_PARAMETERS
@@ -93,3 +96,20 @@ class GeminiProvider(Provider):
             status_of=wire.error_status,
         )
         return wire.parse_completion(data, self._secrets)
+
+    def check_embedding(self, request: EmbeddingRequest) -> None:
+        """Gemini embeds text only: token ids are refused before a hold."""
+        embedding_wire.check_embedding_request(request)
+
+    async def embed(self, request: EmbeddingRequest) -> EmbeddingResult:
+        """One ``batchEmbedContents`` call for every input; the usage is estimated (Gemini
+        reports none)."""
+        data = await post_for_body(
+            self.http,
+            self._url(request.model, ":batchEmbedContents"),
+            body=orjson.dumps(embedding_wire.build_embedding_body(request)),
+            headers=self._headers,
+            secrets=self._secrets,
+            status_of=wire.error_status,
+        )
+        return embedding_wire.parse_embeddings(data, request, self._secrets)

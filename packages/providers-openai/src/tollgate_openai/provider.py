@@ -11,6 +11,8 @@ import orjson
 from tollgate_core import (
     Completion,
     ConfigurationError,
+    EmbeddingRequest,
+    EmbeddingResult,
     GenerationRequest,
     Provider,
     ProviderConfig,
@@ -20,6 +22,7 @@ from tollgate_core.streaming import stream_events
 from tollgate_core.upstream import post_for_body
 
 from tollgate_openai import wire
+from tollgate_openai.embedding_wire import build_embedding_body, parse_embeddings
 
 _UPSTREAM_NAME = re.compile(r"[a-z0-9][a-z0-9_-]*")
 
@@ -44,6 +47,7 @@ class OpenAIProvider(Provider):
     )
     supported_extras: ClassVar[frozenset[str]] = wire.SUPPORTED_EXTRAS
     supported_parameters: ClassVar[frozenset[str]] = wire.SUPPORTED_PARAMETERS
+    supports_embeddings: ClassVar[bool] = True
     image_tokens: ClassVar[int] = 1445
     """A high-detail image of OpenAI's largest tiling (2048 x 768 after scaling): 8 tiles of
     170 tokens and 85 more."""
@@ -51,6 +55,7 @@ class OpenAIProvider(Provider):
     def __init__(self, *, config: ProviderConfig, http: aiohttp.ClientSession) -> None:
         super().__init__(config=config, http=http)
         self._url = config.base_url.rstrip("/") + "/chat/completions"
+        self._embeddings_url = config.base_url.rstrip("/") + "/embeddings"
         headers = {"Content-Type": "application/json"}
         if config.api_key:
             headers["Authorization"] = f"Bearer {config.api_key}"
@@ -137,6 +142,17 @@ class OpenAIProvider(Provider):
             secrets=self._secrets,
         )
         return wire.parse_completion(data, self._secrets)
+
+    async def embed(self, request: EmbeddingRequest) -> EmbeddingResult:
+        """One ``POST {base}/embeddings`` call for every input of `request`."""
+        data = await post_for_body(
+            self.http,
+            self._embeddings_url,
+            body=orjson.dumps(build_embedding_body(request)),
+            headers=self._headers,
+            secrets=self._secrets,
+        )
+        return parse_embeddings(data, request, self._secrets)
 
 
 def _options(env: Mapping[str, str], variable: str) -> dict[str, str]:

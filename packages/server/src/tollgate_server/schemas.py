@@ -157,6 +157,10 @@ SpendPeriod = Literal["day", "week", "month"]
 PerMinute = Annotated[int, Strict(), Field(gt=0, le=1_000_000_000)]
 Role = Literal["client", "admin"]
 
+ModelKind = Literal["chat", "embedding"]
+"""What a model does: ``chat`` models serve `/v1/chat/completions`, ``embedding`` models
+`/v1/embeddings`."""
+
 
 def _normalise_email(value: object) -> object:
     return value.strip().lower() if isinstance(value, str) else value
@@ -530,6 +534,11 @@ class ModelCreate(Input):
     )
     provider: Text = Field(min_length=1, max_length=100, examples=["openai"])
     upstream_model: Text = Field(min_length=1, max_length=200, examples=["gpt-4o-mini"])
+    kind: ModelKind = Field(
+        "chat",
+        description="chat (served by /v1/chat/completions) or embedding (by /v1/embeddings; "
+        "priced per million input tokens, its output price may be zero)",
+    )
     enabled: Flag = True
     free: Flag = Field(False, description="Only a free model may have a zero price")
     context_window: Count = Field(DEFAULT_CONTEXT_WINDOW, gt=0, le=100_000_000, examples=[128000])
@@ -558,6 +567,7 @@ class ModelUpdate(Input):
 
     provider: Text | None = Field(None, min_length=1, max_length=100)
     upstream_model: Text | None = Field(None, min_length=1, max_length=200)
+    kind: ModelKind | None = Field(None, description="chat or embedding")
     enabled: Flag | None = None
     free: Flag | None = None
     context_window: Count | None = Field(None, gt=0, le=100_000_000)
@@ -580,6 +590,7 @@ class ModelPublic(BaseModel):
     name: str = Field(description="The name clients ask for", examples=["gpt-4o-mini"])
     provider: str = Field(examples=["openai"])
     upstream_model: str = Field(description="The name the provider knows", examples=["gpt-4o-mini"])
+    kind: ModelKind = Field(description="chat or embedding: which route serves it")
     enabled: bool
     free: bool
     available: bool = Field(description="Enabled, priced, and its provider is configured")

@@ -132,6 +132,12 @@ class Settings(BaseSettings):
     upstream_first_token_timeout: float = 60.0
     upstream_idle_timeout: float = 60.0
     max_generation_seconds: float = 600.0
+    embedding_max_inputs: int = Field(2048, ge=1)
+    """Inputs one ``/v1/embeddings`` request may carry (OpenAI's own limit): more is a 400
+    ``too_many_inputs``."""
+    embedding_max_tokens: int = Field(300_000, ge=1)
+    """Input tokens one ``/v1/embeddings`` request may carry, counted on the safe side (the
+    hold's estimate): more is a 400 ``too_many_tokens``."""
     keepalive_seconds: float = 15.0
     """Seconds of upstream silence after which a stream gets an SSE comment."""
     route_max_attempts: int = Field(3, ge=1, le=10)

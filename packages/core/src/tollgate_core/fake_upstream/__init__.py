@@ -12,6 +12,11 @@ and not, and records every request it gets:
   stream is the real event sequence ``message_start``, ``content_block_start``, ``ping``,
   ``content_block_delta``…, ``content_block_stop``, ``message_delta``, ``message_stop``.
 
+* Embeddings: OpenAI's ``POST <any prefix>/embeddings`` and Gemini's
+  ``POST /v1beta/models/{model}:batchEmbedContents``, answering deterministic vectors
+  (`tollgate_core.fake_upstream.embeddings`); OpenAI's answer counts the inputs' words + 2 per
+  input as ``prompt_tokens``, Gemini's reports no usage, as the real one.
+
 A request without its protocol's key header is answered 401 (pass ``require_key=False`` to
 allow it). Bodies validate against the vendors' SDK types (the tests check this).
 
@@ -74,6 +79,7 @@ says the client hung up first. Wait for either with ``record.wait_disconnected(t
 
 from tollgate_core.fake_upstream.dialects import ProtocolName
 from tollgate_core.fake_upstream.directives import DirectiveError, Directives, parse_directives
+from tollgate_core.fake_upstream.embeddings import fake_vector
 from tollgate_core.fake_upstream.records import Outcome, UpstreamRecord
 from tollgate_core.fake_upstream.server import FakeUpstream
 
@@ -84,5 +90,6 @@ __all__ = [
     "Outcome",
     "ProtocolName",
     "UpstreamRecord",
+    "fake_vector",
     "parse_directives",
 ]

@@ -18,6 +18,7 @@ from typing import Any
 
 from aiohttp import web
 
+from tollgate_core.fake_upstream import embeddings
 from tollgate_core.fake_upstream.dialects import (
     DIALECTS,
     Dialect,
@@ -32,7 +33,8 @@ from tollgate_core.fake_upstream.schemas import instance
 from tollgate_core.types import Usage
 
 _GEMINI_PATH = re.compile(
-    r"/v1(?:beta|alpha)?/models/(?P<model>[^/:]+):(?P<method>generateContent|streamGenerateContent)$"
+    r"/v1(?:beta|alpha)?/models/(?P<model>[^/:]+):"
+    r"(?P<method>generateContent|streamGenerateContent|batchEmbedContents)$"
 )
 RESET_GRACE_S = 0.05
 """Pause before a reset, so the client has read the chunks sent before it (an RST may make the
@@ -191,7 +193,10 @@ class FakeUpstream:
             body = None
         path = request.path
         dialect: Dialect
-        if path.endswith("/chat/completions"):
+        embedding = False
+        if path.endswith("/embeddings"):
+            dialect, embedding = DIALECTS["openai"], True
+        elif path.endswith("/chat/completions"):
             dialect = DIALECTS["openai"]
         elif path.endswith("/messages"):
             dialect = DIALECTS["anthropic"]
@@ -210,6 +215,7 @@ class FakeUpstream:
         if dialect.name == "gemini":
             assert match is not None
             model, stream = match["model"], match["method"] == "streamGenerateContent"
+            embedding = match["method"] == "batchEmbedContents"
         else:
             model, stream = str(body.get("model", "")), bool(body.get("stream"))
         record = UpstreamRecord(
@@ -226,6 +232,8 @@ class FakeUpstream:
         )
         self.records.append(record)
         try:
+            if embedding:
+                return await self._embed(request, record, dialect)
             return await self._respond(request, record, dialect)
         except asyncio.CancelledError:
             record._finish("shutdown" if self._stopping else "disconnected")
@@ -284,6 +292,56 @@ class FakeUpstream:
         if record.stream:
             return await self._stream(request, record, dialect, reply, directives)
         return await self._complete(request, record, dialect, reply, directives)
+
+    async def _embed(
+        self, request: web.Request, record: UpstreamRecord, dialect: Dialect
+    ) -> web.StreamResponse:
+        """One embeddings call, OpenAI's or Gemini's (see `fake_upstream.embeddings`)."""
+        body = record.body
+        inputs: list[str | list[int]] | None
+        if dialect.name == "openai":
+            inputs = embeddings.openai_inputs(body)
+        else:
+            texts = embeddings.gemini_inputs(body)
+            inputs = list(texts) if texts is not None else None
+        if inputs is None:
+            message = "fake upstream: the request has no valid input"
+            return await self._error(request, record, dialect, 400, message)
+        words = " ".join(item for item in inputs if isinstance(item, str))
+        try:
+            d = parse_directives(f"{words} [[fake:{self.fault}]]" if self.fault else words)
+        except DirectiveError as exc:
+            return await self._error(request, record, dialect, 400, f"fake upstream: {exc}")
+        record.directives = d
+        if d.stall_first_s:
+            await asyncio.sleep(d.stall_first_s)
+        if self.require_key and record.api_key is None:
+            message = f"fake upstream: no API key in the {dialect.key_header} header"
+            return await self._error(request, record, dialect, 401, message)
+        if d.status is not None:
+            message = f"fake upstream answered {d.status} to key {record.api_key}"
+            return await self._error(request, record, dialect, d.status, message, d.retry_after)
+        usage: Usage | None = None
+        if dialect.name == "openai":
+            if not d.no_usage:
+                counted = sum(embeddings.input_count(item) for item in inputs)
+                usage = Usage(input_tokens=_reported_input(d.usage_input, counted))
+            dimensions = body.get("dimensions")
+            answer = embeddings.openai_answer(
+                inputs, record.model, dimensions if isinstance(dimensions, int) else None, usage
+            )
+        else:
+            answer = embeddings.gemini_answer(body, [str(item) for item in inputs])
+        record.usage, record.chunks_sent = usage, len(inputs)
+        record._finish("completed")
+        response = web.Response(
+            status=200,
+            body=dumps(answer),
+            headers={"Content-Type": "application/json", **self._request_id(dialect)},
+        )
+        await response.prepare(request)
+        await response.write_eof()
+        return response
 
     def _plan(
         self, record: UpstreamRecord, dialect: Dialect, texts: list[str], d: Directives

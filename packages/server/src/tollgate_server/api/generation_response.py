@@ -31,11 +31,12 @@ class GenerationResponse(Response):
     writes its own messages.
     """
 
-    def __init__(self, runtime: Runtime, plan: Plan) -> None:
+    def __init__(self, runtime: Runtime, plan: Plan, generation: Generation | None = None) -> None:
         # Deliberately not calling Response.__init__: there is no body to render.
         self.background = None
         self.raw_headers = []
-        self.generation = Generation(runtime, plan)
+        self.generation = generation or Generation(runtime, plan)
+        """The engine; another API's response passes its own (`api.embedding_response`)."""
         self.plan = plan
         self.request_id = ""
         self.headers_sent = False

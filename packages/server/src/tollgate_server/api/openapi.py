@@ -79,7 +79,7 @@ SECURITY_SCHEMES: dict[str, dict[str, Any]] = {
         "bearerFormat": "tg-...",
         "description": "An API key (`tg-...`) from `POST /v1/keys`. Paste the key alone; it is "
         "sent as `Authorization: Bearer tg-...`. Accepted only by /v1/models, "
-        "/v1/chat/completions, /v1/balance and /v1/generations.",
+        "/v1/chat/completions, /v1/embeddings, /v1/balance and /v1/generations.",
     },
 }
 ACCESS_TOKEN: list[dict[str, list[str]]] = [{"password": []}, {"bearer": []}]

@@ -161,6 +161,7 @@ class Model(Base):
             "default_max_tokens > 0 AND default_max_tokens <= max_output_tokens",
             name="default_max_tokens_in_range",
         ),
+        CheckConstraint("kind IN ('chat', 'embedding')", name="kind"),
     )
 
     id: Mapped[int] = mapped_column(BigInteger, primary_key=True, autoincrement=True)
@@ -173,6 +174,8 @@ class Model(Base):
     context_window: Mapped[int] = mapped_column(Integer, nullable=False)
     max_output_tokens: Mapped[int] = mapped_column(Integer, nullable=False)
     default_max_tokens: Mapped[int] = mapped_column(Integer, nullable=False)
+    kind: Mapped[str] = mapped_column(Text, nullable=False, server_default="chat")
+    """``chat`` (served by the chat routes) or ``embedding`` (by `/v1/embeddings`)."""
     created_at: Mapped[datetime] = _now()
     updated_at: Mapped[datetime] = _now()
 
@@ -231,6 +234,8 @@ class Generation(Base):
     stream: Mapped[bool] = mapped_column(Boolean, nullable=False)
     max_tokens: Mapped[int] = mapped_column(Integer, nullable=False)
     prompt_tokens_estimate: Mapped[int] = mapped_column(Integer, nullable=False)
+    endpoint: Mapped[str] = mapped_column(Text, nullable=False, server_default="chat.completions")
+    """The API that made it: ``chat.completions``, ``embeddings`` or ``messages``."""
     status: Mapped[str] = mapped_column(String(32), nullable=False, server_default="running")
     input_tokens: Mapped[int | None] = mapped_column(Integer)
     output_tokens: Mapped[int | None] = mapped_column(Integer)

@@ -24,12 +24,14 @@ from tollgate_server.db.listener import Listener
 logger = logging.getLogger("tollgate.catalogue")
 
 CHANNEL = "tollgate_catalogue"
+MODEL_KINDS = ("chat", "embedding")
+"""What a model does: chat models serve the chat routes, embedding models `/v1/embeddings`."""
 MAX_AGE_SECONDS = 60.0
 """Reload at least this often even when no notification came (belt and braces)."""
 
 CATALOGUE_SQL = """
 SELECT m.id, m.name, m.provider, m.upstream_model, m.enabled, m.free, m.context_window,
-       m.max_output_tokens, m.default_max_tokens, m.created_at, m.fallbacks,
+       m.max_output_tokens, m.default_max_tokens, m.created_at, m.fallbacks, m.kind,
        p.id AS price_id, p.input_per_million, p.output_per_million,
        p.cached_input_per_million, p.effective_from
 FROM models m
@@ -59,6 +61,8 @@ class CatalogueModel:
     price_effective_from: datetime | None
     fallbacks: tuple[str, ...] = ()
     """Models tried, in this order, when every deployment of this one failed (routing)."""
+    kind: str = "chat"
+    """``chat`` or ``embedding``: which routes serve it (`MODEL_KINDS`)."""
 
     @property
     def servable(self) -> bool:
@@ -89,6 +93,7 @@ def model_from_row(row: Any) -> CatalogueModel:
         price=price,
         price_effective_from=row.effective_from,
         fallbacks=tuple(row.fallbacks or ()),
+        kind=row.kind,
     )
 
 

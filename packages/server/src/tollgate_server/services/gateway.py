@@ -39,6 +39,9 @@ The upstream is always called in streaming mode, for streaming and non-streaming
 alike: one path, the same timeouts, and a count of what was generated when a client leaves
 early. Settlement runs in a ``finally`` under `asyncio.shield`, so a cancelled request still
 settles, and the ledger's guard makes a second settlement a no-op.
+
+An embedding request (`services.embeddings`) runs on this same engine, with one upstream call
+in place of the stream; it ends as a non-streaming request does.
 """
 
 from __future__ import annotations
@@ -93,7 +96,7 @@ from tollgate_server.services import chat_request, ledger
 from tollgate_server.services.answers import Answer, AnswerChoice
 from tollgate_server.services.catalogue import CatalogueModel
 from tollgate_server.services.late_charges import deliver_settlement
-from tollgate_server.services.routing import Route, RoutedCall
+from tollgate_server.services.routing import Attempt, Route, RoutedCall
 
 logger = logging.getLogger("tollgate.gateway")
 
@@ -122,6 +125,9 @@ class Plan:
     """Input tokens beyond the messages' text (tools, schemas, images): the check of the
     upstream's usage allows this much more input."""
     choices: int = 1
+    endpoint: str = "chat.completions"
+    """The API that asked, recorded on the generation (`services.embeddings` plans
+    ``embeddings``)."""
 
 
 def _carries(
@@ -155,6 +161,11 @@ async def plan_generation(
         raise NotFound("model_not_found", f"no model named {body.model} is served")
     if allowed_models is not None and model.name not in allowed_models:
         raise Forbidden("model_not_allowed", f"this API key may not use {model.name}")
+    if model.kind != "chat":
+        raise InvalidRequest(
+            "not_a_chat_model",
+            f"{model.name} is an embedding model: send it to /v1/embeddings",
+        )
     await runtime.router.fresh()
     routes = runtime.router.routes(model)
     if not routes:
@@ -217,6 +228,7 @@ async def plan_generation(
             fallback is None
             or fallback.price is None
             or not fallback.enabled
+            or fallback.kind != "chat"
             or fallback.max_output_tokens < max_tokens
             or fallback.context_window < prompt_tokens
         ):
@@ -256,6 +268,14 @@ SHUTDOWN_ERROR = Unavailable(
     "the server is shutting down; this generation was ended and charged for what it produced",
     retry_after=1,
 )
+
+
+class UpstreamCalls(Protocol):
+    """A generation's upstream calls as its settlement records them: a chat stream's
+    `RoutedCall`, or an embedding's `services.embeddings.RoutedEmbedding`."""
+
+    served: Route | None
+    attempts: list[Attempt]
 
 
 class ClientGone(Exception):
@@ -330,7 +350,7 @@ class Generation:
         self._checked: tuple[Usage, tuple[str, ...]] | None = None
         self.trace_parent: Any = None
         """The request span's context (None while tracing is off), for the settlement's span."""
-        self.call: RoutedCall | None = None
+        self.call: UpstreamCalls | None = None
         """The upstream calls (routing): which deployment served, and every attempt."""
 
     def stop(self, reason: str) -> None:
@@ -410,6 +430,7 @@ class Generation:
             prompt_tokens=plan.prompt_tokens,
             deadline_seconds=self.settings.max_generation_seconds + DEADLINE_MARGIN_SECONDS,
             instance_id=self.runtime.instance_id,
+            endpoint=plan.endpoint,
         )
         await run_with_retry(
             self.runtime.hot_pool,

@@ -15,7 +15,7 @@ from tollgate_server.errors import InvalidParameters, not_found
 COLUMNS = (
     "id, model_name, status, stream, input_tokens, output_tokens, usage_estimated, hold, cost, "
     "error_code, first_token_ms, duration_ms, created_at, settled_at, usage_replaced, "
-    "served_model, "
+    "served_model, endpoint, "
     # One call that went well is not written (see the gateway): it counts as one attempt.
     "greatest((SELECT count(*) FROM generation_attempts a "
     "WHERE a.generation_id = generations.id), (served_model IS NOT NULL)::int) AS attempt_count"
@@ -26,6 +26,7 @@ def generation_public(row: Any) -> dict[str, Any]:
     return {
         "id": row.id,
         "model": row.model_name,
+        "endpoint": row.endpoint,
         "status": row.status,
         "stream": row.stream,
         "input_tokens": row.input_tokens,

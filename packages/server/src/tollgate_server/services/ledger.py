@@ -124,10 +124,10 @@ WITH cur AS (
     INSERT INTO generations (
         id, account_id, api_key_id, model_id, model_name, price_id, input_price, output_price,
         hold, stream, max_tokens, prompt_tokens_estimate, status, deadline_at, instance_id,
-        key_period_start
+        key_period_start, endpoint
     )
     SELECT $4, acc.id, $5, $6, $7, $8, $9, $10, $2, $11, $12, $13, 'running',
-           now() + make_interval(secs => $14), $18, (SELECT period_start FROM ks)
+           now() + make_interval(secs => $14), $18, (SELECT period_start FROM ks), $20
     FROM acc
     RETURNING id
 ), entry AS (
@@ -230,6 +230,8 @@ class Admission:
     deadline_seconds: float
     instance_id: uuid.UUID | None = None
     """The server process that runs it: when that process dies, the sweeper releases it."""
+    endpoint: str = "chat.completions"
+    """The API that asked: ``chat.completions``, ``embeddings`` or ``messages``."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -322,6 +324,7 @@ async def _admit_row(
         requests_per_minute,
         admission.instance_id,
         clock_offset,
+        admission.endpoint,
     )
 
 

@@ -28,6 +28,7 @@ def model_public(model: CatalogueModel, *, configured: bool) -> dict[str, Any]:
     return {
         "name": model.name,
         "provider": model.provider,
+        "kind": model.kind,
         "upstream_model": model.upstream_model,
         "enabled": model.enabled,
         "free": model.free,
@@ -47,11 +48,14 @@ def model_public(model: CatalogueModel, *, configured: bool) -> dict[str, Any]:
     }
 
 
-def _prices(input_price: str, output_price: str, *, free: bool) -> tuple[int, int]:
+def _prices(
+    input_price: str, output_price: str, *, free: bool, kind: str = "chat"
+) -> tuple[int, int]:
     micro_in, micro_out = parse_credits(input_price), parse_credits(output_price)
     if micro_in < 0 or micro_out < 0:
         raise InvalidParameters("validation_error", "prices cannot be negative")
-    if not free and (micro_in == 0 or micro_out == 0):
+    # An embedding produces no output tokens: its output price may be zero.
+    if not free and (micro_in == 0 or (micro_out == 0 and kind == "chat")):
         raise InvalidParameters(
             "validation_error", "a price of zero needs the model to be marked free"
         )
@@ -75,14 +79,16 @@ async def create_model(
     default_max = data.default_max_tokens or min(data.max_output_tokens, 1024)
     if default_max > data.max_output_tokens:
         raise InvalidParameters("validation_error", "default_max_tokens exceeds max_output_tokens")
-    micro_in, micro_out = _prices(data.input_price, data.output_price, free=data.free)
+    micro_in, micro_out = _prices(
+        data.input_price, data.output_price, free=data.free, kind=data.kind
+    )
     micro_cached = _cached_price(data.cached_input_price)
     try:
         model_id = await session.scalar(
             text(
                 "INSERT INTO models (name, provider, upstream_model, enabled, free, "
-                "context_window, max_output_tokens, default_max_tokens) VALUES (:name, "
-                ":provider, :upstream, :enabled, :free, :ctx, :max_out, :default_max) "
+                "context_window, max_output_tokens, default_max_tokens, kind) VALUES (:name, "
+                ":provider, :upstream, :enabled, :free, :ctx, :max_out, :default_max, :kind) "
                 "RETURNING id"
             ),
             {
@@ -94,6 +100,7 @@ async def create_model(
                 "ctx": data.context_window,
                 "max_out": data.max_output_tokens,
                 "default_max": default_max,
+                "kind": data.kind,
             },
         )
     except IntegrityError as exc:
@@ -141,6 +148,7 @@ async def update_model(
 ) -> CatalogueModel:
     current = await get_model(session=session, name=name)
     free = current.free if data.free is None else data.free
+    kind = data.kind or current.kind
     max_out = data.max_output_tokens or current.max_output_tokens
     default_max = data.default_max_tokens or min(current.default_max_tokens, max_out)
     if default_max > max_out:
@@ -149,7 +157,7 @@ async def update_model(
         text(
             "UPDATE models SET provider = coalesce(:provider, provider), "
             "upstream_model = coalesce(:upstream, upstream_model), "
-            "enabled = coalesce(:enabled, enabled), free = :free, "
+            "enabled = coalesce(:enabled, enabled), free = :free, kind = :kind, "
             "context_window = coalesce(:ctx, context_window), max_output_tokens = :max_out, "
             "default_max_tokens = :default_max, updated_at = now() WHERE id = :id"
         ),
@@ -158,6 +166,7 @@ async def update_model(
             "upstream": data.upstream_model,
             "enabled": data.enabled,
             "free": free,
+            "kind": kind,
             "ctx": data.context_window,
             "max_out": max_out,
             "default_max": default_max,
@@ -178,7 +187,7 @@ async def update_model(
         )
         if input_price is None or output_price is None:
             raise InvalidParameters("validation_error", "set both prices for an unpriced model")
-        micro_in, micro_out = _prices(input_price, output_price, free=free)
+        micro_in, micro_out = _prices(input_price, output_price, free=free, kind=kind)
         # Sent (a price, or null to drop it) it changes; unsent it carries over.
         micro_cached = (
             _cached_price(data.cached_input_price)
@@ -189,7 +198,10 @@ async def update_model(
     elif (
         not free
         and current.price is not None
-        and (current.price.input_per_million == 0 or current.price.output_per_million == 0)
+        and (
+            current.price.input_per_million == 0
+            or (current.price.output_per_million == 0 and kind == "chat")
+        )
     ):
         raise InvalidParameters("validation_error", "a model priced at zero must stay free")
     if data.fallbacks is not None:
@@ -243,6 +255,7 @@ async def seed_default_catalogue(*, session: AsyncSession) -> None:
                 default_max_tokens=seed.default_max_tokens,
                 input_price=seed.input_price,
                 output_price=seed.output_price,
+                kind=seed.kind,
             ),
             actor_id=None,
         )

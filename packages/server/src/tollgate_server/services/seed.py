@@ -20,6 +20,7 @@ class SeedModel:
     default_max_tokens: int
     input_price: str
     output_price: str
+    kind: str = "chat"
 
 
 DEFAULT_CATALOGUE: tuple[SeedModel, ...] = (
@@ -51,5 +52,29 @@ DEFAULT_CATALOGUE: tuple[SeedModel, ...] = (
         2_048,
         "100000",
         "500000",
+    ),
+    # Embedding models: priced per million input tokens, on the scale of the chat models above
+    # (gpt-4o-mini's 15,000); an embedding has no output.
+    SeedModel(
+        "text-embedding-3-small",
+        "openai",
+        "text-embedding-3-small",
+        8_191,
+        1,
+        1,
+        "2000",
+        "0",
+        kind="embedding",
+    ),
+    SeedModel(
+        "gemini-embedding-001",
+        "gemini",
+        "gemini-embedding-001",
+        2_048,
+        1,
+        1,
+        "15000",
+        "0",
+        kind="embedding",
     ),
 )

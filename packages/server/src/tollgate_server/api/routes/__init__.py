@@ -9,6 +9,7 @@ from tollgate_server.api.routes import (
     billing,
     chat,
     deployments,
+    embeddings,
     generations,
     health,
     keys,
@@ -17,6 +18,7 @@ from tollgate_server.api.routes import (
 
 ROUTERS: list[APIRouter] = [
     chat.router,
+    embeddings.router,
     generations.router,
     auth.router,
     billing.router,

@@ -15,7 +15,7 @@ from tollgate_server.api.json_body import StrictJsonRoute
 from tollgate_server.api.responses import STREAM_EVENT_SCHEMA, errors
 from tollgate_server.openai_format import ChatCompletionCreate
 from tollgate_server.runtime import Runtime
-from tollgate_server.schemas import ChatCompletionPublic
+from tollgate_server.schemas import ChatCompletionPublic, ModelKind
 from tollgate_server.services.gateway import plan_generation
 
 router = APIRouter(prefix="/v1", tags=["generation"], route_class=StrictJsonRoute)
@@ -37,6 +37,9 @@ class ModelCard(BaseModel):
     object: str = "model"
     created: int
     owned_by: str
+    kind: ModelKind = Field(
+        description="chat (use /v1/chat/completions) or embedding (use /v1/embeddings)"
+    )
     context_window: int
     max_output_tokens: int
     pricing: ModelPricing
@@ -67,6 +70,7 @@ async def list_models(caller: CallerDep, runtime: RuntimeDep) -> Any:
                 "object": "model",
                 "created": int(model.created_at.timestamp()),
                 "owned_by": model.provider,
+                "kind": model.kind,
                 "context_window": model.context_window,
                 "max_output_tokens": model.max_output_tokens,
                 "pricing": {

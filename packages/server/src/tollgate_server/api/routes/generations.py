@@ -22,6 +22,10 @@ router = APIRouter(prefix="/v1/generations", tags=["generation"], route_class=St
 class GenerationPublic(BaseModel):
     id: uuid.UUID = Field(examples=["5f0c2d9e-8b1a-4e7f-a3c6-19d2b4e6f801"])
     model: str = Field(examples=["gpt-4o-mini"])
+    endpoint: str = Field(
+        description="The API that made it: chat.completions, embeddings or messages",
+        examples=["chat.completions"],
+    )
     status: str = Field(
         description="running, completed, client_disconnected, client_not_reading, "
         "upstream_error, upstream_timeout, generation_timeout, interrupted, error",
