@@ -72,6 +72,7 @@ from tollgate_core import (
 )
 from tollgate_core.tool_calls import join_tool_calls
 
+from tollgate_server.anthropic_format import MessageCreate
 from tollgate_server.db.raw import raw_connection, run_with_retry
 from tollgate_server.errors import (
     ApiError,
@@ -82,7 +83,7 @@ from tollgate_server.errors import (
 from tollgate_server.observability import tracing
 from tollgate_server.openai_format import ChatCompletionCreate
 from tollgate_server.runtime import Runtime
-from tollgate_server.services import chat_request, ledger
+from tollgate_server.services import chat_request, ledger, messages_request
 from tollgate_server.services.catalogue import CatalogueModel
 from tollgate_server.services.late_charges import deliver_settlement
 from tollgate_server.services.routing import Route, RoutedCall
@@ -116,9 +117,20 @@ class Plan:
     choices: int = 1
 
 
+Body = ChatCompletionCreate | MessageCreate
+"""A generation request in one of the API's formats: OpenAI's chat completions or Anthropic's
+messages. Each is translated into core's request types; from there on one path serves both."""
+
+
+def _features(body: Body, provider: Provider, model_name: str) -> chat_request.Features:
+    if isinstance(body, MessageCreate):
+        return messages_request.features(body, provider, model_name)
+    return chat_request.features(body, provider, model_name)
+
+
 def _carries(
     provider: Provider,
-    body: ChatCompletionCreate,
+    body: Body,
     request: GenerationRequest,
     features: chat_request.Features,
 ) -> bool:
@@ -126,25 +138,21 @@ def _carries(
     if features is chat_request.PLAIN:
         return True
     try:
-        chat_request.features(body, provider, request.model)
+        _features(body, provider, request.model)
         provider.check_request(request)
     except (ApiError, UpstreamBadRequest):
         return False
     return True
 
 
-async def plan_generation(
-    runtime: Runtime,
-    *,
-    account_id: uuid.UUID,
-    api_key_id: uuid.UUID | None,
-    allowed_models: tuple[str, ...] | None,
-    body: ChatCompletionCreate,
-) -> Plan:
-    """Check everything that needs no database, in the order a client can fix it."""
-    model = await runtime.catalogue.get(body.model)
+async def served_model(
+    runtime: Runtime, name: str, allowed_models: tuple[str, ...] | None
+) -> tuple[CatalogueModel, list[Route]]:
+    """The model `name` and its deployments, or the `ApiError` that says why it is not served
+    to this caller (404, 403, 503)."""
+    model = await runtime.catalogue.get(name)
     if model is None or not model.enabled or model.price is None:
-        raise ApiError(404, "model_not_found", f"no model named {body.model} is served")
+        raise ApiError(404, "model_not_found", f"no model named {name} is served")
     if allowed_models is not None and model.name not in allowed_models:
         raise ApiError(403, "model_not_allowed", f"this API key may not use {model.name}")
     await runtime.router.fresh()
@@ -156,6 +164,20 @@ async def plan_generation(
             f"the provider of {model.name} is not installed or not configured",
             headers={"Retry-After": "60"},
         )
+    return model, routes
+
+
+async def plan_generation(
+    runtime: Runtime,
+    *,
+    account_id: uuid.UUID,
+    api_key_id: uuid.UUID | None,
+    allowed_models: tuple[str, ...] | None,
+    body: Body,
+) -> Plan:
+    """Check everything that needs no database, in the order a client can fix it."""
+    model, routes = await served_model(runtime, body.model, allowed_models)
+    assert model.price is not None  # served_model refuses a model without a price
     provider = routes[0].provider
     max_tokens = body.requested_max_tokens() or model.default_max_tokens
     if max_tokens > model.max_output_tokens:
@@ -164,7 +186,7 @@ async def plan_generation(
             "validation_error",
             f"max_tokens: at most {model.max_output_tokens} for {model.name}",
         )
-    features = chat_request.features(body, provider, model.name)
+    features = _features(body, provider, model.name)
     messages = body.core_messages()
     if not provider.accepts_image_urls and features is not chat_request.PLAIN:
         messages = await chat_request.inline_image_urls(messages, runtime.http)
@@ -182,7 +204,11 @@ async def plan_generation(
         max_tokens=max_tokens,
         temperature=body.temperature,
         top_p=body.top_p,
-        stop=body.stop_sequences(),
+        stop=(
+            body.stop_sequences()
+            if isinstance(body, ChatCompletionCreate)
+            else tuple(body.stop_sequences or ())
+        ),
         user=body.user,
         extra=features.extra,
         tools=features.tools,

@@ -12,11 +12,13 @@ from tollgate_server.api.routes import (
     generations,
     health,
     keys,
+    messages,
     webhooks,
 )
 
 ROUTERS: list[APIRouter] = [
     chat.router,
+    messages.router,
     generations.router,
     auth.router,
     billing.router,

@@ -1,0 +1,356 @@
+"""Anthropic's Messages API (`POST /v1/messages`) end to end, through the official `anthropic`
+SDK, on a model of each provider behind the fake upstream: plain and streamed messages, a tool
+round trip, `count_tokens`, Anthropic's error envelope (so the SDK raises its own classes), and
+the charge: the upstream's usage at the model's prices, the same ledger as chat completions.
+"""
+
+from __future__ import annotations
+
+import json
+import uuid
+from collections.abc import Callable
+from decimal import Decimal
+from typing import Any
+
+import anthropic
+import httpx
+import pytest
+from conftest import User
+from support import balance
+from tollgate_core.fake_upstream import FakeUpstream
+
+pytestmark = [pytest.mark.postgres, pytest.mark.e2e]
+
+PROVIDERS = ["openai", "gemini", "anthropic"]
+WEATHER_TOOL: Any = {
+    "name": "get_weather",
+    "description": "The weather in a city",
+    "input_schema": {
+        "type": "object",
+        "properties": {"city": {"type": "string"}},
+        "required": ["city"],
+    },
+}
+
+
+def api_key(api: httpx.Client, user: User) -> str:
+    created = api.post("/v1/keys", json={"name": "anthropic-sdk"}, headers=user.headers)
+    assert created.status_code == 201, created.text
+    return str(created.json()["key"])
+
+
+def sdk(api: httpx.Client, key: str) -> anthropic.Anthropic:
+    """The SDK as a user sets it up: the server's root as base URL, the key as `api_key`
+    (sent as `x-api-key`)."""
+    return anthropic.Anthropic(
+        base_url=str(api.base_url).rstrip("/"), api_key=key, max_retries=0, timeout=30
+    )
+
+
+def generations(api: httpx.Client, user: User) -> list[dict[str, Any]]:
+    data: list[dict[str, Any]] = api.get("/v1/generations", headers=user.headers).json()["data"]
+    return data
+
+
+def priced(usage: Any) -> Decimal:
+    """The test models' price (1 credit an input token, 2 an output token) of Anthropic's
+    usage, whose input_tokens leaves out the cache's tokens."""
+    inputs = (
+        usage.input_tokens
+        + (usage.cache_read_input_tokens or 0)
+        + (usage.cache_creation_input_tokens or 0)
+    )
+    return Decimal(inputs) + 2 * Decimal(usage.output_tokens)
+
+
+def upstream_record(upstream: FakeUpstream, marker: str) -> Any:
+    found = [r for r in list(upstream.records) if marker in json.dumps(r.body)]
+    assert len(found) == 1
+    return found[0]
+
+
+@pytest.mark.parametrize("provider", PROVIDERS)
+def test_create_is_answered_and_charged_the_upstreams_usage(
+    provider: str,
+    api: httpx.Client,
+    make_user: Callable[..., User],
+    test_models: dict[str, str],
+    upstream: FakeUpstream,
+) -> None:
+    user = make_user(credits=1000)
+    client = sdk(api, api_key(api, user))
+    marker = uuid.uuid4().hex
+    message = client.messages.create(
+        model=test_models[provider],
+        max_tokens=50,
+        system="Be brief.",
+        messages=[{"role": "user", "content": f"Hi {marker} [[fake:chunks=4]]"}],
+    )
+    assert message.type == "message" and message.role == "assistant"
+    assert message.model == test_models[provider]
+    assert [block.type for block in message.content] == ["text"]
+    assert message.content[0].text == "tok0 tok1 tok2 tok3"  # type: ignore[union-attr]
+    assert message.stop_reason == "end_turn"
+    record = upstream_record(upstream, marker)
+    assert record.protocol == provider
+    # The fake's exact usage: every message's words + 2 (system included), one per chunk.
+    assert (message.usage.input_tokens, message.usage.output_tokens) == ((2 + 2) + (3 + 2), 4)
+    charge = priced(message.usage)
+    assert Decimal(message.usage.model_extra["cost"]) == charge  # type: ignore[index]
+    assert balance(api, user) == 1000 - charge
+    [generation] = generations(api, user)
+    assert generation["status"] == "completed"
+    assert generation["id"] == message.model_extra["generation_id"]  # type: ignore[index]
+    assert Decimal(generation["cost"]) == charge
+
+
+@pytest.mark.parametrize("provider", PROVIDERS)
+def test_stream_gives_text_and_the_final_message(
+    provider: str,
+    api: httpx.Client,
+    make_user: Callable[..., User],
+    test_models: dict[str, str],
+) -> None:
+    user = make_user(credits=1000)
+    client = sdk(api, api_key(api, user))
+    with client.messages.stream(
+        model=test_models[provider],
+        max_tokens=50,
+        messages=[{"role": "user", "content": "Hi [[fake:chunks=5]]"}],
+    ) as stream:
+        texts = list(stream.text_stream)
+        final = stream.get_final_message()
+    # One text event per upstream chunk, as they came.
+    assert len(texts) == 5 and "".join(texts) == "tok0 tok1 tok2 tok3 tok4"
+    assert final.content[0].text == "tok0 tok1 tok2 tok3 tok4"  # type: ignore[union-attr]
+    assert final.stop_reason == "end_turn"
+    assert final.usage.output_tokens == 5
+    assert final.usage.input_tokens == 2 + 2  # the upstream's count, from message_delta
+    charge = priced(final.usage)
+    assert balance(api, user) == 1000 - charge
+    [generation] = generations(api, user)
+    assert generation["status"] == "completed" and Decimal(generation["cost"]) == charge
+
+
+def test_the_stream_is_anthropics_event_sequence(
+    api: httpx.Client, make_user: Callable[..., User], test_models: dict[str, str]
+) -> None:
+    user = make_user(credits=1000)
+    body = {
+        "model": test_models["openai"],
+        "max_tokens": 50,
+        "stream": True,
+        "messages": [{"role": "user", "content": "Hi [[fake:chunks=2]]"}],
+    }
+    headers = {"x-api-key": api_key(api, user), "anthropic-version": "2023-06-01"}
+    with api.stream("POST", "/v1/messages", json=body, headers=headers) as response:
+        assert response.status_code == 200
+        assert response.headers["content-type"].startswith("text/event-stream")
+        assert response.headers["request-id"] == response.headers["x-request-id"]
+        lines = [line for line in response.iter_lines() if line]
+    names = [line.removeprefix("event: ") for line in lines if line.startswith("event: ")]
+    assert names == [
+        "message_start",
+        "content_block_start",
+        "ping",
+        "content_block_delta",
+        "content_block_delta",
+        "content_block_stop",
+        "message_delta",
+        "message_stop",
+    ]
+    data = [json.loads(line.removeprefix("data: ")) for line in lines if line.startswith("data: ")]
+    assert [d["type"] for d in data] == names
+    assert data[3]["delta"] == {"type": "text_delta", "text": "tok0"}
+    assert data[6]["delta"]["stop_reason"] == "end_turn"
+    assert data[6]["usage"]["output_tokens"] == 2
+
+
+@pytest.mark.parametrize("provider", PROVIDERS)
+@pytest.mark.parametrize("stream", [False, True], ids=["create", "stream"])
+def test_tool_use_round_trip(
+    provider: str,
+    stream: bool,
+    api: httpx.Client,
+    make_user: Callable[..., User],
+    test_models: dict[str, str],
+    upstream: FakeUpstream,
+) -> None:
+    user = make_user(credits=1000)
+    client = sdk(api, api_key(api, user))
+    model = test_models[provider]
+    question: Any = {"role": "user", "content": "Weather in Paris? [[fake:tool=get_weather]]"}
+
+    def ask(messages: list[Any]) -> Any:
+        if not stream:
+            return client.messages.create(
+                model=model, max_tokens=200, tools=[WEATHER_TOOL], messages=messages
+            )
+        with client.messages.stream(
+            model=model, max_tokens=200, tools=[WEATHER_TOOL], messages=messages
+        ) as events:
+            return events.get_final_message()
+
+    first = ask([question])
+    assert first.stop_reason == "tool_use"
+    [call] = [block for block in first.content if block.type == "tool_use"]
+    assert call.name == "get_weather"
+    assert isinstance(call.input, dict) and isinstance(call.input["city"], str)
+    assert call.id
+    # The tool's result goes back; the model answers in text.
+    second = ask(
+        [
+            question,
+            {"role": "assistant", "content": first.content},
+            {
+                "role": "user",
+                "content": [{"type": "tool_result", "tool_use_id": call.id, "content": "Sunny"}],
+            },
+        ]
+    )
+    assert second.stop_reason == "end_turn"
+    assert second.content[0].type == "text" and second.content[0].text.startswith("tok0")
+    # The upstream got the call and its result in its own wire format.
+    last = upstream.records[-1]
+    assert last.protocol == provider
+    assert "Sunny" in json.dumps(last.body)
+    assert call.id in json.dumps(last.body) or provider == "gemini"  # Gemini matches by name
+    charge = priced(first.usage) + priced(second.usage)
+    assert balance(api, user) == 1000 - charge
+    assert [g["status"] for g in generations(api, user)] == ["completed", "completed"]
+
+
+@pytest.mark.parametrize("provider", PROVIDERS)
+def test_count_tokens_is_free(
+    provider: str,
+    api: httpx.Client,
+    make_user: Callable[..., User],
+    test_models: dict[str, str],
+) -> None:
+    user = make_user(credits=10)
+    client = sdk(api, api_key(api, user))
+    small = client.messages.count_tokens(
+        model=test_models[provider], messages=[{"role": "user", "content": "Hi"}]
+    )
+    big = client.messages.count_tokens(
+        model=test_models[provider],
+        system="You are a weather bot. " * 20,
+        tools=[WEATHER_TOOL],
+        messages=[{"role": "user", "content": "What is the weather in Paris today?"}],
+    )
+    assert 0 < small.input_tokens < big.input_tokens
+    assert balance(api, user) == 10
+    assert generations(api, user) == []
+    ledger = api.get("/v1/ledger", headers=user.headers).json()["data"]
+    assert [entry["kind"] for entry in ledger] == ["topup"]
+
+
+def test_402_is_a_billing_error(
+    api: httpx.Client, make_user: Callable[..., User], test_models: dict[str, str]
+) -> None:
+    user = make_user()  # no credits
+    client = sdk(api, api_key(api, user))
+    with pytest.raises(anthropic.APIStatusError) as raised:
+        client.messages.create(
+            model=test_models["anthropic"],
+            max_tokens=10,
+            messages=[{"role": "user", "content": "Hi"}],
+        )
+    # The SDK's class for a 402.
+    assert type(raised.value).__name__ == "PaymentRequiredError"
+    assert raised.value.status_code == 402
+    body: Any = raised.value.body
+    assert body["type"] == "error"
+    assert body["error"]["type"] == "billing_error"
+    assert body["error"]["code"] == "insufficient_balance"
+    assert raised.value.request_id == body["request_id"]
+    assert generations(api, user) == []
+
+
+def test_401_is_an_authentication_error(api: httpx.Client, test_models: dict[str, str]) -> None:
+    client = sdk(api, "tg-" + "x" * 40)
+    with pytest.raises(anthropic.AuthenticationError) as raised:
+        client.messages.create(
+            model=test_models["openai"], max_tokens=10, messages=[{"role": "user", "content": "Hi"}]
+        )
+    body: Any = raised.value.body
+    assert body["error"]["type"] == "authentication_error"
+    assert body["error"]["code"] == "unauthenticated"
+
+
+def test_an_unknown_model_is_a_not_found_error(
+    api: httpx.Client, make_user: Callable[..., User]
+) -> None:
+    user = make_user(credits=10)
+    client = sdk(api, api_key(api, user))
+    with pytest.raises(anthropic.NotFoundError) as raised:
+        client.messages.create(
+            model="claude-no-such-model",
+            max_tokens=10,
+            messages=[{"role": "user", "content": "Hi"}],
+        )
+    body: Any = raised.value.body
+    assert body["error"] == {
+        "type": "not_found_error",
+        "message": "no model named claude-no-such-model is served",
+        "code": "model_not_found",
+    }
+    with pytest.raises(anthropic.NotFoundError):
+        client.messages.count_tokens(
+            model="claude-no-such-model", messages=[{"role": "user", "content": "Hi"}]
+        )
+
+
+def test_a_bearer_token_is_accepted_too(
+    api: httpx.Client, make_user: Callable[..., User], test_models: dict[str, str]
+) -> None:
+    user = make_user(credits=100)
+    key = api_key(api, user)
+    body = {
+        "model": test_models["gemini"],
+        "max_tokens": 10,
+        "messages": [{"role": "user", "content": "Hi"}],
+    }
+    for headers in ({"Authorization": f"Bearer {key}"}, user.headers):
+        response = api.post(
+            "/v1/messages", json=body, headers={**headers, "anthropic-beta": "x-2025-01-01"}
+        )
+        assert response.status_code == 200, response.text
+        assert response.json()["content"][0]["text"].startswith("tok0")
+
+
+@pytest.mark.parametrize(
+    ("change", "message"),
+    [
+        ({"frequency_penalty": 1}, "frequency_penalty: Extra inputs are not permitted"),
+        ({"max_tokens": None}, "max_tokens"),
+        ({"messages": [{"role": "system", "content": "x"}]}, "role"),
+        ({"tools": [{"type": "web_search_20250305", "name": "web_search"}]}, "tools"),
+        ({"top_k": 5}, "top_k: the model fake-openai does not support this parameter"),
+        ({"max_tokens": 5000}, "max_tokens: at most 1000 for fake-openai"),
+    ],
+)
+def test_bad_requests_are_400_invalid_request_errors_and_change_nothing(
+    change: dict[str, Any],
+    message: str,
+    api: httpx.Client,
+    make_user: Callable[..., User],
+    test_models: dict[str, str],
+) -> None:
+    user = make_user(credits=100)
+    body: dict[str, Any] = {
+        "model": test_models["openai"],
+        "max_tokens": 10,
+        "messages": [{"role": "user", "content": "Hi"}],
+        **change,
+    }
+    body = {name: value for name, value in body.items() if value is not None}
+    response = api.post("/v1/messages", json=body, headers={"x-api-key": api_key(api, user)})
+    assert response.status_code == 400, response.text
+    error = response.json()
+    assert error["type"] == "error"
+    assert error["error"]["type"] == "invalid_request_error"
+    assert message in error["error"]["message"]
+    assert response.headers["request-id"] == error["request_id"]
+    assert balance(api, user) == 100
+    assert generations(api, user) == []
