@@ -324,7 +324,8 @@ def test_a_bearer_token_is_accepted_too(
     [
         ({"frequency_penalty": 1}, "frequency_penalty: Extra inputs are not permitted"),
         ({"max_tokens": None}, "max_tokens"),
-        ({"messages": [{"role": "system", "content": "x"}]}, "role"),
+        ({"messages": [{"role": "tool", "content": "x"}]}, "role"),
+        ({"messages": [{"role": "system", "content": "x"}]}, "at least one user or assistant"),
         ({"tools": [{"type": "web_search_20250305", "name": "web_search"}]}, "tools"),
         ({"top_k": 5}, "top_k: the model fake-openai does not support this parameter"),
         ({"max_tokens": 5000}, "max_tokens: at most 1000 for fake-openai"),
@@ -354,3 +355,204 @@ def test_bad_requests_are_400_invalid_request_errors_and_change_nothing(
     assert response.headers["request-id"] == error["request_id"]
     assert balance(api, user) == 100
     assert generations(api, user) == []
+
+
+def thinking_model(api: httpx.Client, admin_headers: dict[str, str], provider: str) -> str:
+    """A model of `provider` whose output limit leaves room for Anthropic's least thinking
+    budget (1024, below max_tokens)."""
+    name = f"thinking-{provider}"
+    response = api.post(
+        "/v1/admin/models",
+        json={
+            "name": name,
+            "provider": provider,
+            "upstream_model": f"{provider}-upstream",
+            "context_window": 40000,
+            "max_output_tokens": 8000,
+            "default_max_tokens": 100,
+            "input_price": "1000000",
+            "output_price": "2000000",
+        },
+        headers=admin_headers,
+    )
+    assert response.status_code in (201, 409), response.text
+    return name
+
+
+@pytest.mark.parametrize("provider", PROVIDERS)
+def test_thinking_reaches_each_upstream_in_its_own_words(
+    provider: str,
+    api: httpx.Client,
+    admin_headers: dict[str, str],
+    make_user: Callable[..., User],
+    upstream: FakeUpstream,
+) -> None:
+    """A thinking budget is carried as the reasoning effort whose budget is the largest not
+    above it; adaptive thinking at `output_config.effort` (as Claude Code sends it)."""
+    model = thinking_model(api, admin_headers, provider)
+    user = make_user(credits=100_000)
+    key = api_key(api, user)
+    sent: list[Any] = []
+    for thinking, effort in (
+        ({"type": "enabled", "budget_tokens": 3000}, None),
+        ({"type": "adaptive"}, "high"),
+    ):
+        marker = uuid.uuid4().hex
+        body: dict[str, Any] = {
+            "model": model,
+            "max_tokens": 4000,
+            "thinking": thinking,
+            "messages": [{"role": "user", "content": f"Think {marker}"}],
+        }
+        if effort is not None:
+            body["output_config"] = {"effort": effort}
+        response = api.post("/v1/messages", json=body, headers={"x-api-key": key})
+        assert response.status_code == 200, response.text
+        sent.append(upstream_record(upstream, marker).body)
+    if provider == "openai":
+        assert [b["reasoning_effort"] for b in sent] == ["low", "high"]
+    elif provider == "gemini":
+        budgets = [b["generationConfig"]["thinkingConfig"]["thinkingBudget"] for b in sent]
+        assert 0 < budgets[0] <= 3000 < budgets[1]
+    else:
+        # Anthropic's budget: at most the one asked for, and below max_tokens.
+        assert [b["thinking"] for b in sent] == [
+            {"type": "enabled", "budget_tokens": 2048},
+            {"type": "enabled", "budget_tokens": 3999},
+        ]
+
+
+def test_claude_codes_request_shape_is_carried(
+    api: httpx.Client,
+    make_user: Callable[..., User],
+    test_models: dict[str, str],
+    upstream: FakeUpstream,
+) -> None:
+    """System blocks with cache hints, a system turn in the conversation, metadata and the
+    clearing of earlier thinking: what Claude Code sends."""
+    user = make_user(credits=1000)
+    marker = uuid.uuid4().hex
+    body = {
+        "model": test_models["openai"],
+        "max_tokens": 50,
+        "system": [
+            {"type": "text", "text": "You are terse."},
+            {"type": "text", "text": "Answer in English.", "cache_control": {"type": "ephemeral"}},
+        ],
+        "messages": [
+            {
+                "role": "user",
+                "content": [
+                    {"type": "text", "text": "Hi", "cache_control": {"type": "ephemeral"}},
+                    {"type": "text", "text": marker},
+                ],
+            },
+            {"role": "system", "content": "Agents available: none."},
+        ],
+        "metadata": {"user_id": "user-42"},
+        "context_management": {"edits": [{"type": "clear_thinking_20251015", "keep": "all"}]},
+        "stop_sequences": ["STOP"],
+        "temperature": 0.5,
+    }
+    response = api.post(
+        "/v1/messages",
+        json=body,
+        headers={
+            "x-api-key": api_key(api, user),
+            "anthropic-beta": "context-management-2025-06-27",
+        },
+    )
+    assert response.status_code == 200, response.text
+    sent = upstream_record(upstream, marker).body
+    assert sent["messages"] == [
+        {"role": "system", "content": "You are terse.\n\nAnswer in English."},
+        {"role": "user", "content": f"Hi{marker}"},
+        {"role": "system", "content": "Agents available: none."},
+    ]
+    assert (sent["user"], sent["stop"], sent["temperature"]) == ("user-42", ["STOP"], 0.5)
+
+
+@pytest.mark.parametrize(
+    ("change", "message"),
+    [
+        (
+            {"output_config": {"effort": "low"}},
+            "output_config.effort: carried only with thinking enabled or adaptive",
+        ),
+        (
+            {"context_management": {"edits": [{"type": "clear_tool_uses_20250919"}]}},
+            "context_management.edits.0.type",
+        ),
+        ({"thinking": {"type": "enabled", "budget_tokens": 10}}, "budget_tokens"),
+        (
+            {"thinking": {"type": "enabled", "budget_tokens": 2000}},
+            "thinking.budget_tokens: must be below max_tokens",
+        ),
+        (
+            {"messages": [{"role": "system", "content": [{"type": "image", "source": {}}]}]},
+            "messages.0",
+        ),
+    ],
+)
+def test_what_cannot_be_carried_is_refused_by_name(
+    change: dict[str, Any],
+    message: str,
+    api: httpx.Client,
+    make_user: Callable[..., User],
+    test_models: dict[str, str],
+) -> None:
+    user = make_user(credits=100)
+    body: dict[str, Any] = {
+        "model": test_models["anthropic"],
+        "max_tokens": 10,
+        "messages": [{"role": "user", "content": "Hi"}],
+        **change,
+    }
+    response = api.post("/v1/messages", json=body, headers={"x-api-key": api_key(api, user)})
+    assert response.status_code == 400, response.text
+    assert message in response.json()["error"]["message"]
+    assert generations(api, user) == []
+
+
+@pytest.mark.parametrize("provider", PROVIDERS)
+def test_structured_output_and_images_are_carried(
+    provider: str,
+    api: httpx.Client,
+    make_user: Callable[..., User],
+    test_models: dict[str, str],
+    upstream: FakeUpstream,
+) -> None:
+    png = (
+        "iVBORw0KGgoAAAANSUhEUgAAAAEAAAABCAYAAAAfFcSJAAAADUlEQVR42mNkYPhfDwAChwGA60e6kgAAAABJ"
+        "RU5ErkJggg=="
+    )
+    user = make_user(credits=100_000)
+    client = sdk(api, api_key(api, user))
+    marker = uuid.uuid4().hex
+    schema = {
+        "type": "object",
+        "properties": {"colour": {"type": "string"}},
+        "required": ["colour"],
+        "additionalProperties": False,
+    }
+    message = client.messages.create(
+        model=test_models[provider],
+        max_tokens=200,
+        messages=[
+            {
+                "role": "user",
+                "content": [
+                    {
+                        "type": "image",
+                        "source": {"type": "base64", "media_type": "image/png", "data": png},
+                    },
+                    {"type": "text", "text": f"What colour? {marker}"},
+                ],
+            }
+        ],
+        extra_body={"output_config": {"format": {"type": "json_schema", "schema": schema}}},
+    )
+    answer = json.loads(message.content[0].text)  # type: ignore[union-attr]
+    assert isinstance(answer["colour"], str)
+    sent = json.dumps(upstream_record(upstream, marker).body)
+    assert png in sent

@@ -23,7 +23,7 @@ from pydantic import (
     StrictInt,
     model_validator,
 )
-from tollgate_core import ContentPart, Message, Tool, ToolCall, ToolChoice
+from tollgate_core import ContentPart, Message, ResponseFormat, Tool, ToolCall, ToolChoice
 from tollgate_core import ImagePart as CoreImagePart
 from tollgate_core import TextPart as CoreTextPart
 
@@ -143,21 +143,24 @@ ContentBlock = Annotated[
 class InputMessage(_Block):
     """One turn of the conversation."""
 
-    role: Literal["user", "assistant"] = Field(description="`user` or `assistant`")
+    role: Literal["user", "assistant", "system"] = Field(
+        description="`user` or `assistant`; `system` for instructions in the conversation's "
+        "course (as Claude Code sends them), text only"
+    )
     content: str | list[ContentBlock] = Field(
         description="Text, or blocks: `text`, `image` and `tool_result` in user turns; `text`, "
-        "`tool_use` and `thinking` in assistant turns"
+        "`tool_use` and `thinking` in assistant turns; `text` in system turns"
     )
 
     @model_validator(mode="after")
     def _blocks_fit_role(self) -> InputMessage:
         if isinstance(self.content, str):
             return self
-        allowed = (
-            (TextBlock, ImageBlock, ToolResultBlock)
-            if self.role == "user"
-            else (TextBlock, ToolUseBlock, ThinkingBlock, RedactedThinkingBlock)
-        )
+        allowed: tuple[type[_Block], ...] = {
+            "user": (TextBlock, ImageBlock, ToolResultBlock),
+            "assistant": (TextBlock, ToolUseBlock, ThinkingBlock, RedactedThinkingBlock),
+            "system": (TextBlock,),
+        }[self.role]
         for block in self.content:
             if not isinstance(block, allowed):
                 raise ValueError(f"a {self.role} message may not hold a {block.type} block")
@@ -211,6 +214,53 @@ class ThinkingDisabled(_Block):
     type: Literal["disabled"] = Field(description="Always `disabled`")
 
 
+class ThinkingAdaptive(_Block):
+    """Extended thinking as the model sees fit, at the effort of `output_config.effort`."""
+
+    type: Literal["adaptive"] = Field(description="Always `adaptive`")
+
+
+Effort = Literal["low", "medium", "high", "max"]
+
+
+Thinking = ThinkingEnabled | ThinkingDisabled | ThinkingAdaptive
+
+
+class JsonSchemaOutput(_Block):
+    """An answer that is JSON fitting a schema."""
+
+    type: Literal["json_schema"] = Field(description="Always `json_schema`")
+    schema_: dict[str, Any] = Field(alias="schema", description="The JSON Schema")
+
+
+class OutputConfig(_Block):
+    """How the answer is produced."""
+
+    model_config = ConfigDict(extra="forbid", populate_by_name=True)
+
+    effort: Effort | None = Field(
+        None,
+        description="How much the model thinks: carried as the reasoning effort, with "
+        "`thinking` enabled or adaptive only",
+    )
+    format: JsonSchemaOutput | None = Field(None, description="Structured output")
+
+
+class ClearThinkingEdit(_Block):
+    """Anthropic's context edit that clears earlier thinking."""
+
+    model_config = ConfigDict(extra="allow")
+
+    type: Literal["clear_thinking_20251015"] = Field(description="The edit's type")
+
+
+class ContextManagement(_Block):
+    """Context edits. Only the clearing of earlier thinking is accepted: the gateway never
+    sends earlier thinking upstream, so it is always cleared."""
+
+    edits: list[ClearThinkingEdit] = Field(max_length=8, description="The edits")
+
+
 class Metadata(_Block):
     """About the request."""
 
@@ -250,12 +300,21 @@ class PromptBase(_Block):
         None, min_length=1, max_length=128, description="Tools the model may call"
     )
     tool_choice: ToolChoiceParam | None = Field(None, description="Whether it must call one")
-    thinking: Annotated[ThinkingEnabled | ThinkingDisabled, Field(discriminator="type")] | None = (
-        Field(None, description="Extended thinking (a thinking budget, or none)")
+    thinking: (
+        Annotated[
+            ThinkingEnabled | ThinkingDisabled | ThinkingAdaptive, Field(discriminator="type")
+        ]
+        | None
+    ) = Field(None, description="Extended thinking: a budget, adaptive, or none")
+    output_config: OutputConfig | None = Field(None, description="Effort and structured output")
+    context_management: ContextManagement | None = Field(
+        None, description="Context edits: only clearing earlier thinking (always done)"
     )
 
     @model_validator(mode="after")
     def _tool_results_answer_calls(self) -> PromptBase:
+        if all(message.role == "system" for message in self.messages):
+            raise ValueError("messages: at least one user or assistant turn")
         called: set[str] = set()
         for message in self.messages:
             for block in message.content if isinstance(message.content, list) else ():
@@ -268,6 +327,9 @@ class PromptBase(_Block):
         for tool in self.tools or ():
             if tool.type not in (None, "custom"):
                 raise ValueError(f"tools: {tool.type} tools are not served")
+        effort = self.output_config.effort if self.output_config is not None else None
+        if effort is not None and not isinstance(self.thinking, ThinkingEnabled | ThinkingAdaptive):
+            raise ValueError("output_config.effort: carried only with thinking enabled or adaptive")
         return self
 
     def core_messages(self) -> tuple[Message, ...]:
@@ -285,6 +347,10 @@ class PromptBase(_Block):
         for message in self.messages:
             if isinstance(message.content, str):
                 out.append(Message(role=message.role, content=message.content))
+                continue
+            if message.role == "system":
+                text = "\n\n".join(b.text for b in message.content if isinstance(b, TextBlock))
+                out.append(Message(role="system", content=text))
                 continue
             parts: list[ContentPart] = []
             calls: list[ToolCall] = []
@@ -340,9 +406,20 @@ class PromptBase(_Block):
         return not choice.disable_parallel_tool_use
 
     def reasoning_effort(self) -> str | None:
+        """The core reasoning effort: from the thinking budget, or the effort asked for with
+        adaptive thinking (``medium`` when none is)."""
+        effort = self.output_config.effort if self.output_config is not None else None
         if isinstance(self.thinking, ThinkingEnabled):
-            return _thinking_effort(self.thinking.budget_tokens)
+            return effort or _thinking_effort(self.thinking.budget_tokens)
+        if isinstance(self.thinking, ThinkingAdaptive):
+            return effort or "medium"
         return None
+
+    def response_format(self) -> ResponseFormat | None:
+        output = self.output_config
+        if output is None or output.format is None:
+            return None
+        return ResponseFormat(type="json_schema", schema=output.format.schema_)
 
     def image_count(self) -> int:
         return sum(
@@ -393,6 +470,13 @@ class MessageCreate(PromptBase):
     top_p: StrictFloat | StrictInt | None = Field(None, ge=0, le=1, description="Nucleus sampling")
     top_k: StrictInt | None = Field(None, ge=0, description="Sample from the k likeliest tokens")
     metadata: Metadata | None = Field(None, description="About the request")
+
+    @model_validator(mode="after")
+    def _budget_below_max_tokens(self) -> MessageCreate:
+        thinking = self.thinking
+        if isinstance(thinking, ThinkingEnabled) and thinking.budget_tokens >= self.max_tokens:
+            raise ValueError("thinking.budget_tokens: must be below max_tokens")
+        return self
 
     @property
     def user(self) -> str | None:

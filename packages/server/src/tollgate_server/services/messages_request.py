@@ -29,6 +29,7 @@ _FIELD_NAMES = {
     "image_url": "image",
     "reasoning_effort": "thinking",
     "top_k": "top_k",
+    "response_format": "output_config.format",
 }
 """The OpenAI parameter a provider declares, by the Anthropic field that asks for it."""
 
@@ -44,6 +45,9 @@ def input_allowance(body: PromptBase, provider: Provider) -> int:
     for text in arguments:
         allowance += estimate_text_tokens(text) + _PER_TOOL_CALL_TOKENS
     allowance += results * _PER_TOOL_CALL_TOKENS
+    fmt = body.output_config.format if body.output_config is not None else None
+    if fmt is not None:
+        allowance += estimate_text_tokens(orjson.dumps(fmt.schema_).decode())
     return allowance + body.image_count() * provider.image_tokens
 
 
@@ -69,6 +73,9 @@ def features(body: MessageCreate, provider: Provider, model_name: str) -> Featur
         asked.append("reasoning_effort")
     if body.top_k is not None:
         asked.append("top_k")
+    response_format = body.response_format()
+    if response_format is not None:
+        asked.append("response_format")
     if not asked:
         return PLAIN
     for name in asked:
@@ -93,5 +100,6 @@ def features(body: MessageCreate, provider: Provider, model_name: str) -> Featur
         tool_choice=body.core_tool_choice(),
         parallel_tool_calls=body.parallel_tool_calls(),
         reasoning_effort=reasoning_effort,
+        response_format=response_format,
         input_allowance=input_allowance(body, provider),
     )
