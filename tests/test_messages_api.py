@@ -556,3 +556,63 @@ def test_structured_output_and_images_are_carried(
     assert isinstance(answer["colour"], str)
     sent = json.dumps(upstream_record(upstream, marker).body)
     assert png in sent
+
+
+def test_thinking_streams_as_thinking_deltas_and_is_paid_as_output(
+    api: httpx.Client, admin_headers: dict[str, str], make_user: Callable[..., User]
+) -> None:
+    model = thinking_model(api, admin_headers, "anthropic")
+    user = make_user(credits=100_000)
+    client = sdk(api, api_key(api, user))
+    thoughts: list[str] = []
+    texts: list[str] = []
+    with client.messages.stream(
+        model=model,
+        max_tokens=4000,
+        thinking={"type": "enabled", "budget_tokens": 2048},
+        messages=[{"role": "user", "content": "Think [[fake:thinking=3,chunks=2]]"}],
+    ) as stream:
+        for event in stream:
+            if event.type == "thinking":
+                thoughts.append(event.thinking)
+            elif event.type == "text":
+                texts.append(event.text)
+        final = stream.get_final_message()
+    assert thoughts == ["think0", " think1", " think2"]
+    assert texts == ["tok0", " tok1"]
+    assert [block.type for block in final.content] == ["thinking", "text"]
+    assert final.content[0].thinking == "think0 think1 think2"  # type: ignore[union-attr]
+    assert final.content[1].text == "tok0 tok1"  # type: ignore[union-attr]
+    assert final.usage.output_tokens == 3 + 2
+    charge = priced(final.usage)
+    assert balance(api, user) == 100_000 - charge
+    [generation] = generations(api, user)
+    assert generation["output_tokens"] == 5 and Decimal(generation["cost"]) == charge
+
+
+def test_thinking_in_a_whole_message_and_left_out_of_chat_completions(
+    api: httpx.Client, admin_headers: dict[str, str], make_user: Callable[..., User]
+) -> None:
+    model = thinking_model(api, admin_headers, "anthropic")
+    user = make_user(credits=100_000)
+    key = api_key(api, user)
+    content = "Think [[fake:thinking=2,chunks=2]]"
+    message = sdk(api, key).messages.create(
+        model=model, max_tokens=100, messages=[{"role": "user", "content": content}]
+    )
+    assert [
+        (b.type, getattr(b, "thinking", getattr(b, "text", None))) for b in message.content
+    ] == [
+        ("thinking", "think0 think1"),
+        ("text", "tok0 tok1"),
+    ]
+    # OpenAI's chat format has no place for thinking: the answer is the text alone, and the
+    # thinking is paid as the upstream's reasoning tokens.
+    chat = api.post(
+        "/v1/chat/completions",
+        json={"model": model, "messages": [{"role": "user", "content": content}]},
+        headers={"Authorization": f"Bearer {key}"},
+    ).json()
+    assert chat["choices"][0]["message"]["content"] == "tok0 tok1"
+    assert chat["usage"]["completion_tokens_details"]["reasoning_tokens"] == 2
+    assert chat["usage"]["completion_tokens"] == 4

@@ -300,13 +300,17 @@ class FakeUpstream:
         cache_write = 0
         if dialect.name == "anthropic":
             cache_write = min(d.cache_write, input_tokens - cached)
+        thinking: tuple[str, ...] = ()
+        if dialect.name == "anthropic" and d.thinking:
+            thinking = tuple(f"think{i}" if i == 0 else f" think{i}" for i in range(d.thinking))
+        reasoning = d.reasoning + len(thinking)
         if not d.no_usage:
-            output = d.usage_output if d.usage_output is not None else count + d.reasoning
+            output = d.usage_output if d.usage_output is not None else count + reasoning
             usage = Usage(
                 input_tokens=_reported_input(d.usage_input, input_tokens),
                 output_tokens=output,
                 cached_input_tokens=cached,
-                reasoning_tokens=min(d.reasoning, output),
+                reasoning_tokens=min(reasoning, output),
             )
         self._counter += 1
         prefix = {"openai": "chatcmpl-fake", "gemini": "fake", "anthropic": "msg_fake"}
@@ -324,7 +328,7 @@ class FakeUpstream:
             # JSON that follows the schema, in up to `count` pieces (one output token each).
             deltas = _pieces(dumps(instance(schema)).decode(), max(1, count))
             if usage is not None and d.usage_output is None:
-                usage = replace(usage, output_tokens=len(deltas) + d.reasoning)
+                usage = replace(usage, output_tokens=len(deltas) + reasoning)
         return Reply(
             id=f"{prefix[dialect.name]}-{self._counter}",
             model=record.model,
@@ -334,6 +338,7 @@ class FakeUpstream:
             usage=usage,
             cache_write=cache_write,
             tool_call=tool_call,
+            thinking=thinking,
         )
 
     def _request_id(self, dialect: Dialect) -> dict[str, str]:

@@ -3,10 +3,10 @@
 The same response as OpenAI's (`tollgate_server.api.generation_response.GenerationResponse`:
 it admits, starts the generation with itself as the sink and cancels it when the client hangs
 up); only what it writes differs. A stream is Anthropic's event sequence: ``message_start``,
-then for each content block ``content_block_start``, ``content_block_delta``s (``text_delta``
-or ``input_json_delta``) and ``content_block_stop``, a ``ping`` after the first block's start
-and during silences, and last ``message_delta`` (stop reason and usage) and ``message_stop``;
-a failure after the stream began is an ``error`` event.
+then for each content block ``content_block_start``, ``content_block_delta``s (``text_delta``,
+``input_json_delta`` or ``thinking_delta``) and ``content_block_stop``, a ``ping`` after the
+first block's start and during silences, and last ``message_delta`` (stop reason and usage)
+and ``message_stop``; a failure after the stream began is an ``error`` event.
 
 Tool calls are written as their pieces come; an upstream streams one call after another (OpenAI
 interleaves none in practice), so a call's pieces continue the block that its first piece began.
@@ -69,6 +69,9 @@ def _tool_input(call: ToolCall) -> dict[str, Any]:
 def message_body(*, generation_id: uuid.UUID, model: str, answer: Answer) -> bytes:
     """The whole answer of a non-streaming request, as Anthropic's ``message`` object."""
     content: list[dict[str, Any]] = []
+    if answer.reasoning:
+        # No signature: the gateway does not send earlier thinking back upstream.
+        content.append({"type": "thinking", "thinking": answer.reasoning, "signature": ""})
     if answer.text or not answer.tool_calls:
         content.append({"type": "text", "text": answer.text})
     content += [
@@ -132,6 +135,18 @@ class MessagesResponse(GenerationResponse):
                 out += self._block_delta(piece)
             if out:
                 await self._send_body(out)
+
+    writes_reasoning = True
+    """Anthropic's format carries thinking, in ``thinking`` blocks."""
+
+    async def reasoning(self, text: str) -> None:
+        async with self._write_lock:
+            await self._start_stream_locked()
+            out = b""
+            if self._block_type != "thinking":
+                out = self._open_block({"type": "thinking", "thinking": "", "signature": ""})
+            out += self._block_delta({"type": "thinking_delta", "thinking": text})
+            await self._send_body(out)
 
     async def keepalive(self) -> None:
         async with self._write_lock:

@@ -53,6 +53,7 @@ from typing import Any, Protocol
 from tollgate_core import (
     GenerationRequest,
     Provider,
+    ReasoningDelta,
     StreamEnd,
     StreamEvent,
     TextDelta,
@@ -288,6 +289,8 @@ class Answer:
     usage: Usage
     charge: int
     tool_calls: tuple[ToolCall, ...] = ()
+    reasoning: str = ""
+    """The model's thinking, for a sink that `writes_reasoning` (empty otherwise)."""
 
 
 class GenerationSink(Protocol):
@@ -302,6 +305,15 @@ class GenerationSink(Protocol):
 
     async def tool_call(self, delta: ToolCallDelta) -> None:
         """Write one piece of a tool call (streaming requests only)."""
+
+    @property
+    def writes_reasoning(self) -> bool:
+        """Whether this format carries the model's thinking. When it does, thinking is
+        written with `reasoning` and counts as output the client received; when not, it is
+        left out of the answer (its tokens stay in the upstream's usage)."""
+
+    async def reasoning(self, text: str) -> None:
+        """Write one piece of thinking (streaming requests of a sink that writes it only)."""
 
     async def keepalive(self) -> None:
         """Write something that keeps an idle stream open (streaming requests only)."""
@@ -330,6 +342,8 @@ class Generation:
         self.text_parts: list[str] = []
         self.tool_deltas: list[tuple[int, ToolCallDelta]] = []
         """The tool-call pieces received, each with its place in `text_parts`."""
+        self.reasoning_at: list[int] = []
+        """The places in `text_parts` of the thinking received (for a sink that writes it)."""
         self.chunks = 0
         self.end: StreamEnd | None = None
         self.first_token_at: float | None = None
@@ -551,6 +565,8 @@ class Generation:
                         )
                     elif isinstance(event, UsageReport):
                         self.reported = event.usage
+                    elif isinstance(event, ReasoningDelta):
+                        await self._reasoning(event, sink, limit, give_up_at)
                     elif isinstance(event, ToolCallDelta):
                         if self.first_token_at is None:
                             self.first_token_at = time.perf_counter()
@@ -624,8 +640,30 @@ class Generation:
             limit.reschedule(min(loop.time() + self.settings.upstream_idle_timeout, give_up_at))
         elif isinstance(event, UsageReport):
             self.reported = event.usage
+        elif isinstance(event, ReasoningDelta):
+            await self._reasoning(event, sink, limit, give_up_at)
         elif isinstance(event, StreamEnd):
             self.end = event
+
+    async def _reasoning(
+        self, event: ReasoningDelta, sink: GenerationSink, limit: asyncio.Timeout, give_up_at: float
+    ) -> None:
+        """A piece of thinking: written and counted as output for a sink that carries it,
+        otherwise only a sign of life (the idle limit starts again)."""
+        loop = asyncio.get_running_loop()
+        if self.first_token_at is None:
+            self.first_token_at = time.perf_counter()
+        if sink.writes_reasoning:
+            self.reasoning_at.append(len(self.text_parts))
+            self.text_parts.append(event.text)
+            self.chunks += 1
+            if self.plan.stream:
+                self.last_write = loop.time()
+                self.writing = True
+                await sink.reasoning(event.text)
+                self.writing = False
+                self.sent_chunks += 1
+        limit.reschedule(min(loop.time() + self.settings.upstream_idle_timeout, give_up_at))
 
     async def _keep_alive(self, sink: GenerationSink) -> None:
         """During long silences (a slow first token, a pause mid-stream) send SSE comments so
@@ -651,8 +689,9 @@ class Generation:
             finish_reason = "stop"
         text = "".join(self.text_parts)
         tool_calls: tuple[ToolCall, ...] = ()
-        if self.tool_deltas:
-            skip = {position for position, _ in self.tool_deltas}
+        reasoning = "".join(self.text_parts[i] for i in self.reasoning_at)
+        if self.tool_deltas or self.reasoning_at:
+            skip = {position for position, _ in self.tool_deltas}.union(self.reasoning_at)
             text = "".join(part for i, part in enumerate(self.text_parts) if i not in skip)
             tool_calls = join_tool_calls([delta for _, delta in self.tool_deltas])
         answer = Answer(
@@ -661,6 +700,7 @@ class Generation:
             usage=usage,
             charge=charge,
             tool_calls=tool_calls,
+            reasoning=reasoning,
         )
         await sink.finish(answer)
 
