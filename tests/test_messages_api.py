@@ -317,6 +317,7 @@ def test_a_bearer_token_is_accepted_too(
         )
         assert response.status_code == 200, response.text
         assert response.json()["content"][0]["text"].startswith("tok0")
+        assert response.headers["request-id"] == response.headers["x-request-id"]
 
 
 @pytest.mark.parametrize(
@@ -616,3 +617,26 @@ def test_thinking_in_a_whole_message_and_left_out_of_chat_completions(
     assert chat["choices"][0]["message"]["content"] == "tok0 tok1"
     assert chat["usage"]["completion_tokens_details"]["reasoning_tokens"] == 2
     assert chat["usage"]["completion_tokens"] == 4
+
+
+def test_a_key_limited_to_other_models_gets_a_permission_error(
+    api: httpx.Client, make_user: Callable[..., User], test_models: dict[str, str]
+) -> None:
+    user = make_user(credits=100)
+    created = api.post(
+        "/v1/keys",
+        json={"name": "openai only", "models": [test_models["openai"]]},
+        headers=user.headers,
+    )
+    assert created.status_code == 201, created.text
+    client = sdk(api, created.json()["key"])
+    model, messages = test_models["anthropic"], [{"role": "user", "content": "Hi"}]
+    with pytest.raises(anthropic.PermissionDeniedError) as refused:
+        client.messages.create(model=model, max_tokens=10, messages=messages)  # type: ignore[arg-type]
+    with pytest.raises(anthropic.PermissionDeniedError) as not_counted:
+        client.messages.count_tokens(model=model, messages=messages)  # type: ignore[arg-type]
+    for raised in (refused, not_counted):
+        body: Any = raised.value.body
+        assert body["error"]["type"] == "permission_error"
+        assert body["error"]["code"] == "model_not_allowed"
+    assert generations(api, user) == []
