@@ -3,10 +3,18 @@
 
 Every field of Anthropic's reference is either translated (into `tollgate_core.types`, so that
 every provider carries it with the translation it already has) or refused: unknown fields are a
-400 ``invalid_request_error`` (``extra="forbid"``), never dropped. Two hints are accepted and
-not carried, because no core type holds them and they change no answer: ``cache_control`` on
-blocks and tools (a prompt-caching hint), and the ``signature`` of earlier thinking blocks
-(earlier thinking itself is not sent back upstream; see `thinking_blocks_dropped`).
+400 ``invalid_request_error`` (``extra="forbid"``), never dropped. What is accepted and not
+carried, because no core type holds it:
+
+* ``cache_control`` on blocks and tools: a prompt-caching hint, it changes no answer;
+* ``citations`` of earlier text blocks;
+* earlier ``thinking`` and ``redacted_thinking`` blocks of assistant turns: the gateway never
+  sends earlier thinking back upstream (so ``context_management``'s clearing of thinking, the
+  one edit accepted, is always in effect). Anthropic itself needs the thinking block before a
+  ``tool_use`` of the last turn when thinking is on; core has no place for it yet.
+
+``thinking`` becomes core's reasoning effort (a budget to the effort whose budget is the largest
+not above it; adaptive thinking to ``output_config.effort``), which every provider translates.
 """
 
 from __future__ import annotations
@@ -324,9 +332,6 @@ class PromptBase(_Block):
                     raise ValueError(
                         f"the tool_result for {block.tool_use_id} answers no earlier tool_use"
                     )
-        for tool in self.tools or ():
-            if tool.type not in (None, "custom"):
-                raise ValueError(f"tools: {tool.type} tools are not served")
         effort = self.output_config.effort if self.output_config is not None else None
         if effort is not None and not isinstance(self.thinking, ThinkingEnabled | ThinkingAdaptive):
             raise ValueError("output_config.effort: carried only with thinking enabled or adaptive")
