@@ -235,3 +235,59 @@ def test_an_upstream_failing_mid_stream_is_an_error_event(
     expected = int(generation["input_tokens"]) + 2 * int(generation["output_tokens"])
     assert 3 <= int(generation["output_tokens"]) <= 6
     assert Decimal(str(generation["cost"])) == expected
+
+
+def test_hang_up_while_the_model_thinks_pays_for_the_thinking_received(
+    api: httpx.Client,
+    admin_headers: dict[str, str],
+    make_user: Callable[..., User],
+    upstream: FakeUpstream,
+) -> None:
+    """Anthropic's format carries thinking: what of it was sent is output the client got."""
+    created = api.post(
+        "/v1/admin/models",
+        json={
+            "name": "thinking-disconnects",
+            "provider": "anthropic",
+            "upstream_model": "anthropic-upstream",
+            "context_window": 40000,
+            "max_output_tokens": 8000,
+            "input_price": "1000000",
+            "output_price": "2000000",
+        },
+        headers=admin_headers,
+    )
+    assert created.status_code in (201, 409), created.text
+    user = make_user(credits=100_000)
+    marker = uuid.uuid4().hex
+    body = {
+        "model": "thinking-disconnects",
+        "stream": True,
+        "max_tokens": 4000,
+        "thinking": {"type": "enabled", "budget_tokens": 2048},
+        "messages": [
+            {"role": "user", "content": f"{marker} [[fake:thinking=100,chunks=5,delay_ms=50]]"}
+        ],
+    }
+    with (
+        httpx.Client(base_url=api.base_url, timeout=30) as client,
+        client.stream(
+            "POST", "/v1/messages", json=body, headers={"x-api-key": _key(api, user)}
+        ) as response,
+    ):
+        assert response.status_code == 200
+        thoughts = 0
+        for line in response.iter_lines():
+            if '"type":"thinking_delta"' in line:
+                thoughts += 1
+                if thoughts == 4:
+                    break
+    record = _record_for(upstream, marker)
+    assert record.wait_disconnected(2.0), "the upstream connection was not closed"
+    generation = _settled(api, user)
+    assert generation["status"] == "client_disconnected"
+    out = int(generation["output_tokens"])
+    # Four pieces of thinking ("think0" may count as two tokens), not the hundred produced.
+    assert 4 <= out < 20
+    expected = int(generation["input_tokens"]) + 2 * out
+    assert Decimal(str(generation["cost"])) == expected

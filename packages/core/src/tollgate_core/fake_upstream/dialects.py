@@ -62,6 +62,9 @@ class Frame(NamedTuple):
     """The text delta this frame carries, if it is a delta frame."""
     usage: bool = False
     """True for the frame that carries the final usage."""
+    thought: bool = False
+    """True for a frame that carries a piece of thinking: paced by ``delay_ms`` like a delta,
+    not part of the text."""
 
 
 class Dialect:
@@ -557,7 +560,7 @@ class AnthropicDialect(Dialect):
             for thought in reply.thinking:
                 piece = {"type": "thinking_delta", "thinking": thought}
                 delta = {"type": "content_block_delta", "index": 0, "delta": piece}
-                yield Frame(event("content_block_delta", delta))
+                yield Frame(event("content_block_delta", delta), thought=True)
             signature = {"type": "signature_delta", "signature": "sig-fake"}
             delta = {"type": "content_block_delta", "index": 0, "delta": signature}
             yield Frame(event("content_block_delta", delta))

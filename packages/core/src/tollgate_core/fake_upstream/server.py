@@ -443,7 +443,7 @@ class FakeUpstream:
             if d.stall_after is not None and not stalled and sent >= d.stall_after:
                 stalled = True
                 await asyncio.sleep(d.stall_s)
-            if frame.text is not None and sent and d.delay_ms:
+            if ((frame.text is not None and sent) or frame.thought) and d.delay_ms:
                 await asyncio.sleep(d.delay_ms / 1000)
             if frame.text is not None:
                 sent += 1

@@ -20,7 +20,7 @@ from tollgate_server.anthropic_format import (
     PromptBase,
 )
 from tollgate_server.errors import ApiError
-from tollgate_server.services.chat_request import _PER_TOOL_CALL_TOKENS, PLAIN, Features
+from tollgate_server.services.chat_request import PER_TOOL_CALL_TOKENS, PLAIN, Features
 
 _FIELD_NAMES = {
     "tools": "tools",
@@ -43,8 +43,8 @@ def input_allowance(body: PromptBase, provider: Provider) -> int:
         allowance += estimate_text_tokens(orjson.dumps(tools).decode())
     arguments, results = body.tool_history()
     for text in arguments:
-        allowance += estimate_text_tokens(text) + _PER_TOOL_CALL_TOKENS
-    allowance += results * _PER_TOOL_CALL_TOKENS
+        allowance += estimate_text_tokens(text) + PER_TOOL_CALL_TOKENS
+    allowance += results * PER_TOOL_CALL_TOKENS
     fmt = body.output_config.format if body.output_config is not None else None
     if fmt is not None:
         allowance += estimate_text_tokens(orjson.dumps(fmt.schema_).decode())
