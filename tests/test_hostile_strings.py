@@ -116,6 +116,83 @@ class World:
         answered = {"role": "tool", "tool_call_id": "c1", "content": "done"}
         tool = {"type": "function", "function": {"name": "f", "description": "d"}}
         schema = {"name": "s", "description": "d", "schema": {"type": "object"}}
+        hint = {"type": "ephemeral", "ttl": "5m"}
+        said = {"role": "user", "content": [{"type": "text", "text": "hello"}]}
+        hinted = {
+            "role": "user",
+            "content": [
+                {"type": "text", "text": "hello", "cache_control": {"type": "ephemeral"}},
+            ],
+        }
+        png = {"type": "base64", "media_type": "image/png", "data": "iVBORw0KGgo="}
+        pictured = {
+            "role": "user",
+            "content": [
+                {"type": "image", "source": png, "cache_control": hint},
+                {"type": "text", "text": "what?"},
+            ],
+        }
+        linked = {
+            "role": "user",
+            "content": [{"type": "image", "source": {"type": "url", "url": "https://e.com/a"}}],
+        }
+        used = {
+            "role": "assistant",
+            "content": [
+                {"type": "tool_use", "id": "c1", "name": "f", "input": {}, "cache_control": hint},
+                {"type": "thinking", "thinking": "t", "signature": "s"},
+                {"type": "redacted_thinking", "data": "d"},
+            ],
+        }
+        results: list[Any] = [
+            {
+                "role": "user",
+                "content": [{"type": "tool_result", "tool_use_id": "c1", "content": text}],
+            }
+            for text in ("done", [{"type": "text", "text": "done"}])
+        ]
+        deep_result = {
+            "type": "tool_result",
+            "tool_use_id": "c1",
+            "content": [{"type": "text", "text": "done", "cache_control": hint}],
+            "cache_control": hint,
+        }
+        prompt = {"model": "fake-anthropic", "messages": [message]}
+        tooled = {
+            "tools": [
+                {
+                    "type": "custom",
+                    "name": "f",
+                    "description": "d",
+                    "input_schema": {},
+                    "cache_control": hint,
+                }
+            ],
+            "tool_choice": {"type": "tool", "name": "f"},
+        }
+        thinking = {
+            "thinking": {"type": "adaptive"},
+            "output_config": {
+                "effort": "low",
+                "format": {"type": "json_schema", "schema": {"type": "object"}},
+            },
+            "context_management": {"edits": [{"type": "clear_thinking_20251015"}]},
+        }
+        prompts: list[Any] = [
+            {**prompt, "system": "s"},
+            {
+                **prompt,
+                "messages": [said],
+                "system": [{"type": "text", "text": "s", "cache_control": hint}],
+            },
+            {**prompt, "messages": [hinted]},
+            {**prompt, "messages": [pictured]},
+            {**prompt, "messages": [linked]},
+            {**prompt, "messages": [message, used, results[0]], **tooled, **thinking},
+            {**prompt, "messages": [message, used, results[1]], **tooled},
+            # Deep hints (refused, as this conversation answers no call, but walked).
+            {**prompt, "messages": [{**results[1], "content": [deep_result]}]},
+        ]
         fresh_refresh = self.api.post(
             "/v1/auth/login", json={"email": self.user.email, "password": PASSWORD}
         ).json()["refresh_token"]
@@ -151,6 +228,11 @@ class World:
                 {"model": "fake-openai-embed", "input": "hello", "user": "u"},
                 {"model": "fake-openai-embed", "input": ["hello", "world"]},
             ],
+            "POST /v1/messages": [
+                {**base, "max_tokens": 3, "metadata": {"user_id": "u"}, "stop_sequences": ["x"]}
+                for base in prompts
+            ],
+            "POST /v1/messages/count_tokens": prompts,
             "POST /v1/auth/register": [
                 {"email": f"walk-{uuid.uuid4().hex[:10]}@example.com", "password": PASSWORD}
             ],

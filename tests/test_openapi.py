@@ -29,6 +29,8 @@ API_KEY_OPERATIONS = {
     ("get", "/v1/generations"),
     ("get", "/v1/generations/{generation_id}"),
 }
+ANTHROPIC_OPERATIONS = {("post", "/v1/messages"), ("post", "/v1/messages/count_tokens")}
+"""Anthropic's Messages API: its envelope, its x-api-key, and a 400 (not a 422) for bad input."""
 PUBLIC_OPERATIONS = {
     ("get", "/healthz"),
     ("get", "/readyz"),
@@ -38,7 +40,11 @@ PUBLIC_OPERATIONS = {
     ("post", "/v1/auth/refresh"),
     ("post", "/v1/auth/logout"),
 }
-ENVELOPES = {"#/components/schemas/ErrorEnvelope", "#/components/schemas/ValidationErrorEnvelope"}
+ENVELOPES = {
+    "#/components/schemas/ErrorEnvelope",
+    "#/components/schemas/ValidationErrorEnvelope",
+    "#/components/schemas/AnthropicErrorEnvelope",
+}
 
 
 @pytest.fixture(scope="module")
@@ -104,9 +110,12 @@ def test_every_failure_is_documented_with_the_envelope_and_an_example(
         else:
             assert (method, path) in PUBLIC_OPERATIONS, f"{where} declares no credentials"
         if "requestBody" in operation:
-            assert {413, 422} <= statuses, where
+            assert {413, 400 if (method, path) in ANTHROPIC_OPERATIONS else 422} <= statuses, where
         takes_input = "requestBody" in operation or operation.get("parameters")
-        assert (422 in statuses) == bool(takes_input), where
+        if (method, path) in ANTHROPIC_OPERATIONS:
+            assert 422 not in statuses and 400 in statuses, where
+        else:
+            assert (422 in statuses) == bool(takes_input), where
         assert (503 in statuses) == (path != "/healthz"), where
         for status, response in responses.items():
             if int(status) < 400:
@@ -219,6 +228,8 @@ def test_security_schemes_offer_the_login_flow_access_tokens_and_api_keys(
         declared = {name for requirement in operation.get("security", []) for name in requirement}
         if (method, path) in PUBLIC_OPERATIONS:
             assert declared == set(), path
+        elif (method, path) in ANTHROPIC_OPERATIONS:
+            assert declared == {"password", "bearer", "apiKey", "xApiKey"}, path
         elif (method, path) in API_KEY_OPERATIONS:
             assert declared == {"password", "bearer", "apiKey"}, path
         else:

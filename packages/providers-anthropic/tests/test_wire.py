@@ -14,6 +14,8 @@ from tollgate_anthropic import wire
 from tollgate_core import (
     GenerationRequest,
     Message,
+    ReasoningDelta,
+    TextDelta,
     Tool,
     ToolCall,
     ToolCallDelta,
@@ -184,6 +186,20 @@ def test_recorded_stream_skips_thinking_and_counts_output_once() -> None:
         cached_input_tokens=2000,
         details={"cache_creation_input_tokens": 100},
     )
+
+
+def test_thinking_is_handed_over_apart_from_the_answer() -> None:
+    """read() (what the provider's stream yields) gives the recorded thinking as
+    `ReasoningDelta`s and the answer as `TextDelta`s; signatures are dropped."""
+    decoder, parser = SSEDecoder(), wire.EventParser()
+    events = []
+    for line in (FIXTURES / "stream_cache.sse").read_bytes().splitlines(keepends=True):
+        event = decoder.feed(line)
+        if event is not None:
+            events += parser.read(event.event, event.data)
+    thoughts = [e.text for e in events if isinstance(e, ReasoningDelta)]
+    assert thoughts and all(thoughts)
+    assert [e.text for e in events if isinstance(e, TextDelta)] == ["Hello", " there!"]
 
 
 def test_recorded_stream_matches_the_sdk_types() -> None:

@@ -212,7 +212,17 @@ class ToolCallDelta:
     """The answer the call belongs to when the request asked for several (``n``)."""
 
 
-StreamEvent = TextDelta | ToolCallDelta | UsageReport | StreamEnd
+@dataclass(frozen=True, slots=True)
+class ReasoningDelta:
+    """A piece of the model's thinking, as the upstream streams it (Anthropic's
+    ``thinking_delta``). Not part of the answer's text: a client format that carries thinking
+    (Anthropic's Messages) forwards it, and then it counts as output the client received; the
+    others leave it out. Its tokens are in the usage's `reasoning_tokens` either way."""
+
+    text: str
+
+
+StreamEvent = TextDelta | ToolCallDelta | ReasoningDelta | UsageReport | StreamEnd
 
 
 @dataclass(frozen=True, slots=True)

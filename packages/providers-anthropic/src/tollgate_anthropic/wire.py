@@ -19,6 +19,7 @@ from tollgate_core import (
     FinishReason,
     GenerationRequest,
     Message,
+    ReasoningDelta,
     StreamEnd,
     StreamEvent,
     TextDelta,
@@ -304,7 +305,16 @@ class EventParser:
     replaces an earlier one and is never added to it.
     """
 
-    __slots__ = ("_call", "_calls", "_reported", "_secrets", "_usage", "done", "stop_reason")
+    __slots__ = (
+        "_call",
+        "_calls",
+        "_reported",
+        "_secrets",
+        "_thought",
+        "_usage",
+        "done",
+        "stop_reason",
+    )
 
     def __init__(self, secrets: Iterable[str | None] = ()) -> None:
         self._secrets = tuple(secrets)
@@ -315,6 +325,8 @@ class EventParser:
         """Tool calls begun so far: the next one's OpenAI index."""
         self._call: ToolCallDelta | None = None
         """The piece of a tool call the event just fed carries, for `read`."""
+        self._thought: str | None = None
+        """The piece of thinking the event just fed carries, for `read`."""
         self.done = False
         """True once ``message_stop`` arrived."""
 
@@ -329,6 +341,9 @@ class EventParser:
         if self._call is not None:
             call, self._call = self._call, None
             return (call,)
+        if self._thought is not None:
+            thought, self._thought = self._thought, None
+            return (ReasoningDelta(thought),)
         if not self._reported and (usage := self.usage) is not None:
             # message_start carries the exact prompt count: hand it over at once, so a stream
             # cut short is charged the vendor's count.
@@ -350,11 +365,16 @@ class EventParser:
         kind = payload.get("type", event)
         if kind == "content_block_delta":
             delta = payload.get("delta") or {}
-            # thinking_delta and signature_delta carry no answer text.
+            # thinking_delta is handed over apart from the answer; signature_delta is dropped.
             kind = delta.get("type")
             if kind == "text_delta":
                 text = delta.get("text")
                 return text if isinstance(text, str) and text else None
+            if kind == "thinking_delta":
+                thought = delta.get("thinking")
+                if isinstance(thought, str) and thought:
+                    self._thought = thought
+                return None
             if kind == "input_json_delta" and self._calls:
                 fragment = delta.get("partial_json")
                 if isinstance(fragment, str) and fragment:

@@ -50,6 +50,8 @@ through a gateway unchanged. Several blocks merge; an unknown name is answered w
 ``cached=4``             report 4 of the input tokens as read from the prompt cache
 ``cache_write=4``        Anthropic: report 4 input tokens as written to the cache
 ``reasoning=7``          report 7 reasoning tokens on top of the chunks' output tokens
+``thinking=3``           Anthropic: stream 3 pieces of thinking (a ``thinking`` block of
+                         ``thinking_delta``s before the answer), each one reasoning token
 ``finish=content_filter``  finish with that reason (``stop``, ``length``, ``content_filter``,
                          ``tool_calls``) in the vendor's spelling
 ``tool=get_weather``     call the request's function of that name, with arguments that fit its

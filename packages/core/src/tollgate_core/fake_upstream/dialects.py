@@ -50,6 +50,8 @@ class Reply:
     """How many answers the request asked for (``n``, ``candidateCount``)."""
     top_logprobs: int | None = None
     """None when the request asked for no log-probabilities; else how many alternatives."""
+    thinking: tuple[str, ...] = ()
+    """Anthropic: pieces of thinking, streamed in a block before the answer's."""
 
     @property
     def text(self) -> str:
@@ -76,6 +78,9 @@ class Frame(NamedTuple):
     """The text delta this frame carries, if it is a delta frame."""
     usage: bool = False
     """True for the frame that carries the final usage."""
+    thought: bool = False
+    """True for a frame that carries a piece of thinking: paced by ``delay_ms`` like a delta,
+    not part of the text."""
 
 
 class Dialect:
@@ -632,12 +637,17 @@ class AnthropicDialect(Dialect):
         return message
 
     def completion(self, reply: Reply) -> dict[str, Any]:
+        thinking: list[dict[str, Any]] = []
+        if reply.thinking:
+            thought = "".join(reply.thinking)
+            thinking = [{"type": "thinking", "thinking": thought, "signature": "sig-fake"}]
         call = reply.tool_call
         if call is not None:
             block = {"type": "tool_use", "id": call.id, "name": call.name}
             block["input"] = json.loads(reply.text)
-            return self._message(reply, [block], done=True)
-        return self._message(reply, [{"type": "text", "text": reply.text}], done=True)
+            return self._message(reply, [*thinking, block], done=True)
+        text = {"type": "text", "text": reply.text}
+        return self._message(reply, [*thinking, text], done=True)
 
     @staticmethod
     def _event(name: str, data: Mapping[str, Any]) -> bytes:
@@ -647,13 +657,29 @@ class AnthropicDialect(Dialect):
         event = self._event
         start = self._message(reply, [], done=False)
         yield Frame(event("message_start", {"type": "message_start", "message": start}))
+        index = 0
+        if reply.thinking:
+            thinking = {"type": "thinking", "thinking": "", "signature": ""}
+            start_thinking = {"type": "content_block_start", "index": 0, "content_block": thinking}
+            yield Frame(event("content_block_start", start_thinking))
+            yield Frame(event("ping", {"type": "ping"}))
+            for thought in reply.thinking:
+                piece = {"type": "thinking_delta", "thinking": thought}
+                delta = {"type": "content_block_delta", "index": 0, "delta": piece}
+                yield Frame(event("content_block_delta", delta), thought=True)
+            signature = {"type": "signature_delta", "signature": "sig-fake"}
+            delta = {"type": "content_block_delta", "index": 0, "delta": signature}
+            yield Frame(event("content_block_delta", delta))
+            yield Frame(event("content_block_stop", {"type": "content_block_stop", "index": 0}))
+            index = 1
         call = reply.tool_call
         block: dict[str, Any] = {"type": "text", "text": ""}
         if call is not None:
             block = {"type": "tool_use", "id": call.id, "name": call.name, "input": {}}
-        start_block = {"type": "content_block_start", "index": 0, "content_block": block}
+        start_block = {"type": "content_block_start", "index": index, "content_block": block}
         yield Frame(event("content_block_start", start_block))
-        yield Frame(event("ping", {"type": "ping"}))
+        if not reply.thinking:
+            yield Frame(event("ping", {"type": "ping"}))
         for text in reply.deltas:
             # A tool call's input streams as pieces of JSON text, as Anthropic sends them.
             piece = (
@@ -661,9 +687,9 @@ class AnthropicDialect(Dialect):
                 if call is None
                 else {"type": "input_json_delta", "partial_json": text}
             )
-            delta = {"type": "content_block_delta", "index": 0, "delta": piece}
+            delta = {"type": "content_block_delta", "index": index, "delta": piece}
             yield Frame(event("content_block_delta", delta), text=text)
-        yield Frame(event("content_block_stop", {"type": "content_block_stop", "index": 0}))
+        yield Frame(event("content_block_stop", {"type": "content_block_stop", "index": index}))
         message_delta: dict[str, Any] = {
             "type": "message_delta",
             "delta": {"stop_reason": self.finish_names[reply.finish], "stop_sequence": None},

@@ -56,6 +56,9 @@ class Directives:
     """Anthropic only: input tokens to report as written to the cache (inside the input count)."""
     reasoning: int = 0
     """Reasoning tokens to report, on top of one output token per chunk."""
+    thinking: int = 0
+    """Anthropic only: stream this many pieces of thinking (``think0 think1 ...``, a thinking
+    block before the answer), each reported as one reasoning and output token."""
     leak: bool = False
     """With `status` or `error_after`: the error message also names what real upstreams have
     leaked: the key masked as OpenAI shows it (its first 8 and last 4 characters), an internal

@@ -358,13 +358,17 @@ class FakeUpstream:
         cache_write = 0
         if dialect.name == "anthropic":
             cache_write = min(d.cache_write, input_tokens - cached)
+        thinking: tuple[str, ...] = ()
+        if dialect.name == "anthropic" and d.thinking:
+            thinking = tuple(f"think{i}" if i == 0 else f" think{i}" for i in range(d.thinking))
+        reasoning = d.reasoning + len(thinking)
         if not d.no_usage:
-            output = d.usage_output if d.usage_output is not None else count + d.reasoning
+            output = d.usage_output if d.usage_output is not None else count + reasoning
             usage = Usage(
                 input_tokens=_reported_input(d.usage_input, input_tokens),
                 output_tokens=output,
                 cached_input_tokens=cached,
-                reasoning_tokens=min(d.reasoning, output),
+                reasoning_tokens=min(reasoning, output),
             )
         self._counter += 1
         prefix = {"openai": "chatcmpl-fake", "gemini": "fake", "anthropic": "msg_fake"}
@@ -382,7 +386,7 @@ class FakeUpstream:
             # JSON that follows the schema, in up to `count` pieces (one output token each).
             deltas = _pieces(dumps(instance(schema)).decode(), max(1, count))
             if usage is not None and d.usage_output is None:
-                usage = replace(usage, output_tokens=len(deltas) + d.reasoning)
+                usage = replace(usage, output_tokens=len(deltas) + reasoning)
         choices = dialect.choices(body)
         if choices > 1 and usage is not None and d.usage_output is None:
             # Each answer's tokens count, as the vendors count them.
@@ -398,6 +402,7 @@ class FakeUpstream:
             tool_call=tool_call,
             choices=choices,
             top_logprobs=dialect.top_logprobs(body),
+            thinking=thinking,
         )
 
     def _request_id(self, dialect: Dialect) -> dict[str, str]:
@@ -502,7 +507,7 @@ class FakeUpstream:
             if d.stall_after is not None and not stalled and sent >= d.stall_after:
                 stalled = True
                 await asyncio.sleep(d.stall_s)
-            if frame.text is not None and sent and d.delay_ms:
+            if ((frame.text is not None and sent) or frame.thought) and d.delay_ms:
                 await asyncio.sleep(d.delay_ms / 1000)
             if frame.text is not None:
                 sent += 1

@@ -21,7 +21,12 @@ from dataclasses import dataclass
 from typing import Annotated
 
 from fastapi import Depends, Request
-from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer, OAuth2PasswordBearer
+from fastapi.security import (
+    APIKeyHeader,
+    HTTPAuthorizationCredentials,
+    HTTPBearer,
+    OAuth2PasswordBearer,
+)
 from sqlalchemy import text
 from sqlalchemy.ext.asyncio import AsyncSession
 
@@ -60,6 +65,15 @@ bearer_scheme = HTTPBearer(
     auto_error=False,
     scheme_name="bearer",
     description="An access token from /v1/auth/login.",
+)
+
+
+x_api_key_scheme = APIKeyHeader(
+    name="x-api-key",
+    auto_error=False,
+    scheme_name="xApiKey",
+    description="An API key (`tg-...`) in the `x-api-key` header, as Anthropic's SDKs and "
+    "Claude Code send it. Accepted only by /v1/messages.",
 )
 
 
@@ -109,6 +123,18 @@ async def get_caller(
     return await caller_from_token(runtime, _credentials(bearer, oauth))
 
 
+async def get_messages_caller(
+    runtime: RuntimeDep,
+    bearer: Annotated[HTTPAuthorizationCredentials | None, Depends(bearer_scheme)],
+    api_key: Annotated[str | None, Depends(x_api_key_scheme)],
+) -> Principal:
+    """The caller of Anthropic's Messages API: an API key in ``x-api-key`` (what Anthropic's
+    SDKs and Claude Code send), or a key or access token as ``Authorization: Bearer``."""
+    if api_key:
+        return await caller_from_token(runtime, api_key)
+    return await caller_from_token(runtime, _credentials(bearer, None))
+
+
 async def caller_from_token(runtime: Runtime, token: str) -> Principal:
     """A JWT's or an API key's principal (shared with `tollgate_server.api.chat_fast_path`)."""
     if not token.startswith(API_KEY_PREFIX):
@@ -140,4 +166,5 @@ async def get_admin(
 
 UserDep = Annotated[Principal, Depends(get_user)]
 CallerDep = Annotated[Principal, Depends(get_caller)]
+MessagesCallerDep = Annotated[Principal, Depends(get_messages_caller)]
 AdminDep = Annotated[Principal, Depends(get_admin)]

@@ -88,6 +88,12 @@ class GenerationResponse(Response):
             await self._start_stream_locked()
             await self._send_body(self.writer.tool_call(delta))
 
+    writes_reasoning = False
+    """OpenAI's chat format has no place for the model's thinking."""
+
+    async def reasoning(self, text: str) -> None:
+        """Never called: this format does not write thinking (`writes_reasoning`)."""
+
     async def keepalive(self) -> None:
         """During long silences (a slow first token, a pause mid-stream) an SSE comment keeps
         proxies and clients from closing the connection."""

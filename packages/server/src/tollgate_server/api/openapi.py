@@ -16,6 +16,7 @@ cannot say:
 from __future__ import annotations
 
 import copy
+import json
 from collections import Counter
 from collections.abc import Sequence
 from pathlib import Path
@@ -30,7 +31,8 @@ from fastapi.routing import APIRoute, RouteContext, iter_route_contexts
 from fastapi.staticfiles import StaticFiles
 from starlette.routing import BaseRoute
 
-from tollgate_server.api.deps import get_caller
+from tollgate_server.api.anthropic_errors import AnthropicRoute
+from tollgate_server.api.deps import get_caller, get_messages_caller
 
 ASSETS = Path(fastapi_offline.__file__).parent / "static"
 ASSET_PREFIX = "/docs-assets"
@@ -79,11 +81,20 @@ SECURITY_SCHEMES: dict[str, dict[str, Any]] = {
         "bearerFormat": "tg-...",
         "description": "An API key (`tg-...`) from `POST /v1/keys`. Paste the key alone; it is "
         "sent as `Authorization: Bearer tg-...`. Accepted only by /v1/models, "
-        "/v1/chat/completions, /v1/embeddings, /v1/balance and /v1/generations.",
+        "/v1/chat/completions, /v1/messages, /v1/embeddings, /v1/balance and "
+        "/v1/generations.",
+    },
+    "xApiKey": {
+        "type": "apiKey",
+        "in": "header",
+        "name": "x-api-key",
+        "description": "An API key (`tg-...`) in the `x-api-key` header, as Anthropic's SDKs "
+        "and Claude Code send it. Accepted only by /v1/messages.",
     },
 }
 ACCESS_TOKEN: list[dict[str, list[str]]] = [{"password": []}, {"bearer": []}]
 ACCESS_TOKEN_OR_API_KEY: list[dict[str, list[str]]] = [*ACCESS_TOKEN, {"apiKey": []}]
+ANY_CREDENTIAL: list[dict[str, list[str]]] = [*ACCESS_TOKEN_OR_API_KEY, {"xApiKey": []}]
 
 REQUEST_ID = {
     "description": "The request's id (or the one you sent): quote it when reporting a problem",
@@ -92,11 +103,12 @@ REQUEST_ID = {
 }
 
 
-def accepts_api_key(dependant: Dependant | None) -> bool:
-    """Whether the route authenticates its caller with `get_caller` (access token or API key)."""
+def accepts_api_key(dependant: Dependant | None, caller: object = get_caller) -> bool:
+    """Whether the route authenticates its caller with `caller` (by default `get_caller`:
+    access token or API key)."""
     if dependant is None:
         return False
-    return any(dep.call is get_caller or accepts_api_key(dep) for dep in dependant.dependencies)
+    return any(dep.call is caller or accepts_api_key(dep, caller) for dep in dependant.dependencies)
 
 
 def _takes_input(operation: dict[str, Any]) -> bool:
@@ -132,13 +144,23 @@ def finish_document(document: dict[str, Any], routes: Sequence[BaseRoute]) -> di
             if operation.get("security"):
                 api_key = accepts_api_key(route.dependant)
                 schemes = ACCESS_TOKEN_OR_API_KEY if api_key else ACCESS_TOKEN
+                if accepts_api_key(route.dependant, get_messages_caller):
+                    schemes = ANY_CREDENTIAL
                 operation["security"] = copy.deepcopy(schemes)
-            if not _takes_input(operation):
+            if not _takes_input(operation) or isinstance(route.original_route, AnthropicRoute):
+                # Anthropic's API answers invalid input with a 400, never a 422.
                 operation["responses"].pop("422", None)
             for response in operation["responses"].values():
                 # A new dict: FastAPI's copy of `responses=` is shallow, and routes share theirs.
                 response["headers"] = {**response.get("headers", {}), "X-Request-Id": REQUEST_ID}
     components = document.setdefault("components", {})
+    schemas = components.get("schemas", {})
+    if "HTTPValidationError" in schemas and '/HTTPValidationError"' not in json.dumps(
+        document["paths"]
+    ):
+        # FastAPI's own 422 schema, left behind by the routes that answer invalid input with 400.
+        schemas.pop("HTTPValidationError")
+        schemas.pop("ValidationError", None)
     if any(op.get("security") for ops in document["paths"].values() for op in ops.values()):
         components["securitySchemes"] = copy.deepcopy(SECURITY_SCHEMES)
     document["tags"] = copy.deepcopy(TAGS)

@@ -20,6 +20,8 @@ class AnswerChoice:
     tool_calls: tuple[ToolCall, ...] = ()
     logprobs: tuple[TokenLogprob, ...] | None = None
     """The tokens' log-probabilities, when the request asked for them."""
+    reasoning: str = ""
+    """The model's thinking, for a sink that `writes_reasoning` (empty otherwise)."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -44,3 +46,7 @@ class Answer:
     @property
     def tool_calls(self) -> tuple[ToolCall, ...]:
         return self.choices[0].tool_calls
+
+    @property
+    def reasoning(self) -> str:
+        return self.choices[0].reasoning

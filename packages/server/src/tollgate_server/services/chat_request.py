@@ -142,9 +142,9 @@ def features(body: ChatCompletionCreate, provider: Provider, model_name: str) ->
             response_format = ResponseFormat(type=fmt.type)
     for message in body.messages:
         for call in message.tool_calls or ():
-            allowance += estimate_text_tokens(call.function.arguments) + _PER_TOOL_CALL_TOKENS
+            allowance += estimate_text_tokens(call.function.arguments) + PER_TOOL_CALL_TOKENS
         if message.tool_call_id is not None:
-            allowance += _PER_TOOL_CALL_TOKENS
+            allowance += PER_TOOL_CALL_TOKENS
     image_count = 0
     for message in body.messages:
         for part in message.content if isinstance(message.content, list) else ():
@@ -172,7 +172,7 @@ def features(body: ChatCompletionCreate, provider: Provider, model_name: str) ->
     )
 
 
-_PER_TOOL_CALL_TOKENS = 16
+PER_TOOL_CALL_TOKENS = 16
 """A tool call's id, name and framing, and a tool result's framing, counted generously."""
 
 

@@ -56,6 +56,7 @@ from typing import Any, Protocol
 from tollgate_core import (
     GenerationRequest,
     Provider,
+    ReasoningDelta,
     StreamEnd,
     StreamEvent,
     TextDelta,
@@ -75,6 +76,7 @@ from tollgate_core import (
 )
 from tollgate_core.tool_calls import join_tool_calls
 
+from tollgate_server.anthropic_format import MessageCreate
 from tollgate_server.db.raw import raw_connection, run_with_retry
 from tollgate_server.errors import (
     Forbidden,
@@ -92,7 +94,7 @@ from tollgate_server.errors import (
 from tollgate_server.observability import tracing
 from tollgate_server.openai_format import ChatCompletionCreate
 from tollgate_server.runtime import Runtime
-from tollgate_server.services import chat_request, ledger
+from tollgate_server.services import chat_request, ledger, messages_request
 from tollgate_server.services.answers import Answer, AnswerChoice
 from tollgate_server.services.catalogue import CatalogueModel
 from tollgate_server.services.late_charges import deliver_settlement
@@ -130,9 +132,20 @@ class Plan:
     ``embeddings``)."""
 
 
+Body = ChatCompletionCreate | MessageCreate
+"""A generation request in one of the API's formats: OpenAI's chat completions or Anthropic's
+messages. Each is translated into core's request types; from there on one path serves both."""
+
+
+def _features(body: Body, provider: Provider, model_name: str) -> chat_request.Features:
+    if isinstance(body, MessageCreate):
+        return messages_request.features(body, provider, model_name)
+    return chat_request.features(body, provider, model_name)
+
+
 def _carries(
     provider: Provider,
-    body: ChatCompletionCreate,
+    body: Body,
     request: GenerationRequest,
     features: chat_request.Features,
 ) -> bool:
@@ -140,25 +153,21 @@ def _carries(
     if features is chat_request.PLAIN:
         return True
     try:
-        chat_request.features(body, provider, request.model)
+        _features(body, provider, request.model)
         provider.check_request(request)
     except (Refused, UpstreamBadRequest):
         return False
     return True
 
 
-async def plan_generation(
-    runtime: Runtime,
-    *,
-    account_id: uuid.UUID,
-    api_key_id: uuid.UUID | None,
-    allowed_models: tuple[str, ...] | None,
-    body: ChatCompletionCreate,
-) -> Plan:
-    """Check everything that needs no database, in the order a client can fix it."""
-    model = await runtime.catalogue.get(body.model)
+async def served_model(
+    runtime: Runtime, name: str, allowed_models: tuple[str, ...] | None
+) -> tuple[CatalogueModel, list[Route]]:
+    """The model `name` and its deployments, or the `Refused` that says why it is not served
+    to this caller (404, 403, 503)."""
+    model = await runtime.catalogue.get(name)
     if model is None or not model.enabled or model.price is None:
-        raise NotFound("model_not_found", f"no model named {body.model} is served")
+        raise NotFound("model_not_found", f"no model named {name} is served")
     if allowed_models is not None and model.name not in allowed_models:
         raise Forbidden("model_not_allowed", f"this API key may not use {model.name}")
     if model.kind != "chat":
@@ -174,6 +183,20 @@ async def plan_generation(
             f"the provider of {model.name} is not installed or not configured",
             retry_after=60,
         )
+    return model, routes
+
+
+async def plan_generation(
+    runtime: Runtime,
+    *,
+    account_id: uuid.UUID,
+    api_key_id: uuid.UUID | None,
+    allowed_models: tuple[str, ...] | None,
+    body: Body,
+) -> Plan:
+    """Check everything that needs no database, in the order a client can fix it."""
+    model, routes = await served_model(runtime, body.model, allowed_models)
+    assert model.price is not None  # served_model refuses a model without a price
     provider = routes[0].provider
     max_tokens = body.requested_max_tokens() or model.default_max_tokens
     if max_tokens > model.max_output_tokens:
@@ -181,7 +204,7 @@ async def plan_generation(
             "validation_error",
             f"max_tokens: at most {model.max_output_tokens} for {model.name}",
         )
-    features = chat_request.features(body, provider, model.name)
+    features = _features(body, provider, model.name)
     messages = body.core_messages()
     if not provider.accepts_image_urls and features is not chat_request.PLAIN:
         messages = await chat_request.inline_image_urls(messages, runtime.http)
@@ -198,7 +221,11 @@ async def plan_generation(
         max_tokens=max_tokens,
         temperature=body.temperature,
         top_p=body.top_p,
-        stop=body.stop_sequences(),
+        stop=(
+            body.stop_sequences()
+            if isinstance(body, ChatCompletionCreate)
+            else tuple(body.stop_sequences or ())
+        ),
         user=body.user,
         extra=features.extra,
         tools=features.tools,
@@ -295,6 +322,15 @@ class GenerationSink(Protocol):
     async def tool_call(self, delta: ToolCallDelta) -> None:
         """Write one piece of a tool call (streaming requests only)."""
 
+    @property
+    def writes_reasoning(self) -> bool:
+        """Whether this format carries the model's thinking. When it does, thinking is
+        written with `reasoning` and counts as output the client received; when not, it is
+        left out of the answer (its tokens stay in the upstream's usage)."""
+
+    async def reasoning(self, text: str) -> None:
+        """Write one piece of thinking (streaming requests of a sink that writes it only)."""
+
     async def keepalive(self) -> None:
         """Write something that keeps an idle stream open (streaming requests only)."""
 
@@ -325,6 +361,8 @@ class Generation:
         self.marked: list[tuple[int, TextDelta]] = []
         """The text deltas of a choice other than the first, or with log-probabilities, each
         with its place in `text_parts` (empty for a plain answer)."""
+        self.reasoning_at: list[int] = []
+        """The places in `text_parts` of the thinking received (for a sink that writes it)."""
         self.chunks = 0
         self.end: StreamEnd | None = None
         self.first_token_at: float | None = None
@@ -591,6 +629,9 @@ class Generation:
         if isinstance(event, StreamEnd):
             self.end = event
             return
+        if isinstance(event, ReasoningDelta):
+            await self._reasoning(event, sink, limit, give_up_at)
+            return
         if event.choice >= self.plan.choices:
             return  # an answer the request did not ask for (an upstream's error): dropped
         loop = asyncio.get_running_loop()
@@ -616,6 +657,26 @@ class Generation:
                 await sink.tool_call(event)
             self.writing = False
             self.sent_chunks += 1
+        limit.reschedule(min(loop.time() + self.settings.upstream_idle_timeout, give_up_at))
+
+    async def _reasoning(
+        self, event: ReasoningDelta, sink: GenerationSink, limit: asyncio.Timeout, give_up_at: float
+    ) -> None:
+        """A piece of thinking: written and counted as output for a sink that carries it,
+        otherwise only a sign of life (the idle limit starts again)."""
+        loop = asyncio.get_running_loop()
+        if self.first_token_at is None:
+            self.first_token_at = time.perf_counter()
+        if sink.writes_reasoning:
+            self.reasoning_at.append(len(self.text_parts))
+            self.text_parts.append(event.text)
+            self.chunks += 1
+            if self.plan.stream:
+                self.last_write = loop.time()
+                self.writing = True
+                await sink.reasoning(event.text)
+                self.writing = False
+                self.sent_chunks += 1
         limit.reschedule(min(loop.time() + self.settings.upstream_idle_timeout, give_up_at))
 
     async def _keep_alive(self, sink: GenerationSink) -> None:
@@ -649,10 +710,12 @@ class Generation:
             reason = reasons[choice] if choice < len(reasons) else end.finish_reason
             return "stop" if reason in ("error", "cancelled") else reason
 
-        if not self.tool_deltas and not self.marked:  # one plain answer
+        if not self.tool_deltas and not self.marked and not self.reasoning_at:  # one plain answer
             return (AnswerChoice("".join(self.text_parts), finish_reason(0)),)
         owner = dict.fromkeys(range(len(self.text_parts)), 0)
         for position, _ in self.tool_deltas:
+            del owner[position]
+        for position in self.reasoning_at:
             del owner[position]
         for position, delta in self.marked:
             owner[position] = delta.choice
@@ -672,6 +735,10 @@ class Generation:
                 finish_reason=finish_reason(choice),
                 tool_calls=join_tool_calls(calls[choice]),
                 logprobs=tuple(logprobs[choice]) if asked_logprobs else None,
+                # Thinking is the first answer's: the formats that carry it have one answer.
+                reasoning="".join(self.text_parts[i] for i in self.reasoning_at)
+                if choice == 0
+                else "",
             )
             for choice in range(self.plan.choices)
         )

@@ -13,12 +13,14 @@ from tollgate_server.api.routes import (
     generations,
     health,
     keys,
+    messages,
     webhooks,
 )
 
 ROUTERS: list[APIRouter] = [
     chat.router,
     embeddings.router,
+    messages.router,
     generations.router,
     auth.router,
     billing.router,
