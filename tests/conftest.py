@@ -54,6 +54,9 @@ def make_settings(database_url: str, data_dir: Path, **overrides: Any) -> Settin
         "admin_email": ADMIN_EMAIL,
         "admin_password": ADMIN_PASSWORD,
         "login_max_failures": 5,
+        # Session-scoped tokens (the admin's, the shared users') must outlive a slow run: a
+        # suite that took 24 minutes on a loaded machine once saw them expire mid-way.
+        "access_token_ttl_seconds": 86_400,
         # Every test registers from 127.0.0.1 into one database; the throttle's own tests
         # use addresses of their own.
         "register_max_taken_per_address": 1000,
