@@ -65,6 +65,7 @@ def test_n_answers_come_back_as_n_choices_and_are_charged_all(
     # The hold covered both answers' output limit: 2 x 10 tokens at 2 credits, and the prompt.
     generation = generations(api, user)[0]
     assert Decimal(generation["hold"]) >= 2 * 10 * 2
+    assert generation["endpoint"] == "chat.completions"
 
 
 @pytest.mark.parametrize("provider", CHOOSING)

@@ -99,7 +99,7 @@ def test_create_is_answered_and_charged_the_upstreams_usage(
     assert Decimal(message.usage.model_extra["cost"]) == charge  # type: ignore[index]
     assert balance(api, user) == 1000 - charge
     [generation] = generations(api, user)
-    assert generation["status"] == "completed"
+    assert generation["status"] == "completed" and generation["endpoint"] == "messages"
     assert generation["id"] == message.model_extra["generation_id"]  # type: ignore[index]
     assert Decimal(generation["cost"]) == charge
 

@@ -128,8 +128,8 @@ class Plan:
     upstream's usage allows this much more input."""
     choices: int = 1
     endpoint: str = "chat.completions"
-    """The API that asked, recorded on the generation (`services.embeddings` plans
-    ``embeddings``)."""
+    """The API that asked, recorded on the generation: ``chat.completions``, ``messages``
+    (Anthropic's format) or ``embeddings`` (`services.embeddings`)."""
 
 
 Body = ChatCompletionCreate | MessageCreate
@@ -287,6 +287,7 @@ async def plan_generation(
         stream=body.stream,
         input_allowance=features.input_allowance,
         choices=features.n,
+        endpoint="messages" if isinstance(body, MessageCreate) else "chat.completions",
     )
 
 
