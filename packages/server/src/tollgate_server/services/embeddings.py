@@ -48,17 +48,13 @@ from tollgate_core.errors import UpstreamAuthenticationError
 
 from tollgate_server.embedding_format import EmbeddingCreate
 from tollgate_server.errors import (
-    Forbidden,
     InvalidParameters,
     InvalidRequest,
-    NotFound,
-    Refused,
-    Unavailable,
 )
 from tollgate_server.observability import tracing
 from tollgate_server.runtime import Runtime
 from tollgate_server.services.answers import Answer, AnswerChoice
-from tollgate_server.services.gateway import Generation, GenerationSink, Plan
+from tollgate_server.services.gateway import Generation, GenerationSink, Plan, served_model
 from tollgate_server.services.routing import Attempt, Route, Router, retryable
 
 logger = logging.getLogger("tollgate.embeddings")
@@ -79,13 +75,6 @@ class EmbeddingPlan(Plan):
     encoding_format: str = "float"
 
 
-def _refuse_kind(name: str) -> Refused:
-    return InvalidRequest(
-        "not_an_embedding_model",
-        f"{name} is a chat model: send it to /v1/chat/completions",
-    )
-
-
 async def plan_embedding(
     runtime: Runtime,
     *,
@@ -95,13 +84,8 @@ async def plan_embedding(
     body: EmbeddingCreate,
 ) -> EmbeddingPlan:
     """Check everything that needs no database, in the order a client can fix it."""
-    model = await runtime.catalogue.get(body.model)
-    if model is None or not model.enabled or model.price is None:
-        raise NotFound("model_not_found", f"no model named {body.model} is served")
-    if allowed_models is not None and model.name not in allowed_models:
-        raise Forbidden("model_not_allowed", f"this API key may not use {model.name}")
-    if model.kind != "embedding":
-        raise _refuse_kind(model.name)
+    model, routes = await served_model(runtime, body.model, allowed_models, kind="embedding")
+    assert model.price is not None  # served_model refuses a model without a price
     inputs = body.inputs()
     if not inputs or any(len(item) == 0 for item in inputs):
         raise InvalidRequest("empty_input", "input: give at least one input, none of them empty")
@@ -124,14 +108,6 @@ async def plan_embedding(
         raise InvalidRequest(
             "too_many_tokens",
             f"input: about {total} tokens; at most {settings.embedding_max_tokens} a request",
-        )
-    await runtime.router.fresh()
-    routes = runtime.router.routes(model)
-    if not routes:
-        raise Unavailable(
-            "model_unavailable",
-            f"the provider of {model.name} is not installed or not configured",
-            retry_after=60,
         )
     provider = routes[0].provider
     if not provider.supports_embeddings:

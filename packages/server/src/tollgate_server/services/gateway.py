@@ -160,21 +160,26 @@ def _carries(
     return True
 
 
+_WRONG_KIND = {
+    "chat": ("not_a_chat_model", "an embedding model: send it to /v1/embeddings"),
+    "embedding": ("not_an_embedding_model", "a chat model: send it to /v1/chat/completions"),
+}
+"""The refusal of a model on a route of the other kind: its code, and what the model is."""
+
+
 async def served_model(
-    runtime: Runtime, name: str, allowed_models: tuple[str, ...] | None
+    runtime: Runtime, name: str, allowed_models: tuple[str, ...] | None, *, kind: str = "chat"
 ) -> tuple[CatalogueModel, list[Route]]:
-    """The model `name` and its deployments, or the `Refused` that says why it is not served
-    to this caller (404, 403, 503)."""
+    """The model `name` of `kind` and its deployments, or the `Refused` that says why it is
+    not served to this caller: no such model, not this key's, the other kind, no provider."""
     model = await runtime.catalogue.get(name)
     if model is None or not model.enabled or model.price is None:
         raise NotFound("model_not_found", f"no model named {name} is served")
     if allowed_models is not None and model.name not in allowed_models:
         raise Forbidden("model_not_allowed", f"this API key may not use {model.name}")
-    if model.kind != "chat":
-        raise InvalidRequest(
-            "not_a_chat_model",
-            f"{model.name} is an embedding model: send it to /v1/embeddings",
-        )
+    if model.kind != kind:
+        code, what = _WRONG_KIND[kind]
+        raise InvalidRequest(code, f"{model.name} is {what}")
     await runtime.router.fresh()
     routes = runtime.router.routes(model)
     if not routes:
