@@ -11,12 +11,13 @@ import httpx
 import openai
 import pytest
 from conftest import User
+from openai.types.chat import ChatCompletionMessageParam
 from support import balance
 from tollgate_core.fake_upstream import FakeUpstream
 
 pytestmark = [pytest.mark.postgres, pytest.mark.e2e]
 
-PROMPT = [{"role": "user", "content": "hello there"}]
+PROMPT: list[ChatCompletionMessageParam] = [{"role": "user", "content": "hello there"}]
 TEXT = "tok0 tok1 tok2 tok3 tok4"
 # The fake counts 2 words + 2 per message = 4 input tokens and 5 output tokens; at 1 and 2
 # credits a token that is 4 + 10 = 14 credits.
@@ -41,7 +42,7 @@ def test_non_streaming_completion_is_charged_from_usage(
     client = sdk(api.base_url.__str__().rstrip("/"), user.token)
     raw = client.chat.completions.with_raw_response.create(
         model=test_models[provider],
-        messages=PROMPT,  # type: ignore[arg-type]
+        messages=PROMPT,
     )
     completion = raw.parse()
     assert completion.choices[0].message.content == TEXT
@@ -73,7 +74,7 @@ def test_streaming_completion_ends_with_usage_and_cost(
     stream = client.chat.completions.create(
         model=test_models[provider],
         messages=PROMPT,
-        stream=True,  # type: ignore[arg-type]
+        stream=True,
         stream_options={"include_usage": True},
     )
     deltas, usage, finish = [], None, None
@@ -119,12 +120,12 @@ def test_api_key_works_with_the_sdk_and_is_limited_to_its_models(
         "/v1/keys", json={"name": "sdk", "models": [test_models["openai"]]}, headers=user.headers
     ).json()["key"]
     client = sdk(str(api.base_url).rstrip("/"), key)
-    ok = client.chat.completions.create(model=test_models["openai"], messages=PROMPT)  # type: ignore[arg-type]
+    ok = client.chat.completions.create(model=test_models["openai"], messages=PROMPT)
     assert ok.choices[0].message.content == TEXT
     listed = [m.id for m in client.models.list()]
     assert listed == [test_models["openai"]]
     with pytest.raises(openai.PermissionDeniedError) as refused:
-        client.chat.completions.create(model=test_models["gemini"], messages=PROMPT)  # type: ignore[arg-type]
+        client.chat.completions.create(model=test_models["gemini"], messages=PROMPT)
     assert refused.value.body["code"] == "model_not_allowed"  # type: ignore[index]
     assert balance(api, user) == 1000 - COST
 
@@ -153,7 +154,7 @@ def test_insufficient_balance_is_402_without_an_upstream_call(
     before = len(upstream.records)
     client = sdk(str(api.base_url).rstrip("/"), user.token)
     with pytest.raises(openai.APIStatusError) as refused:
-        client.chat.completions.create(model=test_models["openai"], messages=PROMPT)  # type: ignore[arg-type]
+        client.chat.completions.create(model=test_models["openai"], messages=PROMPT)
     assert refused.value.status_code == 402
     assert refused.value.body["code"] == "insufficient_balance"  # type: ignore[index]
     assert len(upstream.records) == before
