@@ -23,12 +23,15 @@ from collections.abc import Iterator
 from contextlib import contextmanager
 from decimal import Decimal
 from pathlib import Path
-from typing import Any, Protocol
+from typing import TYPE_CHECKING, Any, Protocol
 
 import asyncpg
 import httpx
 import uvicorn
 from sqlalchemy.engine import make_url
+
+if TYPE_CHECKING:
+    import openai
 
 ENV_URL = "TOLLGATE_TEST_DATABASE_URL"
 
@@ -295,6 +298,17 @@ class _Caller(Protocol):
 def balance(api: httpx.Client, user: _Caller) -> Decimal:
     """The caller's balance, as `GET /v1/balance` shows it."""
     return Decimal(api.get("/v1/balance", headers=user.headers).json()["balance"])
+
+
+def openai_client(api: httpx.Client, key: str) -> openai.OpenAI:
+    """The official OpenAI SDK on the server `api` talks to, with `key` (a token or an API key).
+
+    No retries, so a test sees every failure as it happened (and each request is charged once).
+    """
+    import openai
+
+    base = str(api.base_url).rstrip("/")
+    return openai.OpenAI(base_url=f"{base}/v1", api_key=key, max_retries=0, timeout=30)
 
 
 def json_object(response: httpx.Response) -> dict[str, Any]:
