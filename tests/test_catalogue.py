@@ -136,5 +136,5 @@ def test_catalogue_changes_are_seen_by_the_next_request(
     listed = {m["id"]: m for m in api.get("/v1/models", headers=user.headers).json()["data"]}
     assert listed[body["name"]]["pricing"]["output"] == "25"
     api.patch(f"/v1/admin/models/{body['name']}", json={"enabled": False}, headers=admin_headers)
-    listed = {m["id"] for m in api.get("/v1/models", headers=user.headers).json()["data"]}
-    assert body["name"] not in listed
+    listed_ids = {m["id"] for m in api.get("/v1/models", headers=user.headers).json()["data"]}
+    assert body["name"] not in listed_ids

@@ -12,12 +12,11 @@ from decimal import Decimal
 
 import httpx
 import instructor
-import openai
 import pytest
 from conftest import User
 from langchain_openai import ChatOpenAI
 from pydantic import BaseModel, SecretStr
-from support import balance
+from support import balance, openai_client
 from tollgate_core.fake_upstream import FakeUpstream
 
 pytestmark = [pytest.mark.postgres, pytest.mark.e2e]
@@ -75,9 +74,7 @@ def test_instructor_returns_the_structured_object(
     test_models: dict[str, str],
 ) -> None:
     user = make_user(credits=1000)
-    client = instructor.from_openai(
-        openai.OpenAI(base_url=base_url(api), api_key=user.token, max_retries=0, timeout=30)
-    )
+    client = instructor.from_openai(openai_client(api, user.token))
     weather = client.chat.completions.create(
         model=test_models[provider],
         response_model=Weather,

@@ -21,7 +21,7 @@ import pytest
 from conftest import User
 from google.genai import types as genai_types
 from pydantic import BaseModel, TypeAdapter
-from support import balance
+from support import balance, openai_client
 from tollgate_core.fake_upstream import FakeUpstream
 from tollgate_server.openai_format import ChatCompletionCreate
 
@@ -49,11 +49,6 @@ PNG = base64.b64encode(
         "1f15c4890000000d49444154789c6360000002000154a24f5d0000000049454e44ae426082"
     )
 ).decode()
-
-
-def sdk(api: httpx.Client, key: str) -> openai.OpenAI:
-    base = str(api.base_url).rstrip("/")
-    return openai.OpenAI(base_url=f"{base}/v1", api_key=key, max_retries=0, timeout=30)
 
 
 def generations(api: httpx.Client, user: User) -> list[dict[str, Any]]:
@@ -153,7 +148,7 @@ def test_tool_call_round_trip_is_charged_from_the_upstreams_usage(
     upstream: FakeUpstream,
 ) -> None:
     user = make_user(credits=1000)
-    client = sdk(api, user.token)
+    client = openai_client(api, user.token)
     model = test_models[provider]
     messages: list[Any] = [
         {"role": "system", "content": "You answer with tools."},
@@ -265,7 +260,7 @@ def test_parse_returns_the_pydantic_object(
     upstream: FakeUpstream,
 ) -> None:
     user = make_user(credits=1000)
-    completion = sdk(api, user.token).chat.completions.parse(
+    completion = openai_client(api, user.token).chat.completions.parse(
         model=test_models[provider],
         messages=[{"role": "user", "content": "Weather in Paris as JSON"}],
         response_format=Weather,
@@ -307,7 +302,7 @@ def test_an_image_as_a_data_url_reaches_the_upstream_and_is_held_for(
         {"type": "text", "text": "What is in this image?"},
         {"type": "image_url", "image_url": {"url": url, "detail": "low"}},
     ]
-    client = sdk(api, user.token)
+    client = openai_client(api, user.token)
     messages: Any = [{"role": "user", "content": content}]
     if stream:
         text = "".join(
@@ -570,7 +565,7 @@ def test_cached_input_tokens_cost_the_cached_input_price_when_the_model_has_one(
     assert cards[name]["pricing"]["cached_input"] == "250000"
     assert cards[test_models["openai"]]["pricing"]["cached_input"] is None
 
-    client = sdk(api, user.token)
+    client = openai_client(api, user.token)
     messages: Any = [{"role": "user", "content": "Weather? [[fake:tool=get_weather,cached=3]]"}]
     completion = client.chat.completions.create(model=name, messages=messages, tools=[WEATHER_TOOL])
     assert completion.choices[0].finish_reason == "tool_calls"

@@ -20,15 +20,23 @@ import httpx
 import pytest
 from axe_playwright_python.sync_playwright import Axe
 from conftest import ADMIN_EMAIL, ADMIN_PASSWORD, User, grant
-from playwright.sync_api import Browser, BrowserContext, Page, Route, expect, sync_playwright
+from playwright.sync_api import (
+    Browser,
+    BrowserContext,
+    Page,
+    Route,
+    ViewportSize,
+    expect,
+    sync_playwright,
+)
 from support import ServerThread
 from test_browser import CHROMIUM_ARGS, TIMEOUT_MS, chromium_path
 
 pytestmark = [pytest.mark.postgres, pytest.mark.e2e]
 
 ARTIFACTS = Path(__file__).resolve().parent.parent / "artifacts" / "console"
-LAPTOP = {"width": 1280, "height": 800}
-PHONE = {"width": 390, "height": 844}
+LAPTOP: ViewportSize = {"width": 1280, "height": 800}
+PHONE: ViewportSize = {"width": 390, "height": 844}
 ATTACKER = "http://attacker.test"
 SLOW_STREAM = "Tell me a long story [[fake:chunks=200,delay_ms=50]]"
 """100 words (the test model's default max tokens) at 50 ms each: five seconds to stop it in."""
@@ -56,7 +64,7 @@ def browser() -> Iterator[Browser]:
 class Watched:
     """A browser context that reaches only the test server and records console errors."""
 
-    def __init__(self, browser: Browser, server: ServerThread, viewport: dict[str, int]) -> None:
+    def __init__(self, browser: Browser, server: ServerThread, viewport: ViewportSize) -> None:
         self.server = server
         self.context: BrowserContext = browser.new_context(viewport=viewport)
         self.context.set_default_timeout(TIMEOUT_MS)
@@ -89,14 +97,14 @@ class Watched:
 
 
 @pytest.fixture
-def watched(browser: Browser, server: ServerThread) -> Callable[..., Watched]:
+def watched(browser: Browser, server: ServerThread) -> Iterator[Callable[..., Watched]]:
     opened: list[Watched] = []
 
-    def open_(viewport: dict[str, int] = LAPTOP) -> Watched:
+    def open_(viewport: ViewportSize = LAPTOP) -> Watched:
         opened.append(Watched(browser, server, viewport))
         return opened[-1]
 
-    yield open_  # type: ignore[misc]
+    yield open_
     for each in opened:
         each.close()
     for each in opened:

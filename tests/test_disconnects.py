@@ -31,12 +31,13 @@ def _record_for(upstream: FakeUpstream, marker: str, timeout: float = 5) -> Upst
     raise AssertionError("the upstream never saw the request")
 
 
-def _settled(api: httpx.Client, user: User, timeout: float = 5) -> dict[str, object]:
+def _settled(api: httpx.Client, user: User, timeout: float = 5) -> dict[str, Any]:
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
         data = api.get("/v1/generations", headers=user.headers).json()["data"]
         if data and data[0]["status"] != "running":
-            return data[0]  # type: ignore[no-any-return]
+            settled: dict[str, Any] = data[0]
+            return settled
         time.sleep(0.05)
     raise AssertionError("the generation was not settled")
 
@@ -84,10 +85,10 @@ def test_hang_up_after_a_few_chunks(
     generation = _settled(api, user)
     assert generation["status"] == "client_disconnected"
     assert generation["estimated"] is True
-    out = int(generation["output_tokens"])  # type: ignore[arg-type]
+    out = int(generation["output_tokens"])
     assert 3 <= out < 100
     # Prompt estimate at 1 credit plus the deltas received at 2 credits, nothing more.
-    expected = int(generation["input_tokens"]) + 2 * out  # type: ignore[arg-type]
+    expected = int(generation["input_tokens"]) + 2 * out
     assert Decimal(str(generation["cost"])) == expected
     assert _balance(api, user) == {
         "balance": str(1000 - expected),
@@ -127,7 +128,7 @@ def test_hang_up_just_before_the_final_usage_chunk(
     generation = _settled(api, user)
     assert generation["status"] == "client_disconnected"
     # Counted from the three deltas ("tok0" is two tokens, "tok" and "0", to a real tokenizer).
-    assert 3 <= int(generation["output_tokens"]) <= 6  # type: ignore[call-overload]
+    assert 3 <= int(generation["output_tokens"]) <= 6
     assert generation["estimated"] is True
 
 

@@ -11,21 +11,18 @@ import httpx
 import openai
 import pytest
 from conftest import User
-from support import balance
+from openai.types.chat import ChatCompletionMessageParam
+from support import balance, openai_client
 from tollgate_core.fake_upstream import FakeUpstream
 
 pytestmark = [pytest.mark.postgres, pytest.mark.e2e]
 
-PROMPT = [{"role": "user", "content": "hello there"}]
+PROMPT: list[ChatCompletionMessageParam] = [{"role": "user", "content": "hello there"}]
 TEXT = "tok0 tok1 tok2 tok3 tok4"
 # The fake counts 2 words + 2 per message = 4 input tokens and 5 output tokens; at 1 and 2
 # credits a token that is 4 + 10 = 14 credits.
 COST = Decimal(14)
 PROVIDERS = ["openai", "gemini", "anthropic"]
-
-
-def sdk(server_url: str, key: str) -> openai.OpenAI:
-    return openai.OpenAI(base_url=f"{server_url}/v1", api_key=key, max_retries=0, timeout=30)
 
 
 @pytest.mark.parametrize("provider", PROVIDERS)
@@ -38,10 +35,10 @@ def test_non_streaming_completion_is_charged_from_usage(
     upstream: FakeUpstream,
 ) -> None:
     user = make_user(credits=1000)
-    client = sdk(api.base_url.__str__().rstrip("/"), user.token)
+    client = openai_client(api, user.token)
     raw = client.chat.completions.with_raw_response.create(
         model=test_models[provider],
-        messages=PROMPT,  # type: ignore[arg-type]
+        messages=PROMPT,
     )
     completion = raw.parse()
     assert completion.choices[0].message.content == TEXT
@@ -69,11 +66,11 @@ def test_streaming_completion_ends_with_usage_and_cost(
     test_models: dict[str, str],
 ) -> None:
     user = make_user(credits=1000)
-    client = sdk(str(api.base_url).rstrip("/"), user.token)
+    client = openai_client(api, user.token)
     stream = client.chat.completions.create(
         model=test_models[provider],
         messages=PROMPT,
-        stream=True,  # type: ignore[arg-type]
+        stream=True,
         stream_options={"include_usage": True},
     )
     deltas, usage, finish = [], None, None
@@ -118,13 +115,13 @@ def test_api_key_works_with_the_sdk_and_is_limited_to_its_models(
     key = api.post(
         "/v1/keys", json={"name": "sdk", "models": [test_models["openai"]]}, headers=user.headers
     ).json()["key"]
-    client = sdk(str(api.base_url).rstrip("/"), key)
-    ok = client.chat.completions.create(model=test_models["openai"], messages=PROMPT)  # type: ignore[arg-type]
+    client = openai_client(api, key)
+    ok = client.chat.completions.create(model=test_models["openai"], messages=PROMPT)
     assert ok.choices[0].message.content == TEXT
     listed = [m.id for m in client.models.list()]
     assert listed == [test_models["openai"]]
     with pytest.raises(openai.PermissionDeniedError) as refused:
-        client.chat.completions.create(model=test_models["gemini"], messages=PROMPT)  # type: ignore[arg-type]
+        client.chat.completions.create(model=test_models["gemini"], messages=PROMPT)
     assert refused.value.body["code"] == "model_not_allowed"  # type: ignore[index]
     assert balance(api, user) == 1000 - COST
 
@@ -151,9 +148,9 @@ def test_insufficient_balance_is_402_without_an_upstream_call(
 ) -> None:
     user = make_user()
     before = len(upstream.records)
-    client = sdk(str(api.base_url).rstrip("/"), user.token)
+    client = openai_client(api, user.token)
     with pytest.raises(openai.APIStatusError) as refused:
-        client.chat.completions.create(model=test_models["openai"], messages=PROMPT)  # type: ignore[arg-type]
+        client.chat.completions.create(model=test_models["openai"], messages=PROMPT)
     assert refused.value.status_code == 402
     assert refused.value.body["code"] == "insufficient_balance"  # type: ignore[index]
     assert len(upstream.records) == before
@@ -287,7 +284,7 @@ def test_upstream_failure_mid_stream_ends_with_an_error_event_and_charges_what_w
     test_models: dict[str, str],
 ) -> None:
     user = make_user(credits=1000)
-    client = sdk(str(api.base_url).rstrip("/"), user.token)
+    client = openai_client(api, user.token)
     deltas = []
     with pytest.raises(openai.APIError):
         for chunk in client.chat.completions.create(
@@ -317,7 +314,7 @@ def test_a_cut_stream_is_charged_the_vendors_prompt_count_when_it_sent_one(
     upstream: FakeUpstream,
 ) -> None:
     user = make_user(credits=1000)
-    client = sdk(str(api.base_url).rstrip("/"), user.token)
+    client = openai_client(api, user.token)
     marker = uuid.uuid4().hex
     with pytest.raises(openai.APIError):
         for _ in client.chat.completions.create(

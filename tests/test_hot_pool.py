@@ -61,7 +61,8 @@ def test_session_state_is_not_carried_to_the_next_user(database_url: str) -> Non
             async with raw_connection(pool) as conn:
                 await conn.execute("BEGIN")
             async with raw_connection(pool) as conn:
-                return conn.is_in_transaction()
+                in_transaction: bool = conn.is_in_transaction()
+                return in_transaction
         finally:
             await pool.close()
 

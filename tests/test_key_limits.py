@@ -16,7 +16,7 @@ import asyncpg
 import httpx
 import pytest
 from conftest import User
-from support import ServeProcess, asyncpg_dsn, clear_of_minute_end, serve_env
+from support import ServeProcess, asyncpg_dsn, clear_of_minute_end, json_object, serve_env
 from tollgate_core import format_credits
 from tollgate_core.fake_upstream import FakeUpstream
 from tollgate_server.errors import Refused
@@ -44,7 +44,7 @@ def _hold(content: str) -> int:
 def _key(api: httpx.Client, user: User, **limits: Any) -> dict[str, Any]:
     created = api.post("/v1/keys", json={"name": "limited", **limits}, headers=user.headers)
     assert created.status_code == 201, created.text
-    return created.json()
+    return json_object(created)
 
 
 def _listed(api: httpx.Client, user: User, key_id: str) -> dict[str, Any]:

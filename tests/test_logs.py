@@ -5,6 +5,7 @@ from __future__ import annotations
 import logging
 import time
 from collections.abc import Callable
+from typing import Any
 
 import httpx
 import pytest
@@ -59,7 +60,7 @@ def test_one_structured_line_per_request(
         json={"model": test_models["gemini"], "messages": [{"role": "user", "content": "hi"}]},
     )
     request_id = response.headers["x-request-id"]
-    lines: list[dict[str, object]] = []
+    lines: list[dict[str, Any]] = []
     for _ in range(100):  # the line is written just after the last byte is sent
         lines = [
             orjson.loads(r.getMessage())

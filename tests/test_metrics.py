@@ -165,6 +165,8 @@ def test_a_known_workload_moves_each_counter_by_what_happened(
         by_status[generation["status"]] = by_status.get(generation["status"], 0) + 1
     assert by_status == {"completed": 3, "upstream_error": 1, "client_disconnected": 1}
 
+    after: Samples = {}
+
     def moved(name: str, **labels: str) -> float:
         return value(after, name, **labels) - value(before, name, **labels)
 
@@ -174,7 +176,6 @@ def test_a_known_workload_moves_each_counter_by_what_happened(
         after = scrape(api, admin_headers)
         return moved("tollgate_generations_total", model=model) == 5
 
-    after: Samples = {}
     _wait_for(all_counted)
 
     generations_total = "tollgate_generations_total"

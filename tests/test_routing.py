@@ -17,7 +17,7 @@ import asyncpg
 import httpx
 import pytest
 from conftest import User, make_settings, upstream_env
-from support import ServerThread, asyncpg_dsn
+from support import ServerThread, asyncpg_dsn, json_object
 from tollgate_core import ConfigurationError, Message, Price, hold_amount
 from tollgate_core.fake_upstream import FakeUpstream
 from tollgate_core.tokens import estimate_messages_tokens
@@ -153,7 +153,7 @@ def add_deployment(
         headers=admin,
     )
     assert response.status_code == 201, response.text
-    return response.json()
+    return json_object(response)
 
 
 def chat(api: httpx.Client, user: User, model: str, **body: Any) -> httpx.Response:

@@ -71,7 +71,9 @@ def test_a_streamed_generation_is_one_trace_of_four_spans(
         if span.name.startswith("tollgate."):
             assert span.parent is not None, span.name
             assert span.parent.span_id == context.span_id, span.name
-            assert span.get_span_context().trace_id == context.trace_id, span.name
+            span_context = span.get_span_context()
+            assert span_context is not None, span.name
+            assert span_context.trace_id == context.trace_id, span.name
             children[span.name] = span
     assert set(children) == {"tollgate.admission", "tollgate.upstream", "tollgate.settlement"}
 
@@ -104,7 +106,9 @@ def test_a_callers_traceparent_makes_the_request_part_of_its_trace(
     assert answer.headers["x-request-id"] == trace_id
     (span,) = [s for s in exporter.get_finished_spans() if s.name == "GET /healthz"]
     assert span.parent is not None and format(span.parent.span_id, "016x") == parent_id
-    assert format(span.get_span_context().trace_id, "032x") == trace_id
+    span_context = span.get_span_context()
+    assert span_context is not None
+    assert format(span_context.trace_id, "032x") == trace_id
 
 
 def test_traces_are_off_unless_the_otel_variables_ask(monkeypatch: pytest.MonkeyPatch) -> None:

@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 from collections.abc import Mapping
 from pathlib import Path
+from typing import Any
 
 import pytest
 from anthropic.types import ErrorResponse, RawMessageStreamEvent
@@ -262,7 +263,7 @@ def test_error_body_raises() -> None:
 def test_a_streamed_tool_use_becomes_openai_tool_call_pieces() -> None:
     parser = wire.EventParser()
     block = {"type": "tool_use", "id": "toolu_1", "name": "get_weather", "input": {}}
-    events = [
+    events: list[dict[str, Any]] = [
         {"type": "content_block_start", "index": 0, "content_block": block},
         {
             "type": "content_block_delta",

@@ -94,7 +94,7 @@ def _loader() -> type[Any]:
     """
     import yaml
 
-    class DecimalTextLoader(yaml.SafeLoader):  # type: ignore[misc]
+    class DecimalTextLoader(yaml.SafeLoader):
         pass
 
     def as_text(loader: yaml.SafeLoader, node: yaml.ScalarNode) -> str:

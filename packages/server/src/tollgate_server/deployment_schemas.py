@@ -33,6 +33,15 @@ _EXAMPLE: dict[str, Any] = {
 }
 
 
+WEIGHT = "Its share of the traffic among the deployments of its priority (0: none)"
+REQUESTS_PER_MINUTE = "Calls per minute it is sent, in each server process; null: no limit"
+TOKENS_PER_MINUTE = (
+    "Tokens per minute it is sent (prompt estimate plus max_tokens), in each server process; "
+    "null: no limit"
+)
+FIRST_TOKEN = "Seconds to wait for its first token; null: TOLLGATE_UPSTREAM_FIRST_TOKEN_TIMEOUT"
+
+
 class DeploymentCreate(Input):
     """One upstream serving a model. `api_key` is stored encrypted and never shown again."""
 
@@ -47,12 +56,16 @@ class DeploymentCreate(Input):
     upstream_model: Text | None = Field(
         None, min_length=1, max_length=200, description="Unset: the model's upstream name"
     )
-    weight: Count = Field(1, ge=0, le=1_000_000)
+    weight: Count = Field(1, ge=0, le=1_000_000, description=WEIGHT)
     priority: Count = Field(0, ge=-1000, le=1000, description="Higher is tried first")
-    requests_per_minute: Count | None = Field(None, gt=0, le=100_000_000)
-    tokens_per_minute: Count | None = Field(None, gt=0, le=2_000_000_000)
-    first_token_timeout: float | None = Field(None, gt=0, le=3600)
-    enabled: Flag = True
+    requests_per_minute: Count | None = Field(
+        None, gt=0, le=100_000_000, description=REQUESTS_PER_MINUTE
+    )
+    tokens_per_minute: Count | None = Field(
+        None, gt=0, le=2_000_000_000, description=TOKENS_PER_MINUTE
+    )
+    first_token_timeout: float | None = Field(None, gt=0, le=3600, description=FIRST_TOKEN)
+    enabled: Flag = Field(True, description="A disabled deployment takes no traffic")
 
 
 class DeploymentUpdate(Input):
@@ -60,38 +73,54 @@ class DeploymentUpdate(Input):
 
     model_config = ConfigDict(json_schema_extra={"examples": [{"weight": 3, "enabled": True}]})
 
-    base_url: BaseUrl | None = Field(None, min_length=1, max_length=2000)
+    base_url: BaseUrl | None = Field(
+        None, min_length=1, max_length=2000, description="null: the provider's configured URL"
+    )
     api_key: Text | None = Field(None, min_length=1, max_length=4000, description="Write-only")
-    upstream_model: Text | None = Field(None, min_length=1, max_length=200)
-    weight: Count | None = Field(None, ge=0, le=1_000_000)
-    priority: Count | None = Field(None, ge=-1000, le=1000)
-    requests_per_minute: Count | None = Field(None, gt=0, le=100_000_000)
-    tokens_per_minute: Count | None = Field(None, gt=0, le=2_000_000_000)
-    first_token_timeout: float | None = Field(None, gt=0, le=3600)
-    enabled: Flag | None = None
+    upstream_model: Text | None = Field(
+        None, min_length=1, max_length=200, description="null: the model's upstream name"
+    )
+    weight: Count | None = Field(None, ge=0, le=1_000_000, description=WEIGHT)
+    priority: Count | None = Field(None, ge=-1000, le=1000, description="Higher is tried first")
+    requests_per_minute: Count | None = Field(
+        None, gt=0, le=100_000_000, description=REQUESTS_PER_MINUTE
+    )
+    tokens_per_minute: Count | None = Field(
+        None, gt=0, le=2_000_000_000, description=TOKENS_PER_MINUTE
+    )
+    first_token_timeout: float | None = Field(None, gt=0, le=3600, description=FIRST_TOKEN)
+    enabled: Flag | None = Field(
+        None, description="true enables it again (also after the gateway disabled it)"
+    )
 
 
 class DeploymentPublic(BaseModel):
-    id: int = Field(examples=[1])
-    model: str = Field(examples=["gpt-4o-mini"])
-    provider: str = Field(examples=["openai"])
-    base_url: str | None = Field(examples=["https://api.openai.com/v1"])
+    """A deployment, its key shown by its last characters, and its health in this process."""
+
+    id: int = Field(description="The deployment's number", examples=[1])
+    model: str = Field(description="The catalogue model served", examples=["gpt-4o-mini"])
+    provider: str = Field(description="The provider kind", examples=["openai"])
+    base_url: str | None = Field(
+        description="null: the provider's configured URL", examples=["https://api.openai.com/v1"]
+    )
     api_key: str | None = Field(
         description="The key's last four characters, or null when none is stored",
         examples=["…wxyz"],
     )
-    upstream_model: str | None = Field(examples=["gpt-4o-mini"])
-    weight: int
-    priority: int
-    requests_per_minute: int | None
-    tokens_per_minute: int | None
-    first_token_timeout: float | None
-    enabled: bool
+    upstream_model: str | None = Field(
+        description="null: the model's upstream name", examples=["gpt-4o-mini"]
+    )
+    weight: int = Field(description=WEIGHT)
+    priority: int = Field(description="Higher is tried first")
+    requests_per_minute: int | None = Field(description=REQUESTS_PER_MINUTE)
+    tokens_per_minute: int | None = Field(description=TOKENS_PER_MINUTE)
+    first_token_timeout: float | None = Field(description=FIRST_TOKEN)
+    enabled: bool = Field(description="A disabled deployment takes no traffic")
     disabled_reason: str | None = Field(
         description="Why the gateway disabled it (an upstream refused its key)",
         examples=[None],
     )
-    created_at: datetime
+    created_at: datetime = Field(description="When it was added")
     in_flight: int = Field(0, description="Calls running now, in this server process")
     error_rate: float | None = Field(
         None, description="Failed share of the last 100 calls (this process); null: no calls"

@@ -48,17 +48,32 @@ from tollgate_server.openai_request import (
 )
 from tollgate_server.services.answers import AnswerChoice
 
+_IF = ", when the model's provider carries it (else 422 unsupported_parameter)"
+"""The end of the description of every parameter that a provider may or may not carry."""
+
 
 class ChatMessage(BaseModel):
+    """One message of the conversation, in OpenAI's format."""
+
     model_config = ConfigDict(extra="forbid")
-    role: Literal["system", "developer", "user", "assistant", "tool"]
+    role: Literal["system", "developer", "user", "assistant", "tool"] = Field(
+        description="Who speaks: system or developer (instructions), user, assistant, or tool "
+        "(a tool call's result)"
+    )
     content: str | list[ContentPartParam] | None = Field(
         description="Text, or a list of parts (text; images in user messages); null only in "
         "an assistant message with tool_calls"
     )
-    name: str | None = Field(None, max_length=64)
-    tool_calls: list[ToolCall] | None = Field(None, max_length=128)
-    tool_call_id: str | None = Field(None, min_length=1, max_length=256)
+    name: str | None = Field(None, max_length=64, description="The speaker's name, if any")
+    tool_calls: list[ToolCall] | None = Field(
+        None, max_length=128, description="In an assistant message: the tools it called"
+    )
+    tool_call_id: str | None = Field(
+        None,
+        min_length=1,
+        max_length=256,
+        description="In a tool message (and only there): the id of the call it answers",
+    )
 
     @model_validator(mode="after")
     def _consistent(self) -> ChatMessage:
@@ -87,6 +102,8 @@ class ChatMessage(BaseModel):
 
 
 class StreamOptions(BaseModel):
+    """Options of a streamed answer."""
+
     model_config = ConfigDict(extra="forbid")
     include_usage: StrictBool = Field(
         True, description="Accepted for compatibility: the usage chunk is always sent"
@@ -110,54 +127,107 @@ class ChatCompletionCreate(BaseModel):
         },
     )
 
-    model: str = Field(min_length=1, max_length=200)
-    messages: list[ChatMessage] = Field(min_length=1, max_length=2048)
+    model: str = Field(min_length=1, max_length=200, description="A model of `GET /v1/models`")
+    messages: list[ChatMessage] = Field(
+        min_length=1, max_length=2048, description="The conversation so far, oldest first"
+    )
     # Strict types: JSON's own, as the OpenAI API takes them ("5" is not 5, 0 is not false).
     max_tokens: StrictInt | None = Field(None, ge=1, description="Deprecated alias of the next")
-    max_completion_tokens: StrictInt | None = Field(None, ge=1)
-    temperature: StrictFloat | StrictInt | None = Field(None, ge=0, le=2)
-    top_p: StrictFloat | StrictInt | None = Field(None, ge=0, le=1)
+    max_completion_tokens: StrictInt | None = Field(
+        None,
+        ge=1,
+        description="The most tokens to generate; unset: the model's default. The hold is "
+        "taken for this many",
+    )
+    temperature: StrictFloat | StrictInt | None = Field(
+        None, ge=0, le=2, description="Sampling temperature"
+    )
+    top_p: StrictFloat | StrictInt | None = Field(
+        None, ge=0, le=1, description="Nucleus sampling: the probability mass sampled from"
+    )
     stop: (
         Annotated[str, Field(max_length=200)]
         | list[Annotated[str, Field(min_length=1, max_length=200)]]
         | None
     ) = Field(None, description="Up to 4 stop sequences")
-    stream: StrictBool = False
-    stream_options: StreamOptions | None = None
-    user: str | None = Field(None, max_length=256)
+    stream: StrictBool = Field(
+        False, description="true: the answer as server-sent events, ending with `[DONE]`"
+    )
+    stream_options: StreamOptions | None = Field(None, description="Options of a stream")
+    user: str | None = Field(None, max_length=256, description="Your id for the end user")
     # The rest of OpenAI's reference. Each is carried out by the model's provider or refused
     # with 422 unsupported_parameter (`tollgate_server.services.chat_request`).
-    tools: list[FunctionTool] | None = Field(None, min_length=1, max_length=128)
-    tool_choice: ToolChoiceParam | None = None
-    parallel_tool_calls: StrictBool | None = None
-    response_format: ResponseFormatParam | None = None
+    tools: list[FunctionTool] | None = Field(
+        None, min_length=1, max_length=128, description=f"Functions the model may call{_IF}"
+    )
+    tool_choice: ToolChoiceParam | None = Field(
+        None, description=f"none, auto, required, or the one function to call{_IF}"
+    )
+    parallel_tool_calls: StrictBool | None = Field(
+        None, description=f"Whether the model may call several tools in one turn{_IF}"
+    )
+    response_format: ResponseFormatParam | None = Field(
+        None, description=f"Text, any JSON object, or JSON following a schema{_IF}"
+    )
     reasoning_effort: Literal["none", "minimal", "low", "medium", "high", "xhigh", "max"] | None = (
-        None
+        Field(None, description=f"How much a reasoning model thinks{_IF}")
     )
-    n: StrictInt | None = Field(None, ge=1, le=128)
-    seed: StrictInt | None = None
-    presence_penalty: StrictFloat | StrictInt | None = Field(None, ge=-2, le=2)
-    frequency_penalty: StrictFloat | StrictInt | None = Field(None, ge=-2, le=2)
+    n: StrictInt | None = Field(None, ge=1, le=128, description=f"Choices to generate{_IF}")
+    seed: StrictInt | None = Field(None, description=f"For repeatable sampling{_IF}")
+    presence_penalty: StrictFloat | StrictInt | None = Field(
+        None, ge=-2, le=2, description=f"Penalty for tokens already present{_IF}"
+    )
+    frequency_penalty: StrictFloat | StrictInt | None = Field(
+        None, ge=-2, le=2, description=f"Penalty by how often a token appeared{_IF}"
+    )
     logit_bias: dict[str, Annotated[StrictInt, Field(ge=-100, le=100)]] | None = Field(
-        None, max_length=1024
+        None, max_length=1024, description=f"Token id to a bias from -100 to 100{_IF}"
     )
-    logprobs: StrictBool | None = None
-    top_logprobs: StrictInt | None = Field(None, ge=0, le=20)
-    metadata: dict[str, Annotated[str, Field(max_length=512)]] | None = Field(None, max_length=16)
-    service_tier: Literal["auto", "default", "flex", "scale", "priority", "fast"] | None = None
-    store: StrictBool | None = None
-    verbosity: Literal["low", "medium", "high"] | None = None
-    prompt_cache_key: str | None = Field(None, max_length=1024)
-    prompt_cache_retention: Literal["in_memory", "24h"] | None = None
-    safety_identifier: str | None = Field(None, max_length=256)
-    prediction: dict[str, Any] | None = None
-    audio: dict[str, Any] | None = None
-    modalities: list[Literal["text", "audio"]] | None = None
-    functions: list[dict[str, Any]] | None = None
-    function_call: str | dict[str, Any] | None = None
-    web_search_options: dict[str, Any] | None = None
-    moderation: dict[str, Any] | None = None
-    prompt_cache_options: dict[str, Any] | None = None
+    logprobs: StrictBool | None = Field(
+        None, description=f"Whether to return the tokens' log probabilities{_IF}"
+    )
+    top_logprobs: StrictInt | None = Field(
+        None, ge=0, le=20, description=f"Most likely tokens returned at each position{_IF}"
+    )
+    metadata: dict[str, Annotated[str, Field(max_length=512)]] | None = Field(
+        None, max_length=16, description=f"Up to 16 key-value pairs for the upstream{_IF}"
+    )
+    service_tier: Literal["auto", "default", "flex", "scale", "priority", "fast"] | None = Field(
+        None, description=f"The upstream's processing tier{_IF}"
+    )
+    store: StrictBool | None = Field(
+        None, description=f"Whether the upstream keeps the completion{_IF}"
+    )
+    verbosity: Literal["low", "medium", "high"] | None = Field(
+        None, description=f"How long the answer is{_IF}"
+    )
+    prompt_cache_key: str | None = Field(
+        None, max_length=1024, description=f"Groups requests for the upstream's cache{_IF}"
+    )
+    prompt_cache_retention: Literal["in_memory", "24h"] | None = Field(
+        None, description=f"How long the upstream keeps the prompt cached{_IF}"
+    )
+    safety_identifier: str | None = Field(
+        None, max_length=256, description=f"A stable id of the end user for the upstream{_IF}"
+    )
+    prediction: dict[str, Any] | None = Field(
+        None, description=f"Predicted output, to speed up the answer{_IF}"
+    )
+    audio: dict[str, Any] | None = Field(None, description=f"Audio output settings{_IF}")
+    modalities: list[Literal["text", "audio"]] | None = Field(
+        None, description=f"Kinds of output wanted{_IF}"
+    )
+    functions: list[dict[str, Any]] | None = Field(
+        None, description=f"Deprecated: `tools` replaces it{_IF}"
+    )
+    function_call: str | dict[str, Any] | None = Field(
+        None, description=f"Deprecated: `tool_choice` replaces it{_IF}"
+    )
+    web_search_options: dict[str, Any] | None = Field(None, description=f"Web search settings{_IF}")
+    moderation: dict[str, Any] | None = Field(None, description=f"Moderation settings{_IF}")
+    prompt_cache_options: dict[str, Any] | None = Field(
+        None, description=f"Prompt cache settings{_IF}"
+    )
 
     @model_validator(mode="after")
     def _tool_results_answer_calls(self) -> ChatCompletionCreate:

@@ -24,15 +24,21 @@ class _Strict(BaseModel):
 
 
 class TextPart(_Strict):
-    type: Literal["text"]
-    text: str
+    """A part of a message's content: text."""
+
+    type: Literal["text"] = Field(description="`text`")
+    text: str = Field(description="The text")
 
 
 class ImageUrl(_Strict):
+    """Where an image is: an https: URL (fetched by the gateway or the upstream) or inline."""
+
     url: str = Field(
         max_length=MAX_IMAGE_URL_CHARS, description="An https: URL or a data:image/... URL"
     )
-    detail: Literal["auto", "low", "high"] | None = None
+    detail: Literal["auto", "low", "high"] | None = Field(
+        None, description="The resolution the model sees it at (OpenAI's `detail`)"
+    )
 
     @field_validator("url")
     @classmethod
@@ -44,69 +50,101 @@ class ImageUrl(_Strict):
 
 
 class ImagePart(_Strict):
-    type: Literal["image_url"]
-    image_url: ImageUrl
+    """A part of a user message's content: an image."""
+
+    type: Literal["image_url"] = Field(description="`image_url`")
+    image_url: ImageUrl = Field(description="The image")
 
 
 ContentPart = Annotated[TextPart | ImagePart, Field(discriminator="type")]
 
 
 class FunctionCall(_Strict):
-    name: str = Field(min_length=1, max_length=64)
+    """The function an assistant called, and with what."""
+
+    name: str = Field(min_length=1, max_length=64, description="The function's name")
     arguments: str = Field(max_length=1_000_000, description="JSON text")
 
 
 class ToolCall(_Strict):
-    id: str = Field(min_length=1, max_length=256)
-    type: Literal["function"]
-    function: FunctionCall
+    """A tool call of an earlier assistant turn, sent back with the conversation."""
+
+    id: str = Field(
+        min_length=1, max_length=256, description="The call's id; its tool message names it"
+    )
+    type: Literal["function"] = Field(description="`function`")
+    function: FunctionCall = Field(description="The function called")
 
 
 class FunctionDefinition(_Strict):
-    name: str = Field(pattern=FUNCTION_NAME)
-    description: str | None = Field(None, max_length=100_000)
+    """A function the model may call."""
+
+    name: str = Field(pattern=FUNCTION_NAME, description="1 to 64 letters, digits, _ or -")
+    description: str | None = Field(
+        None, max_length=100_000, description="What it does, for the model"
+    )
     parameters: dict[str, Any] | None = Field(None, description="A JSON Schema object")
-    strict: StrictBool | None = None
+    strict: StrictBool | None = Field(
+        None, description="Whether the arguments must follow `parameters` exactly"
+    )
 
 
 class FunctionTool(_Strict):
-    type: Literal["function"]
-    function: FunctionDefinition
+    """A tool the model may use: a function."""
+
+    type: Literal["function"] = Field(description="`function`")
+    function: FunctionDefinition = Field(description="The function")
 
 
 class NamedFunction(_Strict):
-    name: str = Field(pattern=FUNCTION_NAME)
+    """A function, by name."""
+
+    name: str = Field(pattern=FUNCTION_NAME, description="The function's name")
 
 
 class NamedToolChoice(_Strict):
-    type: Literal["function"]
-    function: NamedFunction
+    """A `tool_choice` that makes the model call this function."""
+
+    type: Literal["function"] = Field(description="`function`")
+    function: NamedFunction = Field(description="The function to call")
 
 
 ToolChoiceParam = Literal["none", "auto", "required"] | NamedToolChoice
 
 
 class TextFormat(_Strict):
-    type: Literal["text"]
+    """A `response_format`: plain text (the default)."""
+
+    type: Literal["text"] = Field(description="`text`")
 
 
 class JsonObjectFormat(_Strict):
-    type: Literal["json_object"]
+    """A `response_format`: any JSON object."""
+
+    type: Literal["json_object"] = Field(description="`json_object`")
 
 
 class JsonSchema(_Strict):
-    name: str = Field(pattern=FUNCTION_NAME)
-    description: str | None = Field(None, max_length=100_000)
+    """The JSON Schema an answer must follow, with its name."""
+
+    name: str = Field(pattern=FUNCTION_NAME, description="1 to 64 letters, digits, _ or -")
+    description: str | None = Field(
+        None, max_length=100_000, description="What the answer is, for the model"
+    )
     # Named schema_ because BaseModel has a `schema` method; the JSON name is "schema".
-    schema_: dict[str, Any] | None = Field(None, alias="schema")
-    strict: StrictBool | None = None
+    schema_: dict[str, Any] | None = Field(None, alias="schema", description="A JSON Schema object")
+    strict: StrictBool | None = Field(
+        None, description="Whether the answer must follow the schema exactly"
+    )
 
     model_config = ConfigDict(extra="forbid", populate_by_name=True)
 
 
 class JsonSchemaFormat(_Strict):
-    type: Literal["json_schema"]
-    json_schema: JsonSchema
+    """A `response_format`: JSON that follows a schema."""
+
+    type: Literal["json_schema"] = Field(description="`json_schema`")
+    json_schema: JsonSchema = Field(description="The schema")
 
 
 ResponseFormatParam = Annotated[

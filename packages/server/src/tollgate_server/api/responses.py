@@ -18,6 +18,8 @@ REQUEST_ID_EXAMPLE = "9f1c2a7be0d84c1e8a44c0a9d2f3b6e1"
 
 
 class ErrorBody(BaseModel):
+    """What went wrong: a stable code, a message and the request's id."""
+
     code: str = Field(description="Stable snake_case code for programs", examples=["not_found"])
     message: str = Field(description="What went wrong, for people", examples=["no such key"])
     request_id: str = Field(
@@ -28,16 +30,20 @@ class ErrorBody(BaseModel):
 class ErrorEnvelope(BaseModel):
     """Every failure: `{"error": {"code", "message", "request_id"}}`."""
 
-    error: ErrorBody
+    error: ErrorBody = Field(description="The failure")
 
 
 class FieldError(BaseModel):
+    """One field of a request that did not match its schema."""
+
     field: str = Field(description="Where: body.<name>, query.<name>, path.<name> or header")
-    message: str
+    message: str = Field(description="What is wrong with it, for people")
     type: str = Field(description="Pydantic's error type, such as missing or string_too_short")
 
 
 class ValidationErrorBody(ErrorBody):
+    """A 422's failure: its code and, when the request did not match its schema, the fields."""
+
     model_config = ConfigDict(title="ValidationErrorBody")
 
     fields: list[FieldError] | None = Field(
@@ -50,7 +56,7 @@ class ValidationErrorBody(ErrorBody):
 class ValidationErrorEnvelope(BaseModel):
     """A 422: the envelope, with code `validation_error` and the offending fields."""
 
-    error: ValidationErrorBody
+    error: ValidationErrorBody = Field(description="The failure and its fields")
 
 
 def _example(code: str, message: str, **extra: Any) -> dict[str, Any]:

@@ -22,6 +22,8 @@ router = APIRouter(prefix="/v1", tags=["generation"], route_class=StrictJsonRout
 
 
 class ModelPricing(BaseModel):
+    """A model's prices, in credits per million tokens."""
+
     input: str = Field(description="Credits per million input tokens", examples=["200000"])
     output: str = Field(description="Credits per million output tokens", examples=["200000"])
     cached_input: str | None = Field(
@@ -33,21 +35,25 @@ class ModelPricing(BaseModel):
 
 
 class ModelCard(BaseModel):
-    id: str
-    object: str = "model"
-    created: int
-    owned_by: str
+    """A model you may use, in OpenAI's format, plus its limits and prices."""
+
+    id: str = Field(description="The name to send as `model`", examples=["gpt-4o-mini"])
+    object: str = Field("model", description="Always `model`")
+    created: int = Field(description="When it was added to the catalogue, Unix time")
+    owned_by: str = Field(description="The provider that serves it", examples=["openai"])
     kind: ModelKind = Field(
         description="chat (use /v1/chat/completions) or embedding (use /v1/embeddings)"
     )
-    context_window: int
-    max_output_tokens: int
-    pricing: ModelPricing
+    context_window: int = Field(description="Tokens of prompt and answer together")
+    max_output_tokens: int = Field(description="The most max_tokens a request may ask for")
+    pricing: ModelPricing = Field(description="What its tokens cost")
 
 
 class ModelList(BaseModel):
-    object: str = "list"
-    data: list[ModelCard]
+    """The models you may use, in OpenAI's list format."""
+
+    object: str = Field("list", description="Always `list`")
+    data: list[ModelCard] = Field(description="The models")
 
 
 @router.get(

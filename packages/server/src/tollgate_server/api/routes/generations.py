@@ -20,10 +20,16 @@ router = APIRouter(prefix="/v1/generations", tags=["generation"], route_class=St
 
 
 class GenerationPublic(BaseModel):
-    id: uuid.UUID = Field(examples=["5f0c2d9e-8b1a-4e7f-a3c6-19d2b4e6f801"])
-    model: str = Field(examples=["gpt-4o-mini"])
+    """One generation (a chat completion, a message or an embedding): its state, what it used
+    and what it cost."""
+
+    id: uuid.UUID = Field(
+        description="The generation's id (also in X-Tollgate-Generation-Id)",
+        examples=["5f0c2d9e-8b1a-4e7f-a3c6-19d2b4e6f801"],
+    )
+    model: str = Field(description="The model asked for", examples=["gpt-4o-mini"])
     endpoint: str = Field(
-        description="The API that made it: chat.completions, embeddings or messages",
+        description="The API that made it: chat.completions, messages or embeddings",
         examples=["chat.completions"],
     )
     status: str = Field(
@@ -31,7 +37,7 @@ class GenerationPublic(BaseModel):
         "upstream_error, upstream_timeout, generation_timeout, interrupted, error",
         examples=["completed"],
     )
-    stream: bool
+    stream: bool = Field(description="Whether the answer was streamed")
     input_tokens: int | None = Field(description="null while running", examples=[9])
     output_tokens: int | None = Field(description="null while running", examples=[1])
     estimated: bool | None = Field(
@@ -50,9 +56,17 @@ class GenerationPublic(BaseModel):
         examples=[None],
     )
     error_code: str | None = Field(description="Why it failed, when it did", examples=[None])
-    first_token_ms: int | None = Field(examples=[212])
-    duration_ms: int | None = Field(examples=[480])
-    created_at: datetime = Field(examples=["2026-11-27T09:30:00Z"])
+    first_token_ms: int | None = Field(
+        description="Milliseconds from the request to the first token; null if none came",
+        examples=[212],
+    )
+    duration_ms: int | None = Field(
+        description="Milliseconds from the request to its end; null while running",
+        examples=[480],
+    )
+    created_at: datetime = Field(
+        description="When the request was admitted", examples=["2026-11-27T09:30:00Z"]
+    )
     settled_at: datetime | None = Field(
         description="When it was charged; null while running", examples=["2026-11-27T09:30:01Z"]
     )
@@ -68,21 +82,31 @@ class GenerationPublic(BaseModel):
 
 
 class AttemptAdmin(BaseModel):
-    attempt: int = Field(examples=[1])
-    model: str = Field(examples=["gpt-4o-mini"])
+    """One upstream call made for a generation."""
+
+    attempt: int = Field(description="1 for the first call, then 2, ...", examples=[1])
+    model: str = Field(
+        description="The model called: the one asked for, or a fallback", examples=["gpt-4o-mini"]
+    )
     deployment_id: int | None = Field(
         description="null: the provider's default upstream", examples=[3]
     )
     outcome: str = Field(description="ok, error, timeout, or failed_mid_stream", examples=["error"])
-    error_code: str | None = Field(examples=["upstream_rate_limited"])
-    upstream_status: int | None = Field(examples=[429])
+    error_code: str | None = Field(
+        description="Why it failed; null when it did not", examples=["upstream_rate_limited"]
+    )
+    upstream_status: int | None = Field(
+        description="The upstream's HTTP status, when it answered with an error", examples=[429]
+    )
     latency_ms: int = Field(description="To its first token, or to its failure", examples=[85])
 
 
 class GenerationAdmin(GenerationPublic):
     """A generation as an admin sees it: whose it is, and what a failed upstream said."""
 
-    account_id: uuid.UUID = Field(examples=["3fa85f64-5717-4562-b3fc-2c963f66afa6"])
+    account_id: uuid.UUID = Field(
+        description="The account that made it", examples=["3fa85f64-5717-4562-b3fc-2c963f66afa6"]
+    )
     error_detail: str | None = Field(
         description="What the upstream said when it failed, with keys redacted; clients are "
         "only told a fixed message per `error_code`",

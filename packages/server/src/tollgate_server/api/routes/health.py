@@ -18,11 +18,15 @@ router = APIRouter(tags=["health"], route_class=StrictJsonRoute)
 
 
 class HealthPublic(BaseModel):
-    status: Literal["ok"] = Field(examples=["ok"])
+    """The process is up."""
+
+    status: Literal["ok"] = Field(description="Always `ok`", examples=["ok"])
 
 
 class ReadyPublic(BaseModel):
-    status: Literal["ready"] = Field(examples=["ready"])
+    """The process can serve: its database answers and its schema is current."""
+
+    status: Literal["ready"] = Field(description="Always `ready`", examples=["ready"])
     schema_revision: str = Field(
         description="The database schema's migration, the newest this code knows",
         examples=["0002"],
