@@ -16,14 +16,17 @@ import httpx
 import openai
 import pytest
 from conftest import User
-from support import balance
-from test_chat_surface import check_gemini_body, generations, priced, sdk
+from openai.types.chat import ChatCompletionMessageParam
+from support import balance, openai_client
+from test_chat_surface import check_gemini_body, generations, priced
 from tollgate_core.fake_upstream import FakeUpstream
 
 pytestmark = [pytest.mark.postgres, pytest.mark.e2e]
 
 CHOOSING = ["openai", "gemini"]
-ASK = [{"role": "user", "content": "say something [[fake:chunks=3]]"}]
+ASK: list[ChatCompletionMessageParam] = [
+    {"role": "user", "content": "say something [[fake:chunks=3]]"}
+]
 FIRST = "tok0 tok1 tok2"
 SECOND = "c1tok0 tok1 tok2"  # the fake marks each further answer with its number
 
@@ -46,7 +49,7 @@ def test_n_answers_come_back_as_n_choices_and_are_charged_all(
     user = make_user(credits=1000)
     before = balance(api, user)
     upstream.clear()
-    with sdk(api, _key(api, user)) as client:
+    with openai_client(api, _key(api, user)) as client:
         completion = client.chat.completions.create(
             model=test_models[provider], messages=ASK, n=2, max_tokens=10
         )
@@ -80,7 +83,7 @@ def test_n_answers_stream_by_index(
     texts: dict[int, str] = {}
     finishes: dict[int, str] = {}
     usage: Any = None
-    with sdk(api, _key(api, user)) as client:
+    with openai_client(api, _key(api, user)) as client:
         stream = client.chat.completions.create(
             model=test_models[provider],
             messages=ASK,
@@ -113,7 +116,7 @@ def test_logprobs_come_back_token_by_token(
     user = make_user(credits=1000)
     model = test_models[provider]
     upstream.clear()
-    with sdk(api, _key(api, user)) as client:
+    with openai_client(api, _key(api, user)) as client:
         tokens = _logprobs(client, model, stream=stream)
     assert [t.token for t in tokens] == ["tok0", " tok1", " tok2"]
     assert all(t.logprob == -0.25 for t in tokens)
@@ -152,7 +155,7 @@ def test_without_logprobs_the_choice_has_none(
     api: httpx.Client, make_user: Callable[..., User], test_models: dict[str, str]
 ) -> None:
     user = make_user(credits=1000)
-    with sdk(api, _key(api, user)) as client:
+    with openai_client(api, _key(api, user)) as client:
         completion = client.chat.completions.create(model=test_models["openai"], messages=ASK)
     assert completion.choices[0].logprobs is None
 
@@ -170,7 +173,10 @@ def test_anthropic_models_refuse_them_by_name_before_any_hold(
     user = make_user(credits=1000)
     upstream.clear()
     model = test_models["anthropic"]
-    with sdk(api, _key(api, user)) as client, pytest.raises(openai.UnprocessableEntityError) as e:
+    with (
+        openai_client(api, _key(api, user)) as client,
+        pytest.raises(openai.UnprocessableEntityError) as e,
+    ):
         client.chat.completions.create(model=model, messages=ASK, **asked)
     error = e.value.body
     assert isinstance(error, dict) and error["code"] == "unsupported_parameter"

@@ -16,6 +16,7 @@ from tollgate_core import (
     GenerationRequest,
     Message,
     ReasoningDelta,
+    StreamEvent,
     TextDelta,
     Tool,
     ToolCall,
@@ -193,7 +194,7 @@ def test_thinking_is_handed_over_apart_from_the_answer() -> None:
     """read() (what the provider's stream yields) gives the recorded thinking as
     `ReasoningDelta`s and the answer as `TextDelta`s; signatures are dropped."""
     decoder, parser = SSEDecoder(), wire.EventParser()
-    events = []
+    events: list[StreamEvent] = []
     for line in (FIXTURES / "stream_cache.sse").read_bytes().splitlines(keepends=True):
         event = decoder.feed(line)
         if event is not None:
