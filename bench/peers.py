@@ -40,6 +40,7 @@ HONO_NODE_SERVER_VERSION = "1.13.5"
 """Portkey's streaming path needs it; see the module's docstring."""
 LITELLM_VERSION = "1.108.7"
 PEERS = ("portkey", "litellm")
+TITLES = {"portkey": "Portkey", "litellm": "LiteLLM"}
 LITELLM_MASTER_KEY = "sk-bench-litellm-master-key-0123456789abcdef"
 UPSTREAM_KEY = "sk-bench-mock-upstream"
 """The mock accepts any key; Portkey passes the client's on, LiteLLM sends this one."""
@@ -288,6 +289,12 @@ def _ratio(tollgate: float | None, peer: float | None) -> str:
     return f"{tollgate / peer:.2f}"
 
 
+def _with_db(figures: dict[str, Any] | None) -> float | None:
+    if not figures or figures.get("server_cpu_ms_per_request") is None:
+        return None
+    return float(figures["server_cpu_ms_per_request"] + (figures.get("db_cpu_ms_per_request") or 0))
+
+
 def _num(value: float | None, unit: str, digits: int = 2) -> str:
     if value is None or value != value:
         return "n/a"
@@ -296,7 +303,9 @@ def _num(value: float | None, unit: str, digits: int = 2) -> str:
     return f"{value:.{digits}f} {unit}"
 
 
-def comparison_table(r: dict[str, Any], names: Sequence[str], connections: int) -> list[str]:
+def comparison_table(
+    r: dict[str, Any], names: Sequence[str], *, connections: int, tokens: int
+) -> list[str]:
     """Each figure for direct, Tollgate and every peer, and Tollgate's ratio to each peer.
 
     Ratio = Tollgate's figure / the peer's. For req/s above 1 means Tollgate is faster; for
@@ -331,17 +340,22 @@ def comparison_table(r: dict[str, Any], names: Sequence[str], connections: int) 
             lambda who: get(ns, who, "server_cpu_ms_per_request"),
         ),
         (
+            "the same plus its database's CPU (Tollgate's PostgreSQL; the peers have none)",
+            "ms",
+            lambda who: _with_db(ns.get(who)),
+        ),
+        (
             "non-stream, 1 at a time: added median latency",
             "ms",
             lambda who: added(ns1, who, "p50_ms"),
         ),
         (
-            f"stream 16 chunks, {connections} concurrent (higher is better)",
+            f"stream {tokens} chunks, {connections} concurrent (higher is better)",
             "req/s",
             lambda who: get(s16, who, "rps"),
         ),
         (
-            f"gateway CPU per 16-chunk stream ({connections} concurrent)",
+            f"gateway CPU per {tokens}-chunk stream ({connections} concurrent)",
             "ms",
             lambda who: get(s16, who, "server_cpu_ms_per_request"),
         ),
@@ -361,8 +375,8 @@ def comparison_table(r: dict[str, Any], names: Sequence[str], connections: int) 
             lambda who: get(ns, who, "peak_rss_mb"),
         ),
     ]
-    header = ["workload", "direct", "Tollgate", *[n.capitalize() for n in names]]
-    header += [f"Tollgate:{n.capitalize()}" for n in names]
+    titles = [TITLES.get(n, n) for n in names]
+    header = ["workload", "direct", "Tollgate", *titles, *[f"Tollgate:{t}" for t in titles]]
     out = ["| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
     for label, unit, value in rows:
         direct = value("direct") if unit == "req/s" else None

@@ -1151,7 +1151,7 @@ class Bench:
         for peer in self.peers:
             target = self.peer_targets[peer.name]
             self.closed_loop(target, stream=False, seconds=2 if opts.quick else 4)
-            self.closed_loop(target, stream=True, seconds=1)
+            self.closed_loop(target, stream=True, seconds=2)
             self.series(target, stream=False, count=100)
         time.sleep(0.5)
         res["rss_warm_mb"] = server.rss()[0]
@@ -1762,7 +1762,11 @@ def report(results: dict[str, Any], options: Options) -> str:
             )
         add("Ratios are Tollgate's figure / the peer's (CPU and latency: below 1 is cheaper).")
         add("")
-        lines.extend(comparison_table(r, list(r["peers"]), options.connections))
+        lines.extend(
+            comparison_table(
+                r, list(r["peers"]), connections=options.connections, tokens=options.tokens
+            )
+        )
     led = r.get("ledger")
     if led:
         lines.append("")
