@@ -11,9 +11,10 @@ workloads, one after another with Tollgate's in the same run. Nothing of theirs 
   ``x-portkey-custom-host: http://127.0.0.1:PORT/v1``) and its ``Authorization`` is passed
   on to the upstream. Its dependency ``@hono/node-server`` is held at 1.13.5 (an npm
   ``overrides`` entry): from 1.14 on, Portkey's streaming answers fail with
-  ``TypeError: immutable`` (Portkey-AI/gateway issue 1389), and 1.13.5 is the version
-  Portkey's own repository patches and builds with.
-- **LiteLLM** ``litellm[proxy]`` (Python) in its own virtual environment, started as
+  ``TypeError: immutable`` (Portkey-AI/gateway issue 1389); 1.13.5 is the version Portkey's
+  repository carries a patch for.
+- **LiteLLM** ``litellm[proxy]`` (Python) in its own virtual environment, with
+  ``opentelemetry-sdk`` (see `OPENTELEMETRY_SDK_VERSION`), started as
   ``litellm --config FILE --port N --num_workers 1`` with one model per mock workload
   (``openai/mock-t16``, ``openai/mock-t20-p10``, ``api_base`` = the mock). No database; it
   refuses to start without a master key, so it has one and every request carries it.
@@ -39,6 +40,10 @@ PORTKEY_VERSION = "1.15.2"
 HONO_NODE_SERVER_VERSION = "1.13.5"
 """Portkey's streaming path needs it; see the module's docstring."""
 LITELLM_VERSION = "1.108.7"
+OPENTELEMETRY_SDK_VERSION = "1.45.2"
+"""Installed beside LiteLLM, which `litellm[proxy]` does not pull in but its key check imports on
+every request (`_seed_request_destinations`): without it the failing import is retried each
+time, about 30 % of LiteLLM's CPU per request here (py-spy). LiteLLM is measured with it."""
 PEERS = ("portkey", "litellm")
 TITLES = {"portkey": "Portkey", "litellm": "LiteLLM"}
 LITELLM_MASTER_KEY = "sk-bench-litellm-master-key-0123456789abcdef"
@@ -93,20 +98,27 @@ def install_litellm(root: Path) -> tuple[list[str], str]:
         raise PeerError("LiteLLM is installed with uv, which is not on the PATH")
     venv = root / f"litellm-{LITELLM_VERSION}"
     python = venv / "bin" / "python"
-    if not (venv / "bin" / "litellm").exists():
+    if not python.exists():
         _run([uv, "venv", "--quiet", str(venv)])
-        _run([uv, "pip", "install", "--quiet", "--python", str(python), _litellm_requirement()])
-    version = subprocess.run(
-        [str(python), "-c", "import importlib.metadata as m; print(m.version('litellm'))"],
+    # Pinned: a no-op once installed (uv checks the environment first).
+    requirements = [
+        f"litellm[proxy]=={LITELLM_VERSION}",
+        f"opentelemetry-sdk=={OPENTELEMETRY_SDK_VERSION}",
+    ]
+    _run([uv, "pip", "install", "--quiet", "--python", str(python), *requirements])
+    versions = subprocess.run(
+        [
+            str(python),
+            "-c",
+            "import importlib.metadata as m; "
+            "print(m.version('litellm'), m.version('opentelemetry-sdk'))",
+        ],
         capture_output=True,
         text=True,
         check=False,
-    ).stdout.strip()
-    return [str(venv / "bin" / "litellm")], f"litellm[proxy] {version or 'unknown'}"
-
-
-def _litellm_requirement() -> str:
-    return f"litellm[proxy]=={LITELLM_VERSION}"
+    ).stdout.split()
+    litellm, otel = [*versions, "unknown", "unknown"][:2]
+    return [str(venv / "bin" / "litellm")], f"litellm[proxy] {litellm} (opentelemetry-sdk {otel})"
 
 
 @dataclass
@@ -390,6 +402,21 @@ def comparison_table(
             *[_ratio(tollgate, p) for p in peers],
         ]
         out.append("| " + " | ".join(cells) + " |")
+    # A closed loop ends with up to `connections` requests in flight: their CPU is in the
+    # figure but they are not counted, which matters only when few requests completed.
+    thin = [
+        f"{who} {label}: {group[who]['requests']} requests"
+        for label, group in ((f"non-stream {connections}c", ns), (f"stream {connections}c", s16))
+        for who in ("tollgate", *names)
+        if who in group and group[who]["requests"] < 10 * connections
+    ]
+    if thin:
+        out.append("")
+        out.append(
+            f"Fewer than {10 * connections} requests completed in these closed loops, so the "
+            f"CPU of up to {connections} requests still in flight at the end overstates their "
+            "CPU per request (use longer runs, --seconds): " + "; ".join(thin)
+        )
     failures = []
     for key in ("nonstream_1c", "nonstream_16c", "stream_1c", "stream_paced_1c", "stream_16c"):
         for who in names:
