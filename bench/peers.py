@@ -30,7 +30,7 @@ import shutil
 import subprocess
 import time
 from collections.abc import Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -137,8 +137,8 @@ class Peer:
     model: str
     paced_model: str
     proc: subprocess.Popen[bytes] | None = None
-    started_in: float | None = None
-    notes: list[str] = field(default_factory=list)
+    started_at: float | None = None
+    """time.monotonic() when its start command ran."""
 
     @property
     def pid(self) -> int:

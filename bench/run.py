@@ -1097,7 +1097,7 @@ class Bench:
                 cpus=self.server_cpus,
                 log=self.workdir / f"{name}.log",
             )
-            peer.started_in = time.monotonic()
+            peer.started_at = time.monotonic()
             self.peers.append(peer)
             self.peer_targets[name] = Target(
                 name,
@@ -1120,8 +1120,8 @@ class Bench:
             except PeerError as exc:
                 log = (self.workdir / f"{peer.name}.log").read_text(errors="replace")[-3000:]
                 raise BenchError(f"{exc}\n{log}") from exc
-            assert peer.started_in is not None
-            ready = time.monotonic() - peer.started_in
+            assert peer.started_at is not None
+            ready = time.monotonic() - peer.started_at
             time.sleep(0.5)
             info = self.results["peers"][peer.name]
             info["start_to_first_request_s"] = ready
