@@ -46,9 +46,12 @@ import uuid
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import psutil
+
+if TYPE_CHECKING:
+    from peers import Peer  # bench/peers.py
 
 HERE = Path(__file__).resolve().parent
 DEFAULT_DATABASE_URL = "postgresql+asyncpg://postgres@127.0.0.1:5432/postgres"
@@ -275,11 +278,13 @@ WRK_SCRIPT = """
 local path = "{path}"
 local body = [==[{body}]==]
 local keys = {{ {keys} }}
+local extra = {{ {extra} }}
 local reqs = {{}}
 local i = 0
 function init(args)
   for k = 1, #keys do
     local headers = {{ ["Content-Type"] = "application/json" }}
+    for name, value in pairs(extra) do headers[name] = value end
     if keys[k] ~= "" then headers["Authorization"] = "Bearer " .. keys[k] end
     reqs[k] = wrk.format("POST", path, headers, body)
   end
@@ -310,6 +315,7 @@ def run_wrk(
     seconds: float,
     cpus: set[int] | None,
     workdir: Path,
+    headers: dict[str, str] | None = None,
 ) -> LoadResult:
     script = workdir / f"load-{uuid.uuid4().hex[:8]}.lua"
     script.write_text(
@@ -317,6 +323,7 @@ def run_wrk(
             path=CHAT_PATH,
             body=body.decode(),
             keys=", ".join(f'"{k}"' for k in (keys or [""])),
+            extra=", ".join(f'["{k}"] = "{v}"' for k, v in (headers or {}).items()),
         )
     )
     command = [
@@ -364,14 +371,15 @@ def run_python_load(
     keys: Sequence[str],
     connections: int,
     seconds: float,
+    headers: dict[str, str] | None = None,
 ) -> LoadResult:
     """The fallback closed-loop generator: asyncio streams, one request in flight per socket."""
     requests = []
     for key in keys or [""]:
-        headers = {"Content-Type": "application/json"}
+        all_headers = {"Content-Type": "application/json", **(headers or {})}
         if key:
-            headers["Authorization"] = f"Bearer {key}"
-        requests.append(build_request("POST", f"{host}:{port}", CHAT_PATH, body, headers))
+            all_headers["Authorization"] = f"Bearer {key}"
+        requests.append(build_request("POST", f"{host}:{port}", CHAT_PATH, body, all_headers))
     latencies: list[float] = []
     errors: dict[str, int] = {}
 
@@ -696,6 +704,8 @@ class Target:
     model: str
     paced_model: str
     keys: list[str] = field(default_factory=list)
+    headers: dict[str, str] = field(default_factory=dict)
+    """Sent with every request besides the key (a peer's routing headers)."""
 
 
 @dataclass
@@ -838,7 +848,7 @@ class Server:
 class RssSampler:
     """Samples the workers' resident memory in the background; keeps the largest figure."""
 
-    def __init__(self, server: Server, every: float = 0.25) -> None:
+    def __init__(self, server: Server | Peer, every: float = 0.25) -> None:
         self.server = server
         self.every = every
         self.peak = 0.0
@@ -919,6 +929,9 @@ class Bench:
             "mock-t20-p10",
         )
         self.tollgate = Target("tollgate", "127.0.0.1", self.port, "bench-model", "bench-paced")
+        self.peers: list[Peer] = []
+        """Other gateways given the same workloads (`--peers`, bench/peers.py)."""
+        self.peer_targets: dict[str, Target] = {}
 
     # --- orchestration ---------------------------------------------------------------------
 
@@ -963,6 +976,8 @@ class Bench:
             log=self.workdir / "mock.log",
         )
         wait_for_port("127.0.0.1", self.mock_port, 15, mock)
+        if self.args.peers:
+            self.start_peers()
 
         # First start: the server creates the admin; then accounts, a model and keys.
         server = Server(self, workers=1, cpus=self.server_cpus)
@@ -985,6 +1000,8 @@ class Bench:
             f"request after {self.results['start_to_first_request_s']:.2f} s; idle RSS "
             f"{self.results['rss_idle_mb']:.1f} MB"
         )
+        if self.peers:
+            self.wait_peers()
         self.workloads(server)
         server.stop()
 
@@ -1050,17 +1067,92 @@ class Bench:
         admin.close()
         self.tollgate.keys = self.keys
 
+    # --- the peers (bench/peers.py) ----------------------------------------------------------
+
+    def start_peers(self) -> None:
+        """Installs the peers outside the repository if needed and starts them in front of the
+        mock, pinned like Tollgate's worker; they start while Tollgate's accounts are made."""
+        from peers import PeerError, prepare
+
+        root = Path(self.args.peers_dir).expanduser()
+        self.results["peers"] = {}
+        for name in self.args.peers:
+            self.log(f"peer {name}: installing under {root} if needed")
+            try:
+                launch = prepare(
+                    name,
+                    root,
+                    port=free_port(),
+                    mock_port=self.mock_port,
+                    workdir=self.workdir,
+                    tokens=self.options.tokens,
+                )
+            except PeerError as exc:
+                raise BenchError(f"peer {name}: {exc}") from exc
+            peer = launch.peer
+            self.log(f"peer {name}: {peer.version}; starting: {' '.join(launch.command)}")
+            peer.proc = self.processes.start(
+                launch.command,
+                env=launch.env,
+                cpus=self.server_cpus,
+                log=self.workdir / f"{name}.log",
+            )
+            peer.started_at = time.monotonic()
+            self.peers.append(peer)
+            self.peer_targets[name] = Target(
+                name,
+                "127.0.0.1",
+                peer.port,
+                peer.model,
+                peer.paced_model,
+                keys=[peer.key],
+                headers=peer.headers,
+            )
+            self.results["peers"][name] = {"version": peer.version, "command": launch.command}
+
+    def wait_peers(self) -> None:
+        from peers import PeerError, wait_ready
+
+        for peer in self.peers:
+            body = chat_body(peer.model, stream=False)
+            try:
+                wait_ready(peer, body, 300.0, Client)
+            except PeerError as exc:
+                log = (self.workdir / f"{peer.name}.log").read_text(errors="replace")[-3000:]
+                raise BenchError(f"{exc}\n{log}") from exc
+            assert peer.started_at is not None
+            ready = time.monotonic() - peer.started_at
+            time.sleep(0.5)
+            info = self.results["peers"][peer.name]
+            info["start_to_first_request_s"] = ready
+            info["rss_idle_mb"] = sum(peer.rss())
+            self.log(
+                f"peer {peer.name}: first successful request {ready:.1f} s after its start "
+                f"(started beside Tollgate's set-up); idle RSS {info['rss_idle_mb']:.1f} MB"
+            )
+
+    def on_peers(self, measure: Callable[[Target, Peer], dict[str, Any]]) -> dict[str, Any]:
+        """The same workload on every peer, run right after Tollgate's: interleaved in one
+        run, so what else the machine does hits them all alike."""
+        return {peer.name: measure(self.peer_targets[peer.name], peer) for peer in self.peers}
+
     # --- the workloads ---------------------------------------------------------------------
 
     def workloads(self, server: Server) -> None:
         opts = self.options
         res = self.results
         direct, tollgate = self.direct, self.tollgate
+        n_lat, n_stream = opts.latency_requests, opts.stream_requests
 
         self.log("warm-up")
         self.closed_loop(direct, stream=False, seconds=1)
         self.closed_loop(tollgate, stream=False, seconds=2 if opts.quick else 4, server=server)
         self.series(tollgate, stream=False, count=100)
+        for peer in self.peers:
+            target = self.peer_targets[peer.name]
+            self.closed_loop(target, stream=False, seconds=2 if opts.quick else 4)
+            self.closed_loop(target, stream=True, seconds=2)
+            self.series(target, stream=False, count=100)
         time.sleep(0.5)
         res["rss_warm_mb"] = server.rss()[0]
         res["served_at_warm"] = self.served
@@ -1078,6 +1170,7 @@ class Bench:
                 server=server,
                 keys=self.jwts[:1],
             ),
+            **self.on_peers(lambda t, p: self.series(t, stream=False, count=n_lat, server=p)),
         }
 
         self.log(f"non-streaming, {opts.connections} concurrent, closed loop")
@@ -1096,6 +1189,9 @@ class Bench:
                 server=server,
                 keys=self.keys[:1],
             ),
+            **self.on_peers(
+                lambda t, p: self.closed_loop(t, stream=False, seconds=opts.seconds, server=p)
+            ),
         }
 
         self.log(f"streaming {opts.tokens} tokens, 1 at a time")
@@ -1104,6 +1200,7 @@ class Bench:
             "tollgate": self.series(
                 tollgate, stream=True, count=opts.stream_requests, server=server
             ),
+            **self.on_peers(lambda t, p: self.series(t, stream=True, count=n_stream, server=p)),
         }
         self.log("streaming 20 tokens paced 10 ms apart, 1 at a time")
         res["stream_paced_1c"] = {
@@ -1111,12 +1208,20 @@ class Bench:
             "tollgate": self.series(
                 tollgate, stream=True, count=opts.paced_requests, server=server, paced=True
             ),
+            **self.on_peers(
+                lambda t, p: self.series(
+                    t, stream=True, count=opts.paced_requests, server=p, paced=True
+                )
+            ),
         }
         self.log(f"streaming {opts.tokens} tokens, {opts.connections} concurrent, closed loop")
         res["stream_16c"] = {
             "direct": self.closed_loop(direct, stream=True, seconds=opts.seconds),
             "tollgate": self.closed_loop(
                 tollgate, stream=True, seconds=opts.seconds, server=server
+            ),
+            **self.on_peers(
+                lambda t, p: self.closed_loop(t, stream=True, seconds=opts.seconds, server=p)
             ),
         }
 
@@ -1269,7 +1374,7 @@ class Bench:
         *,
         stream: bool,
         seconds: float,
-        server: Server | None = None,
+        server: Server | Peer | None = None,
         keys: Sequence[str] | None = None,
         connections: int | None = None,
         client_cpus: set[int] | str | None = "default",
@@ -1279,10 +1384,13 @@ class Bench:
         connections = connections or self.options.connections
         cpus = self.client_cpus if client_cpus == "default" else client_cpus
         measure = server is not None
+        # A peer has no database: only Tollgate's runs read PostgreSQL's CPU and the WAL.
+        tollgate = isinstance(server, Server)
         if measure:
             assert server is not None
-            pg = postgres_processes(self.args.db_name) if self.local_db else []
-            cpu0, db0, wal0 = server.cpu(), cpu_seconds(pg), wal_position(self.db_dsn)
+            pg = postgres_processes(self.args.db_name) if self.local_db and tollgate else []
+            cpu0, db0 = server.cpu(), cpu_seconds(pg)
+            wal0 = wal_position(self.db_dsn) if tollgate else 0
             machine0 = _busy_seconds()
             sampler: contextlib.AbstractContextManager[Any] = RssSampler(server)
         else:
@@ -1299,6 +1407,7 @@ class Bench:
                     seconds=seconds,
                     cpus=cpus if isinstance(cpus, set) else None,
                     workdir=self.workdir,
+                    headers=target.headers,
                 )
             else:
                 load = run_python_load(
@@ -1308,6 +1417,7 @@ class Bench:
                     keys=keys,
                     connections=connections,
                     seconds=seconds,
+                    headers=target.headers,
                 )
         out: dict[str, Any] = {
             "requests": load.requests,
@@ -1321,7 +1431,8 @@ class Bench:
         }
         if measure:
             assert server is not None
-            cpu1, db1, wal1 = server.cpu(), cpu_seconds(pg), wal_position(self.db_dsn)
+            cpu1, db1 = server.cpu(), cpu_seconds(pg)
+            wal1 = wal_position(self.db_dsn) if tollgate else 0
             machine1 = _busy_seconds()
             n = max(load.requests, 1)
             out["server_cpu_ms_per_request"] = (cpu1 - cpu0) * 1000 / n
@@ -1331,10 +1442,11 @@ class Bench:
             )
             out["machine_cpu_ms_per_request"] = (machine1 - machine0) * 1000 / n
             out["db_cpu_ms_per_request"] = (db1 - db0) * 1000 / n if pg else None
-            out["wal_bytes_per_request"] = (wal1 - wal0) / n
+            out["wal_bytes_per_request"] = (wal1 - wal0) / n if tollgate else None
             out["peak_rss_mb"] = sampler.peak if isinstance(sampler, RssSampler) else None
-            self.served += load.requests
-            self.client_completed += load.requests
+            if tollgate:
+                self.served += load.requests
+                self.client_completed += load.requests
         if load.errors:
             self.log(f"  {target.name}: errors {load.errors}")
         self.log(
@@ -1354,7 +1466,7 @@ class Bench:
         *,
         stream: bool,
         count: int,
-        server: Server | None = None,
+        server: Server | Peer | None = None,
         keys: Sequence[str] | None = None,
         paced: bool = False,
     ) -> dict[str, Any]:
@@ -1362,7 +1474,7 @@ class Bench:
         model = target.paced_model if paced else target.model
         body = chat_body(model, stream=stream)
         keys = list(keys if keys is not None else target.keys)
-        headers = {"Content-Type": "application/json"}
+        headers = {"Content-Type": "application/json", **target.headers}
         if keys:
             headers["Authorization"] = f"Bearer {keys[0]}"
         client = Client(target.host, target.port)
@@ -1389,7 +1501,7 @@ class Bench:
         finally:
             client.close()
         cpu1 = server.cpu() if server else 0.0
-        if server is not None:
+        if isinstance(server, Server):
             self.served += done
             self.client_completed += done
         totals.sort()
@@ -1638,6 +1750,23 @@ def report(results: dict[str, Any], options: Options) -> str:
         )
     lines.append("")
     lines.extend(targets_table(r, options))
+    if r.get("peers"):
+        from peers import comparison_table
+
+        lines.append("")
+        for name, info in r["peers"].items():
+            add(
+                f"Peer {name}: {info['version']}; first successful request "
+                f"{_f(info.get('start_to_first_request_s'), 1)} s after its start, idle RSS "
+                f"{_f(info.get('rss_idle_mb'), 1)} MB"
+            )
+        add("Ratios are Tollgate's figure / the peer's (CPU and latency: below 1 is cheaper).")
+        add("")
+        lines.extend(
+            comparison_table(
+                r, list(r["peers"]), connections=options.connections, tokens=options.tokens
+            )
+        )
     led = r.get("ledger")
     if led:
         lines.append("")
@@ -1820,7 +1949,24 @@ def parse_args(argv: Sequence[str] | None = None) -> tuple[argparse.Namespace, O
     parser.add_argument("--port", type=int, help="Tollgate's port (default: a free one)")
     parser.add_argument("--mock-port", type=int, help="the mock's port (default: a free one)")
     parser.add_argument("--json", type=Path, help="also write every figure to this JSON file")
+    parser.add_argument(
+        "--peers",
+        default="",
+        help="other gateways to give the same workloads in the same run, comma-separated: "
+        "portkey, litellm (installed outside the repository; see bench/peers.py)",
+    )
+    parser.add_argument(
+        "--peers-dir",
+        default=str(Path("~/.cache/tollgate-bench")),
+        help="where the peers are installed (default ~/.cache/tollgate-bench)",
+    )
     args = parser.parse_args(argv)
+    from peers import PeerError, parse_peers
+
+    try:
+        args.peers = parse_peers(args.peers)
+    except PeerError as exc:
+        parser.error(str(exc))
     quick = args.quick
     options = Options(
         quick=quick,
