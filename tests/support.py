@@ -27,8 +27,10 @@ from typing import TYPE_CHECKING, Any, Protocol
 
 import asyncpg
 import httpx
+import orjson
 import uvicorn
 from sqlalchemy.engine import make_url
+from tollgate_core.fake_upstream import FakeUpstream, UpstreamRecord
 
 if TYPE_CHECKING:
     import openai
@@ -293,6 +295,29 @@ class EmbeddedCluster:
 
 class _Caller(Protocol):
     headers: dict[str, str]
+
+
+def record_for(upstream: FakeUpstream, marker: str, timeout: float = 5) -> UpstreamRecord:
+    """The upstream's record of the request whose body holds `marker`, once it arrived."""
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        for record in list(upstream.records):
+            if marker in orjson.dumps(record.body).decode():
+                return record
+        time.sleep(0.01)
+    raise AssertionError("the upstream never saw the request")
+
+
+def settled_generation(api: httpx.Client, user: _Caller, timeout: float = 5) -> dict[str, Any]:
+    """The caller's latest generation, once it is no longer running (settled)."""
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        data = api.get("/v1/generations", headers=user.headers).json()["data"]
+        if data and data[0]["status"] != "running":
+            latest: dict[str, Any] = data[0]
+            return latest
+        time.sleep(0.05)
+    raise AssertionError("the generation was not settled")
 
 
 def balance(api: httpx.Client, user: _Caller) -> Decimal:

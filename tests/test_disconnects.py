@@ -14,32 +14,12 @@ import httpx
 import orjson
 import pytest
 from conftest import User
-from tollgate_core.fake_upstream import FakeUpstream, UpstreamRecord
+from support import record_for, settled_generation
+from tollgate_core.fake_upstream import FakeUpstream
 
 pytestmark = [pytest.mark.postgres, pytest.mark.e2e]
 
 PROVIDERS = ["openai", "gemini", "anthropic"]
-
-
-def _record_for(upstream: FakeUpstream, marker: str, timeout: float = 5) -> UpstreamRecord:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        for record in list(upstream.records):
-            if marker in orjson.dumps(record.body).decode():
-                return record
-        time.sleep(0.01)
-    raise AssertionError("the upstream never saw the request")
-
-
-def _settled(api: httpx.Client, user: User, timeout: float = 5) -> dict[str, Any]:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        data = api.get("/v1/generations", headers=user.headers).json()["data"]
-        if data and data[0]["status"] != "running":
-            settled: dict[str, Any] = data[0]
-            return settled
-        time.sleep(0.05)
-    raise AssertionError("the generation was not settled")
 
 
 def _admin_usage(api: httpx.Client, admin_headers: dict[str, str], user: User) -> dict[str, Any]:
@@ -80,9 +60,9 @@ def test_hang_up_after_a_few_chunks(
                 deltas += 1
                 if deltas == 3:
                     break
-    record = _record_for(upstream, marker)
+    record = record_for(upstream, marker)
     assert record.wait_disconnected(2.0), "the upstream connection was not closed"
-    generation = _settled(api, user)
+    generation = settled_generation(api, user)
     assert generation["status"] == "client_disconnected"
     assert generation["estimated"] is True
     out = int(generation["output_tokens"])
@@ -123,9 +103,9 @@ def test_hang_up_just_before_the_final_usage_chunk(
                 deltas += 1
                 if deltas == 3:
                     break
-    record = _record_for(upstream, marker)
+    record = record_for(upstream, marker)
     assert record.wait_disconnected(2.0)
-    generation = _settled(api, user)
+    generation = settled_generation(api, user)
     assert generation["status"] == "client_disconnected"
     # Counted from the three deltas ("tok0" is two tokens, "tok" and "0", to a real tokenizer).
     assert 3 <= int(generation["output_tokens"]) <= 6
@@ -156,10 +136,10 @@ def test_hang_up_before_the_first_byte(
             + f"Authorization: Bearer {user.token}\r\nContent-Length: {len(body)}\r\n\r\n".encode()
             + body
         )
-        record = _record_for(upstream, marker)
+        record = record_for(upstream, marker)
     # The socket is closed without a byte of the answer read.
     assert record.wait_disconnected(2.0)
-    generation = _settled(api, user)
+    generation = settled_generation(api, user)
     assert generation["status"] == "client_disconnected"
     # A client pays for what it received: nothing. The upstream had the prompt, so what it may
     # bill the operator for is recorded as unbilled, for reconciliation.
@@ -189,9 +169,9 @@ def test_non_streaming_client_hang_up_stops_the_upstream(
                 "messages": [{"role": "user", "content": f"{marker} [[fake:stall_first_s=20]]"}],
             },
         )
-    record = _record_for(upstream, marker)
+    record = record_for(upstream, marker)
     assert record.wait_disconnected(2.0)
-    assert _settled(api, user)["status"] == "client_disconnected"
+    assert settled_generation(api, user)["status"] == "client_disconnected"
 
 
 def test_send_and_close_before_the_upstream_call_charges_nothing(
@@ -267,6 +247,6 @@ def test_a_half_closed_client_is_answered_and_charged_for_its_answer(
             answer += chunk
     assert answer.startswith(b"HTTP/1.1 100 Continue\r\n\r\nHTTP/1.1 200 OK\r\n"), answer[:200]
     assert b"tok0" in answer and b"tok2" in answer
-    generation = _settled(api, user)
+    generation = settled_generation(api, user)
     assert generation["status"] == "completed"
     assert Decimal(str(generation["cost"])) > 0

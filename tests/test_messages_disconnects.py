@@ -6,7 +6,6 @@ stopped at once, and the client pays for the prompt and the deltas it was sent, 
 from __future__ import annotations
 
 import socket
-import time
 import uuid
 from collections.abc import Callable
 from decimal import Decimal
@@ -17,31 +16,12 @@ import httpx
 import orjson
 import pytest
 from conftest import User
-from tollgate_core.fake_upstream import FakeUpstream, UpstreamRecord
+from support import record_for, settled_generation
+from tollgate_core.fake_upstream import FakeUpstream
 
 pytestmark = [pytest.mark.postgres, pytest.mark.e2e]
 
 PROVIDERS = ["openai", "gemini", "anthropic"]
-
-
-def _record_for(upstream: FakeUpstream, marker: str, timeout: float = 5) -> UpstreamRecord:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        for record in list(upstream.records):
-            if marker in orjson.dumps(record.body).decode():
-                return record
-        time.sleep(0.01)
-    raise AssertionError("the upstream never saw the request")
-
-
-def _settled(api: httpx.Client, user: User, timeout: float = 5) -> dict[str, Any]:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        data = api.get("/v1/generations", headers=user.headers).json()["data"]
-        if data and data[0]["status"] != "running":
-            return data[0]  # type: ignore[no-any-return]
-        time.sleep(0.05)
-    raise AssertionError("the generation was not settled")
 
 
 def _balance(api: httpx.Client, user: User) -> dict[str, str]:
@@ -82,9 +62,9 @@ def test_hang_up_after_a_few_text_deltas(
                 deltas += 1
                 if deltas == 3:
                     break
-    record = _record_for(upstream, marker)
+    record = record_for(upstream, marker)
     assert record.wait_disconnected(2.0), "the upstream connection was not closed"
-    generation = _settled(api, user)
+    generation = settled_generation(api, user)
     assert generation["status"] == "client_disconnected"
     assert generation["estimated"] is True
     out = int(generation["output_tokens"])
@@ -135,10 +115,10 @@ def test_hang_up_in_the_middle_of_a_tool_call(
         for line in response.iter_lines():
             if '"type":"input_json_delta"' in line:
                 break
-    record = _record_for(upstream, marker)
+    record = record_for(upstream, marker)
     assert record.wait_disconnected(2.0)
     assert not record.completed
-    generation = _settled(api, user)
+    generation = settled_generation(api, user)
     assert generation["status"] == "client_disconnected"
     assert int(generation["output_tokens"]) >= 1
     expected = int(generation["input_tokens"]) + 2 * int(generation["output_tokens"])
@@ -168,9 +148,9 @@ def test_hang_up_before_the_first_byte_charges_nothing(
             + f"x-api-key: {_key(api, user)}\r\nContent-Length: {len(body)}\r\n\r\n".encode()
             + body
         )
-        record = _record_for(upstream, marker)
+        record = record_for(upstream, marker)
     assert record.wait_disconnected(2.0)
-    generation = _settled(api, user)
+    generation = settled_generation(api, user)
     assert generation["status"] == "client_disconnected"
     assert generation["cost"] == "0"
     assert _balance(api, user) == {"balance": "1000", "held": "0", "available": "1000"}
@@ -197,9 +177,9 @@ def test_non_streaming_client_hang_up_stops_the_upstream(
                 "messages": [{"role": "user", "content": f"{marker} [[fake:stall_first_s=20]]"}],
             },
         )
-    record = _record_for(upstream, marker)
+    record = record_for(upstream, marker)
     assert record.wait_disconnected(2.0)
-    generation = _settled(api, user)
+    generation = settled_generation(api, user)
     assert generation["status"] == "client_disconnected" and generation["cost"] == "0"
 
 
@@ -229,7 +209,7 @@ def test_an_upstream_failing_mid_stream_is_an_error_event(
     assert body["type"] == "error"
     assert body["error"]["type"] == "api_error"
     assert body["error"]["code"] == "upstream_error"
-    generation = _settled(api, user)
+    generation = settled_generation(api, user)
     assert generation["status"] == "upstream_error"
     # The prompt and the three deltas sent.
     expected = int(generation["input_tokens"]) + 2 * int(generation["output_tokens"])
@@ -282,9 +262,9 @@ def test_hang_up_while_the_model_thinks_pays_for_the_thinking_received(
                 thoughts += 1
                 if thoughts == 4:
                     break
-    record = _record_for(upstream, marker)
+    record = record_for(upstream, marker)
     assert record.wait_disconnected(2.0), "the upstream connection was not closed"
-    generation = _settled(api, user)
+    generation = settled_generation(api, user)
     assert generation["status"] == "client_disconnected"
     out = int(generation["output_tokens"])
     # Four pieces of thinking ("think0" may count as two tokens), not the hundred produced.
