@@ -42,6 +42,11 @@ def database_url() -> Iterator[str]:
         yield url
 
 
+ACCESS_TOKEN_TTL = 86_400
+"""The test servers' access-token lifetime: a day, so that session-scoped tokens outlive a slow
+run (a 24-minute run on a loaded machine once saw the admin's expire mid-way)."""
+
+
 def make_settings(database_url: str, data_dir: Path, **overrides: Any) -> Settings:
     values: dict[str, Any] = {
         "database_url": database_url,
@@ -54,9 +59,7 @@ def make_settings(database_url: str, data_dir: Path, **overrides: Any) -> Settin
         "admin_email": ADMIN_EMAIL,
         "admin_password": ADMIN_PASSWORD,
         "login_max_failures": 5,
-        # Session-scoped tokens (the admin's, the shared users') must outlive a slow run: a
-        # suite that took 24 minutes on a loaded machine once saw them expire mid-way.
-        "access_token_ttl_seconds": 86_400,
+        "access_token_ttl_seconds": ACCESS_TOKEN_TTL,
         # Every test registers from 127.0.0.1 into one database; the throttle's own tests
         # use addresses of their own.
         "register_max_taken_per_address": 1000,

@@ -523,10 +523,13 @@ class MessageUsagePublic(BaseModel):
 class MessagePublic(BaseModel):
     """Anthropic's `message` object, plus `generation_id`."""
 
-    id: str = Field(examples=["msg_5f0c2d9e8b1a4e7fa3c619d2b4e6f801"])
-    type: Literal["message"] = "message"
-    role: Literal["assistant"] = "assistant"
-    model: str = Field(examples=["claude-haiku-4-5"])
+    id: str = Field(
+        description="The message's id (the generation's, prefixed msg_)",
+        examples=["msg_5f0c2d9e8b1a4e7fa3c619d2b4e6f801"],
+    )
+    type: Literal["message"] = Field("message", description="Always `message`")
+    role: Literal["assistant"] = Field("assistant", description="Always `assistant`")
+    model: str = Field(description="The model asked for", examples=["claude-haiku-4-5"])
     content: list[dict[str, Any]] = Field(
         description="`text` and `tool_use` blocks", examples=[[{"type": "text", "text": "Hi"}]]
     )
@@ -534,7 +537,7 @@ class MessagePublic(BaseModel):
         description="Why the answer ended"
     )
     stop_sequence: str | None = Field(None, description="Always null: not reported")
-    usage: MessageUsagePublic
+    usage: MessageUsagePublic = Field(description="What the message used and cost")
     generation_id: str = Field(description="Look it up at /v1/generations/{generation_id}")
 
 
@@ -561,6 +564,6 @@ class AnthropicErrorObject(BaseModel):
 class AnthropicErrorEnvelope(BaseModel):
     """Every failure of /v1/messages, in Anthropic's shape (its SDKs raise their own classes)."""
 
-    type: Literal["error"] = "error"
-    error: AnthropicErrorObject
+    type: Literal["error"] = Field("error", description="Always `error`")
+    error: AnthropicErrorObject = Field(description="What went wrong")
     request_id: str = Field(description="Also in the request-id and X-Request-Id headers")

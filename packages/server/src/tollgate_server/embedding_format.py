@@ -69,7 +69,7 @@ class EmbeddingCreate(BaseModel):
 class EmbeddingPublic(BaseModel):
     """One input's vector."""
 
-    object: Literal["embedding"] = "embedding"
+    object: Literal["embedding"] = Field("embedding", description="Always `embedding`")
     index: int = Field(description="The input's place in the request", examples=[0])
     embedding: list[float] | str = Field(
         description="The vector: numbers, or base64 with encoding_format base64"
@@ -79,8 +79,8 @@ class EmbeddingPublic(BaseModel):
 class EmbeddingUsagePublic(BaseModel):
     """What the request used and cost."""
 
-    prompt_tokens: int = Field(examples=[8])
-    total_tokens: int = Field(examples=[8])
+    prompt_tokens: int = Field(description="The inputs' tokens", examples=[8])
+    total_tokens: int = Field(description="The same: embeddings have no output", examples=[8])
     cost: str = Field(description="Credits charged", examples=["0.00016"])
     estimated: bool = Field(
         description="Counted by Tollgate because the upstream reports no count (Gemini)",
@@ -91,10 +91,10 @@ class EmbeddingUsagePublic(BaseModel):
 class EmbeddingListPublic(BaseModel):
     """The answer of `/v1/embeddings`, in OpenAI's format, with the cost."""
 
-    object: Literal["list"] = "list"
-    data: list[EmbeddingPublic]
-    model: str = Field(examples=["text-embedding-3-small"])
-    usage: EmbeddingUsagePublic
+    object: Literal["list"] = Field("list", description="Always `list`")
+    data: list[EmbeddingPublic] = Field(description="One vector per input, in the inputs' order")
+    model: str = Field(description="The model asked for", examples=["text-embedding-3-small"])
+    usage: EmbeddingUsagePublic = Field(description="What the request used and cost")
     generation_id: uuid.UUID = Field(description="Look it up in /v1/generations")
 
 

@@ -38,7 +38,6 @@ from tollgate_core import (
     UpstreamTimeout,
     UpstreamUnavailable,
     Usage,
-    check_usage,
     embedding_bounds,
     estimate_embedding_tokens,
     hold_amount,
@@ -211,18 +210,7 @@ class EmbeddingGeneration(Generation):
             raw = replace(self.result.usage, output_tokens=0)
         else:
             raw = Usage(input_tokens=estimate, estimated=True)
-        checked = check_usage(
-            raw, embedding_bounds(inputs), input_estimate=estimate, output_estimate=0
-        )
-        if checked.replaced:
-            logger.error(
-                "embedding %s: the upstream reported counts out of range (%s); the gateway's "
-                "counts were used instead",
-                self.plan.generation_id,
-                ", ".join(checked.replaced),
-            )
-        self._checked = (checked.usage, checked.replaced)
-        return checked.usage
+        return self._checked_usage(raw, embedding_bounds(inputs), estimate, 0)
 
 
 class RoutedEmbedding:

@@ -787,8 +787,15 @@ class Generation:
             )
         else:
             raw = Usage(input_tokens=prompt_estimate(), output_tokens=produced, estimated=True)
+        return self._checked_usage(raw, bounds, prompt_estimate(), produced)
+
+    def _checked_usage(
+        self, raw: Usage, bounds: UsageBounds, input_estimate: int, output_estimate: int
+    ) -> Usage:
+        """`raw` (the upstream's report) checked against `bounds`, the gateway's estimates
+        standing in for counts out of range; logged when they did, and kept for the settlement."""
         checked = check_usage(
-            raw, bounds, input_estimate=prompt_estimate(), output_estimate=produced
+            raw, bounds, input_estimate=input_estimate, output_estimate=output_estimate
         )
         if checked.replaced:
             logger.error(
