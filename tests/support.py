@@ -10,6 +10,7 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import os
 import signal
 import socket
@@ -189,6 +190,8 @@ class ServeProcess:
                 env=self.env,
                 stdout=fd,
                 stderr=subprocess.STDOUT,
+                # Its own process group, so that its workers can be killed with it.
+                start_new_session=True,
             )
         finally:
             os.close(fd)
@@ -202,7 +205,9 @@ class ServeProcess:
             except httpx.HTTPError:
                 pass
             time.sleep(0.1)
-        raise AssertionError("serve did not become ready")
+        # Not left running (with its workers) for the rest of the session.
+        self._kill_group()
+        raise AssertionError(f"serve did not become ready: {self.output()[-2000:]}")
 
     def signal(self, signum: int) -> None:
         assert self.process is not None
@@ -236,9 +241,15 @@ class ServeProcess:
         return self
 
     def __exit__(self, *exc: object) -> None:
-        if self.process is not None and self.process.poll() is None:
-            self.process.kill()
-            self.process.wait()
+        self._kill_group()
+
+    def _kill_group(self) -> None:
+        """Kill the server and every process it started (its workers), if still running."""
+        if self.process is None:
+            return
+        with contextlib.suppress(ProcessLookupError):
+            os.killpg(self.process.pid, signal.SIGKILL)
+        self.process.wait()
 
 
 def _pg_ctl(args: list[str], pgdata: Path, **run: object) -> None:
