@@ -22,6 +22,7 @@ import logging
 import uuid
 
 from tollgate_server.db.raw import raw_connection
+from tollgate_server.errors import database_unavailable
 from tollgate_server.observability.metrics import get_metrics
 from tollgate_server.runtime import Runtime
 from tollgate_server.services import spool
@@ -128,8 +129,8 @@ async def run_heartbeat(runtime: Runtime) -> None:
         await asyncio.sleep(runtime.settings.heartbeat_seconds)
         try:
             await register_instance(runtime)
-        except Exception:  # a database outage must not end the loop
-            logger.warning("heartbeat failed; will retry", exc_info=True)
+        except Exception as exc:  # a database outage must not end the loop
+            _retry_later("heartbeat", exc)
 
 
 async def run_sweeper(runtime: Runtime) -> None:
@@ -137,5 +138,14 @@ async def run_sweeper(runtime: Runtime) -> None:
         await asyncio.sleep(runtime.settings.sweep_interval_seconds)
         try:
             await sweep_once(runtime)
-        except Exception:  # a database outage must not end the loop
-            logger.warning("sweep failed; will retry", exc_info=True)
+        except Exception as exc:  # a database outage must not end the loop
+            _retry_later("sweep", exc)
+
+
+def _retry_later(task: str, exc: Exception) -> None:
+    """Log a failed round of a background loop: one line for a database outage (expected, and
+    said once more by whoever notices it first), a traceback for anything else (a bug)."""
+    if database_unavailable(exc):
+        logger.warning("%s failed: the database is unavailable (%s); will retry", task, exc)
+    else:
+        logger.warning("%s failed; will retry", task, exc_info=True)
