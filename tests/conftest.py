@@ -178,8 +178,7 @@ def _login(client: httpx.Client, email: str, password: str) -> dict[str, Any]:
 @pytest.fixture(scope="session")
 def admin_headers(server: ServerThread) -> dict[str, str]:
     with httpx.Client(base_url=server.url, timeout=30) as client:
-        tokens = _login(client, ADMIN_EMAIL, ADMIN_PASSWORD)
-    return {"Authorization": f"Bearer {tokens['access_token']}"}
+        return admin_bearer(client)
 
 
 @dataclass
@@ -200,27 +199,46 @@ def make_user(api: httpx.Client, admin_headers: dict[str, str]) -> Callable[...,
     """Register, optionally fund, and log in a fresh client account."""
 
     def make(credits: str | int | Decimal | None = None, *, admin: bool = False) -> User:
-        email = f"user-{uuid.uuid4().hex[:12]}@example.com"
-        created = api.post("/v1/auth/register", json={"email": email, "password": PASSWORD})
-        assert created.status_code == 201, created.text
-        account_id = created.json()["id"]
-        if admin:
-            promoted = api.patch(
-                f"/v1/admin/users/{account_id}", json={"role": "admin"}, headers=admin_headers
-            )
-            assert promoted.status_code == 200, promoted.text
-        if credits is not None:
-            grant(api, admin_headers, account_id, str(credits))
-        tokens = _login(api, email, PASSWORD)
-        return User(
-            id=account_id,
-            email=email,
-            password=PASSWORD,
-            tokens=tokens,
-            headers={"Authorization": f"Bearer {tokens['access_token']}"},
-        )
+        return new_user(api, admin_headers, credits, admin=admin)
 
     return make
+
+
+def new_user(
+    api: httpx.Client,
+    admin_headers: dict[str, str],
+    credits: str | int | Decimal | None = None,
+    *,
+    admin: bool = False,
+    prefix: str = "user",
+) -> User:
+    """A fresh client account on the server `api` talks to: registered, optionally made an
+    admin and funded, and logged in."""
+    email = f"{prefix}-{uuid.uuid4().hex[:12]}@example.com"
+    created = api.post("/v1/auth/register", json={"email": email, "password": PASSWORD})
+    assert created.status_code == 201, created.text
+    account_id = created.json()["id"]
+    if admin:
+        promoted = api.patch(
+            f"/v1/admin/users/{account_id}", json={"role": "admin"}, headers=admin_headers
+        )
+        assert promoted.status_code == 200, promoted.text
+    if credits is not None:
+        grant(api, admin_headers, account_id, str(credits))
+    tokens = _login(api, email, PASSWORD)
+    return User(
+        id=account_id,
+        email=email,
+        password=PASSWORD,
+        tokens=tokens,
+        headers={"Authorization": f"Bearer {tokens['access_token']}"},
+    )
+
+
+def admin_bearer(api: httpx.Client) -> dict[str, str]:
+    """The seeded admin's Authorization header on the server `api` talks to."""
+    tokens = _login(api, ADMIN_EMAIL, ADMIN_PASSWORD)
+    return {"Authorization": f"Bearer {tokens['access_token']}"}
 
 
 def grant(

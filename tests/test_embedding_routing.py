@@ -14,7 +14,7 @@ from typing import Any
 import asyncpg
 import httpx
 import pytest
-from conftest import ADMIN_EMAIL, ADMIN_PASSWORD, PASSWORD, User, grant, make_settings
+from conftest import User, admin_bearer, make_settings, new_user
 from support import ServerThread, asyncpg_dsn, balance
 from tollgate_core.fake_upstream import FakeUpstream, fake_vector
 from tollgate_server.app import create_app
@@ -76,27 +76,13 @@ def rapi(routed: ServerThread) -> Iterator[httpx.Client]:
 
 @pytest.fixture
 def radmin(rapi: httpx.Client) -> dict[str, str]:
-    tokens = rapi.post(
-        "/v1/auth/login", json={"email": ADMIN_EMAIL, "password": ADMIN_PASSWORD}
-    ).json()
-    return {"Authorization": f"Bearer {tokens['access_token']}"}
+    return admin_bearer(rapi)
 
 
 @pytest.fixture
 def ruser(rapi: httpx.Client, radmin: dict[str, str]) -> Callable[[str], User]:
     def make(credits: str) -> User:
-        email = f"embed-route-{uuid.uuid4().hex[:12]}@example.com"
-        created = rapi.post("/v1/auth/register", json={"email": email, "password": PASSWORD})
-        assert created.status_code == 201, created.text
-        grant(rapi, radmin, created.json()["id"], credits)
-        tokens = rapi.post("/v1/auth/login", json={"email": email, "password": PASSWORD}).json()
-        return User(
-            id=created.json()["id"],
-            email=email,
-            password=PASSWORD,
-            tokens=tokens,
-            headers={"Authorization": f"Bearer {tokens['access_token']}"},
-        )
+        return new_user(rapi, radmin, credits, prefix="embed-route")
 
     return make
 
