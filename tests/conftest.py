@@ -16,10 +16,11 @@ from decimal import Decimal
 from pathlib import Path
 from typing import Any
 
+import asyncpg
 import httpx
 import pytest
 from sqlalchemy.ext.asyncio import create_async_engine
-from support import ServerThread, json_object, test_database_url
+from support import ServerThread, asyncpg_dsn, json_object, test_database_url
 from tollgate_core.fake_upstream import FakeUpstream
 from tollgate_server.app import create_app
 from tollgate_server.services.invariants import (
@@ -328,3 +329,60 @@ def no_secrets_in_responses() -> Iterator[None]:
     patch.setattr(httpx.Response, "aiter_raw", checked_aiter_raw)
     yield
     patch.undo()
+
+
+# --- a routed server: several fake upstreams as the deployments of a model ------------------
+# For the routing suites (tests/test_routing.py, tests/test_embedding_routing.py): each module
+# defines its own `routed` server (its settings) and asks for `calm` and `no_deployments_left`.
+
+
+@pytest.fixture(scope="module")
+def fakes() -> Iterator[list[FakeUpstream]]:
+    with (
+        FakeUpstream.in_thread() as a,
+        FakeUpstream.in_thread() as b,
+        FakeUpstream.in_thread() as c,
+    ):
+        yield [a, b, c]
+
+
+@pytest.fixture
+def calm(fakes: list[FakeUpstream]) -> None:
+    for fake in fakes:
+        fake.fault = ""
+        fake.clear()
+
+
+@pytest.fixture(scope="module")
+def no_deployments_left(database_url: str) -> Iterator[None]:
+    """The database is shared with every other test's servers, which hold other secret keys:
+    a deployment left behind would be a key they cannot decrypt, and stop them starting."""
+    yield
+
+    async def clear() -> None:
+        conn = await asyncpg.connect(asyncpg_dsn(database_url))
+        try:
+            await conn.execute("DELETE FROM deployments")
+        finally:
+            await conn.close()
+
+    asyncio.run(clear())
+
+
+@pytest.fixture
+def rapi(routed: ServerThread) -> Iterator[httpx.Client]:
+    with httpx.Client(base_url=routed.url, timeout=30) as client:
+        yield client
+
+
+@pytest.fixture
+def radmin(rapi: httpx.Client) -> dict[str, str]:
+    return admin_bearer(rapi)
+
+
+@pytest.fixture
+def ruser(rapi: httpx.Client, radmin: dict[str, str]) -> Callable[[str], User]:
+    def make(credits: str) -> User:
+        return new_user(rapi, radmin, credits, prefix="routed")
+
+    return make

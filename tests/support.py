@@ -352,3 +352,30 @@ def json_object(response: httpx.Response) -> dict[str, Any]:
     body = response.json()
     assert isinstance(body, dict), response.text
     return body
+
+
+def add_deployment(
+    api: httpx.Client, admin: dict[str, str], model: str, fake: FakeUpstream, **fields: Any
+) -> dict[str, Any]:
+    """A deployment of `model` on the fake upstream `fake`, made through the admin API."""
+    response = api.post(
+        "/v1/admin/deployments",
+        json={
+            "model": model,
+            "provider": "openai",
+            "base_url": fake.openai_base_url,
+            "api_key": "sk-deployment-" + uuid.uuid4().hex,
+            **fields,
+        },
+        headers=admin,
+    )
+    assert response.status_code == 201, response.text
+    return json_object(response)
+
+
+def routed_generation(api: httpx.Client, admin: dict[str, str], response: httpx.Response) -> Any:
+    """The admin's view of the generation `response` answered (with its attempts)."""
+    generation_id = response.headers["X-Tollgate-Generation-Id"]
+    found = api.get(f"/v1/admin/generations/{generation_id}", headers=admin)
+    assert found.status_code == 200, found.text
+    return found.json()

@@ -5,53 +5,27 @@ Two fake upstreams on their own ports are the deployments, scripted apart with `
 
 from __future__ import annotations
 
-import asyncio
 import uuid
 from collections.abc import Callable, Iterator
 from decimal import Decimal
-from typing import Any
 
-import asyncpg
 import httpx
 import pytest
-from conftest import User, admin_bearer, make_settings, new_user
-from support import ServerThread, asyncpg_dsn, balance
+from conftest import User, make_settings
+from support import ServerThread, add_deployment, balance, routed_generation
 from tollgate_core.fake_upstream import FakeUpstream, fake_vector
 from tollgate_server.app import create_app
 
-pytestmark = [pytest.mark.postgres, pytest.mark.e2e]
+pytestmark = [
+    pytest.mark.postgres,
+    pytest.mark.e2e,
+    # The routed server's fixtures are conftest's, as for tests/test_routing.py.
+    pytest.mark.usefixtures("calm", "no_deployments_left"),
+]
 
 TEXTS = ["route this text", "and this one"]
 INPUT_TOKENS = sum(len(text.split()) + 2 for text in TEXTS)
 """What the fake OpenAI upstream counts for `TEXTS`."""
-
-
-@pytest.fixture(scope="module")
-def fakes() -> Iterator[list[FakeUpstream]]:
-    with FakeUpstream.in_thread() as a, FakeUpstream.in_thread() as b:
-        yield [a, b]
-
-
-@pytest.fixture(autouse=True)
-def calm(fakes: list[FakeUpstream]) -> None:
-    for fake in fakes:
-        fake.fault = ""
-        fake.clear()
-
-
-@pytest.fixture(scope="module", autouse=True)
-def no_deployments_left(database_url: str) -> Iterator[None]:
-    """Deployments hold keys other tests' servers may not decrypt: none is left behind."""
-    yield
-
-    async def clear() -> None:
-        conn = await asyncpg.connect(asyncpg_dsn(database_url))
-        try:
-            await conn.execute("DELETE FROM deployments")
-        finally:
-            await conn.close()
-
-    asyncio.run(clear())
 
 
 @pytest.fixture(scope="module")
@@ -66,25 +40,6 @@ def routed(
     )
     with ServerThread(create_app(settings, provider_env=provider_env)) as running:
         yield running
-
-
-@pytest.fixture
-def rapi(routed: ServerThread) -> Iterator[httpx.Client]:
-    with httpx.Client(base_url=routed.url, timeout=30) as client:
-        yield client
-
-
-@pytest.fixture
-def radmin(rapi: httpx.Client) -> dict[str, str]:
-    return admin_bearer(rapi)
-
-
-@pytest.fixture
-def ruser(rapi: httpx.Client, radmin: dict[str, str]) -> Callable[[str], User]:
-    def make(credits: str) -> User:
-        return new_user(rapi, radmin, credits, prefix="embed-route")
-
-    return make
 
 
 def add_model(api: httpx.Client, admin: dict[str, str], *, price: str = "1000000") -> str:
@@ -107,38 +62,12 @@ def add_model(api: httpx.Client, admin: dict[str, str], *, price: str = "1000000
     return name
 
 
-def add_deployment(
-    api: httpx.Client, admin: dict[str, str], model: str, fake: FakeUpstream, **fields: Any
-) -> dict[str, Any]:
-    response = api.post(
-        "/v1/admin/deployments",
-        json={
-            "model": model,
-            "provider": "openai",
-            "base_url": fake.openai_base_url,
-            "api_key": "sk-deployment-" + uuid.uuid4().hex,
-            **fields,
-        },
-        headers=admin,
-    )
-    assert response.status_code == 201, response.text
-    return dict(response.json())
-
-
 def embed(api: httpx.Client, user: User, model: str) -> httpx.Response:
     return api.post(
         "/v1/embeddings",
         json={"model": model, "input": TEXTS, "encoding_format": "float"},
         headers=user.headers,
     )
-
-
-def admin_generation(api: httpx.Client, admin: dict[str, str], response: httpx.Response) -> Any:
-    found = api.get(
-        f"/v1/admin/generations/{response.headers['X-Tollgate-Generation-Id']}", headers=admin
-    )
-    assert found.status_code == 200, found.text
-    return found.json()
 
 
 @pytest.mark.parametrize("status", [429, 503])
@@ -160,7 +89,7 @@ def test_a_failing_deployment_is_retried_on_the_next_and_charged_once(
     assert response.status_code == 200, response.text
     assert [d["embedding"] for d in response.json()["data"]] == [fake_vector(t) for t in TEXTS]
     assert len(fakes[0].records) == 1 and len(fakes[1].records) == 1
-    found = admin_generation(rapi, radmin, response)
+    found = routed_generation(rapi, radmin, response)
     assert (found["endpoint"], found["status"]) == ("embeddings", "completed")
     assert found["deployment_id"] == second["id"]
     assert [
@@ -208,7 +137,7 @@ def test_a_fallback_embedding_model_serves_at_its_own_price(
     response = embed(rapi, user, model)
 
     assert response.status_code == 200, response.text
-    found = admin_generation(rapi, radmin, response)
+    found = routed_generation(rapi, radmin, response)
     assert found["served_model"] == fallback
     # The fallback's price: 3 credits an input token.
     assert balance(rapi, user) == Decimal(1000 - 3 * INPUT_TOKENS)

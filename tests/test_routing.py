@@ -16,47 +16,18 @@ from typing import Any
 import asyncpg
 import httpx
 import pytest
-from conftest import User, admin_bearer, make_settings, new_user, upstream_env
-from support import ServerThread, asyncpg_dsn, json_object
+from conftest import User, make_settings, upstream_env
+from support import ServerThread, add_deployment, asyncpg_dsn, routed_generation
 from tollgate_core import ConfigurationError, Message, Price, hold_amount
 from tollgate_core.fake_upstream import FakeUpstream
 from tollgate_core.tokens import estimate_messages_tokens
 from tollgate_server.app import create_app
 
+# The routed server's fixtures (`fakes`, `calm`, `rapi`, `radmin`, `ruser`) are conftest's;
+# this module's `routed` is the server they talk to.
+pytestmark = pytest.mark.usefixtures("calm", "no_deployments_left")
+
 PROMPT = "Say hello to the routing tests."
-
-
-@pytest.fixture(scope="module")
-def fakes() -> Iterator[list[FakeUpstream]]:
-    with (
-        FakeUpstream.in_thread() as a,
-        FakeUpstream.in_thread() as b,
-        FakeUpstream.in_thread() as c,
-    ):
-        yield [a, b, c]
-
-
-@pytest.fixture(autouse=True)
-def calm(fakes: list[FakeUpstream]) -> None:
-    for fake in fakes:
-        fake.fault = ""
-        fake.clear()
-
-
-@pytest.fixture(scope="module", autouse=True)
-def no_deployments_left(database_url: str) -> Iterator[None]:
-    """The database is shared with every other test's servers, which hold other secret keys:
-    a deployment left behind would be a key they cannot decrypt, and stop them starting."""
-    yield
-
-    async def clear() -> None:
-        conn = await asyncpg.connect(asyncpg_dsn(database_url))
-        try:
-            await conn.execute("DELETE FROM deployments")
-        finally:
-            await conn.close()
-
-    asyncio.run(clear())
 
 
 @pytest.fixture(scope="module")
@@ -76,25 +47,6 @@ def routed(
     )
     with ServerThread(create_app(settings, provider_env=upstream_env(upstream))) as running:
         yield running
-
-
-@pytest.fixture
-def rapi(routed: ServerThread) -> Iterator[httpx.Client]:
-    with httpx.Client(base_url=routed.url, timeout=30) as client:
-        yield client
-
-
-@pytest.fixture
-def radmin(rapi: httpx.Client) -> dict[str, str]:
-    return admin_bearer(rapi)
-
-
-@pytest.fixture
-def ruser(rapi: httpx.Client, radmin: dict[str, str]) -> Callable[[str], User]:
-    def make(credits: str) -> User:
-        return new_user(rapi, radmin, credits, prefix="route")
-
-    return make
 
 
 def add_model(
@@ -120,37 +72,12 @@ def add_model(
     return name
 
 
-def add_deployment(
-    api: httpx.Client, admin: dict[str, str], model: str, fake: FakeUpstream, **fields: Any
-) -> dict[str, Any]:
-    response = api.post(
-        "/v1/admin/deployments",
-        json={
-            "model": model,
-            "provider": "openai",
-            "base_url": fake.openai_base_url,
-            "api_key": "sk-deployment-" + uuid.uuid4().hex,
-            **fields,
-        },
-        headers=admin,
-    )
-    assert response.status_code == 201, response.text
-    return json_object(response)
-
-
 def chat(api: httpx.Client, user: User, model: str, **body: Any) -> httpx.Response:
     return api.post(
         "/v1/chat/completions",
         json={"model": model, "messages": [{"role": "user", "content": PROMPT}], **body},
         headers=user.headers,
     )
-
-
-def generation(api: httpx.Client, admin: dict[str, str], response: httpx.Response) -> Any:
-    generation_id = response.headers["X-Tollgate-Generation-Id"]
-    found = api.get(f"/v1/admin/generations/{generation_id}", headers=admin)
-    assert found.status_code == 200, found.text
-    return found.json()
 
 
 def entries(database_url: str, account_id: str) -> list[tuple[str, int, Any]]:
@@ -188,7 +115,7 @@ def test_a_failing_deployment_is_retried_on_the_next_and_charged_once(
 
     assert response.status_code == 200, response.text
     assert len(fakes[0].records) == 1 and len(fakes[1].records) == 1
-    found = generation(rapi, radmin, response)
+    found = routed_generation(rapi, radmin, response)
     assert found["status"] == "completed"
     assert found["deployment_id"] == second["id"]
     assert found["served_model"] == model
@@ -258,7 +185,7 @@ def test_a_failure_after_the_first_token_is_not_retried(
     assert response.status_code == 200
     assert '"error"' in body and "[DONE]" not in body.split('"error"')[0][-20:]
     assert len(fakes[1].records) == 0, "retried after a token had been forwarded"
-    found = generation(rapi, radmin, response)
+    found = routed_generation(rapi, radmin, response)
     assert found["status"] == "upstream_error"
     assert [a["outcome"] for a in found["attempts"]] == ["failed_mid_stream"]
     assert Decimal(found["cost"]) > 0, "the deltas it received are charged"
@@ -281,7 +208,7 @@ def test_every_deployment_down_charges_nothing_and_releases_the_hold(
 
     assert response.status_code in (502, 503), response.text
     assert sum(len(f.records) for f in fakes) == 3
-    found = generation(rapi, radmin, response)
+    found = routed_generation(rapi, radmin, response)
     assert found["cost"] == "0" and len(found["attempts"]) == 3
     balance = rapi.get("/v1/balance", headers=user.headers).json()
     assert balance == {"balance": "1000", "held": "0", "available": "1000"}
@@ -358,7 +285,7 @@ def test_a_cooling_deployment_gets_no_traffic_until_its_probe_succeeds(
     time.sleep(1.2)  # the cooldown ends: one probe, which succeeds
     response = chat(rapi, user, model)
     assert response.status_code == 200
-    assert generation(rapi, radmin, response)["deployment_id"] == flaky["id"]
+    assert routed_generation(rapi, radmin, response)["deployment_id"] == flaky["id"]
     assert len(fakes[0].records) == 3
     assert (
         rapi.get(f"/v1/admin/deployments/{flaky['id']}", headers=radmin).json()["cooldown_seconds"]
@@ -410,7 +337,7 @@ def test_retries_stop_at_the_overall_deadline(
     elapsed = time.monotonic() - began
 
     assert response.status_code == 504, response.text
-    found = generation(rapi, radmin, response)
+    found = routed_generation(rapi, radmin, response)
     # Five deployments and five attempts allowed, but a 2 s deadline and 0.8 s per attempt:
     # the third starts before the deadline, no fourth does.
     assert 2 <= len(found["attempts"]) <= 3
@@ -445,7 +372,7 @@ def test_fallbacks_hold_at_the_dearest_and_charge_the_model_that_served(
     fakes[0].fault = "status=503"
     response = chat(rapi, user, cheap)
     assert response.status_code == 200, response.text
-    found = generation(rapi, radmin, response)
+    found = routed_generation(rapi, radmin, response)
     assert found["model"] == cheap and found["served_model"] == dear
     assert Decimal(found["hold"]) * 1_000_000 == dear_hold
     tokens = found["input_tokens"] + found["output_tokens"]
@@ -455,7 +382,7 @@ def test_fallbacks_hold_at_the_dearest_and_charge_the_model_that_served(
     fakes[0].fault, fakes[1].fault = "", "status=503"
     response = chat(rapi, user, dear)
     assert response.status_code == 200, response.text
-    found = generation(rapi, radmin, response)
+    found = routed_generation(rapi, radmin, response)
     assert found["served_model"] == cheap
     assert Decimal(found["hold"]) * 1_000_000 == dear_hold
     assert Decimal(found["cost"]) == found["input_tokens"] + found["output_tokens"]
@@ -507,7 +434,7 @@ def test_no_deployment_key_appears_in_a_response_log_or_error(
     ]
     failed = chat(rapi, user, model)
     assert failed.status_code == 502
-    bodies += [failed.text, str(generation(rapi, radmin, failed))]
+    bodies += [failed.text, str(routed_generation(rapi, radmin, failed))]
     with rapi.stream(
         "POST",
         "/v1/chat/completions",
