@@ -341,9 +341,8 @@ def test_an_image_as_a_data_url_reaches_the_upstream_and_is_held_for(
     )
     client.chat.completions.create(model=test_models[provider], messages=messages, max_tokens=1)
     holds = [
-        -Decimal(entry["amount"]) + Decimal(entry["held_delta"])
-        for entry in api.get("/v1/ledger", headers=user.headers).json()["data"]
-        if entry["kind"] == "hold"
+        Decimal(generation["hold"])
+        for generation in api.get("/v1/generations", headers=user.headers).json()["data"]
     ]
     with_image, text_only = holds[0], holds[1]  # newest first
     assert with_image - text_only >= 1290

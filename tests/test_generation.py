@@ -227,7 +227,7 @@ def test_disabled_model_and_disabled_account_are_refused(
     assert blocked.json()["error"]["code"] == "account_disabled"
     # The account's own routes refuse it now too (issue 21): an admin reads its ledger.
     ledger = api.get(f"/v1/admin/users/{user.id}/ledger", headers=admin_headers).json()["data"]
-    assert [entry["kind"] for entry in ledger] == ["topup"]  # no hold was taken
+    assert [entry["kind"] for entry in ledger] == ["topup"]  # nothing was charged or released
     assert ledger[0]["held_after"] == "0"
 
 

@@ -79,10 +79,9 @@ async def spend_per_key(*, session: AsyncSession, account_id: uuid.UUID) -> dict
     """Micro-credits charged through each of the account's API keys, all time."""
     rows = await session.execute(
         text(
-            # By the account's keys, so the partial index on api_key_id serves it.
+            # A key's generations are its account's: `ix_generations_account_created` serves.
             "SELECT api_key_id, coalesce(sum(cost), 0)::bigint AS cost FROM generations "
-            "WHERE api_key_id IN (SELECT id FROM api_keys WHERE account_id = :account) "
-            "GROUP BY api_key_id"
+            "WHERE account_id = :account AND api_key_id IS NOT NULL GROUP BY api_key_id"
         ),
         {"account": account_id},
     )

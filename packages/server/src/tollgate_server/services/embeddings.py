@@ -45,6 +45,7 @@ from tollgate_core import (
 )
 from tollgate_core.errors import UpstreamAuthenticationError
 
+from tollgate_server.db.ids import time_ordered_uuid
 from tollgate_server.embedding_format import EmbeddingCreate
 from tollgate_server.errors import (
     InvalidParameters,
@@ -144,7 +145,7 @@ async def plan_embedding(
         # The hold covers the dearest model that may serve: the admission bound holds.
         hold = max(hold, hold_amount(prompt_tokens=total, max_tokens=0, price=fallback.price))
     return EmbeddingPlan(
-        generation_id=uuid.uuid4(),
+        generation_id=time_ordered_uuid(),
         account_id=account_id,
         api_key_id=api_key_id,
         model=model,

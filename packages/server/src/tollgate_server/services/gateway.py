@@ -77,6 +77,7 @@ from tollgate_core import (
 from tollgate_core.tool_calls import join_tool_calls
 
 from tollgate_server.anthropic_format import MessageCreate
+from tollgate_server.db.ids import time_ordered_uuid
 from tollgate_server.db.raw import raw_connection, run_with_retry
 from tollgate_server.errors import (
     Forbidden,
@@ -101,10 +102,6 @@ from tollgate_server.services.late_charges import deliver_settlement
 from tollgate_server.services.routing import Attempt, Route, RoutedCall
 
 logger = logging.getLogger("tollgate.gateway")
-
-DEADLINE_MARGIN_SECONDS = 120.0
-"""Added to the maximum generation time for the sweeper's deadline: a live process has settled
-every generation well before it."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -280,7 +277,7 @@ async def plan_generation(
                 ),
             )
     return Plan(
-        generation_id=uuid.uuid4(),
+        generation_id=time_ordered_uuid(),
         account_id=account_id,
         api_key_id=api_key_id,
         model=model,
@@ -472,7 +469,7 @@ class Generation:
             stream=plan.stream,
             max_tokens=plan.request.max_tokens,
             prompt_tokens=plan.prompt_tokens,
-            deadline_seconds=self.settings.max_generation_seconds + DEADLINE_MARGIN_SECONDS,
+            deadline_seconds=self.settings.max_generation_seconds + ledger.DEADLINE_MARGIN_SECONDS,
             instance_id=self.runtime.instance_id,
             endpoint=plan.endpoint,
         )
@@ -956,7 +953,9 @@ async def settle_when_possible(
     kept for it, and if this process exits first the next start replays it.
     """
     loop = asyncio.get_running_loop()
-    give_up_at = loop.time() + runtime.settings.max_generation_seconds + DEADLINE_MARGIN_SECONDS
+    give_up_at = (
+        loop.time() + runtime.settings.max_generation_seconds + ledger.DEADLINE_MARGIN_SECONDS
+    )
     delay = 0.2
     while spooled or loop.time() < give_up_at:
         await asyncio.sleep(delay)

@@ -15,11 +15,6 @@ CHECKS: dict[str, str] = {
         FROM accounts a LEFT JOIN ledger_entries e ON e.account_id = a.id
         GROUP BY a.id HAVING a.balance <> coalesce(sum(e.amount), 0)
     """,
-    "held equals the sum of the entries' held changes": """
-        SELECT a.id, a.held, coalesce(sum(e.held_delta), 0) AS entries
-        FROM accounts a LEFT JOIN ledger_entries e ON e.account_id = a.id
-        GROUP BY a.id HAVING a.held <> coalesce(sum(e.held_delta), 0)
-    """,
     "held and running equal the holds of unsettled generations": """
         SELECT a.id, a.held, a.running, coalesce(g.holds, 0), coalesce(g.n, 0)
         FROM accounts a LEFT JOIN (
@@ -28,10 +23,11 @@ CHECKS: dict[str, str] = {
         ) g ON g.account_id = a.id
         WHERE a.held <> coalesce(g.holds, 0) OR a.running <> coalesce(g.n, 0)
     """,
-    "every generation has exactly one hold entry": """
-        SELECT g.id FROM generations g
-        LEFT JOIN ledger_entries e ON e.generation_id = g.id AND e.kind = 'hold'
-        GROUP BY g.id HAVING count(e.id) <> 1
+    # Holds are not entries since migration 0012 (they move no credit); earlier generations
+    # keep theirs, at most one each.
+    "no generation has two hold entries": """
+        SELECT generation_id FROM ledger_entries WHERE kind = 'hold'
+        GROUP BY generation_id HAVING count(*) > 1
     """,
     "every settled generation has exactly one charge or release, equal to its cost": """
         SELECT g.id, g.cost, count(e.id) AS settlements, min(e.amount) AS amount
@@ -63,11 +59,14 @@ CHECKS: dict[str, str] = {
     """,
     "each entry's balance_after continues the one before it": """
         SELECT id, account_id FROM (
-            SELECT id, account_id, balance_after, held_after,
-                   sum(amount) OVER w AS running_balance, sum(held_delta) OVER w AS running_held
+            SELECT id, account_id, balance_after, sum(amount) OVER w AS running_balance
             FROM ledger_entries
             WINDOW w AS (PARTITION BY account_id ORDER BY id)
-        ) x WHERE balance_after <> running_balance OR held_after <> running_held
+        ) x WHERE balance_after <> running_balance
+    """,
+    "no entry but an old hold entry raised the held sum": """
+        SELECT id, account_id, kind, held_delta FROM ledger_entries
+        WHERE held_delta > 0 AND kind <> 'hold'
     """,
     # Migration 0010: a key's spend counters follow its generations, period by period.
     "each key's held spend equals the holds of its unsettled generations": """

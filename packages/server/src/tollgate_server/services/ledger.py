@@ -5,6 +5,10 @@ transaction as the change itself. Admission is ONE guarded statement: the row lo
 ``UPDATE accounts`` serialises concurrent admissions for an account, so a thousand requests in
 parallel cannot overspend. Settlement is ONE statement too, guarded by ``settled_at IS NULL`` and
 a unique index, so running it twice charges once.
+
+A hold moves no credit: it is the running generation's `hold`, summed in ``accounts.held``, and
+since migration 0012 it writes no ledger entry (that entry was an eighth of a generation's WAL).
+The settlement's entry says what the hold was (``held_delta``) and what was charged (``amount``).
 """
 
 from __future__ import annotations
@@ -35,6 +39,10 @@ from tollgate_server.errors import (
 from tollgate_server.services.alerts import check_balance_alert
 
 # --- admission and settlement (raw asyncpg: the hot path) ----------------------------------
+
+DEADLINE_MARGIN_SECONDS = 120.0
+"""Added to the maximum generation time for the sweeper's deadline: a live process has settled
+every generation well before it."""
 
 ADMIT_SQL = """
 WITH cur AS (
@@ -130,11 +138,6 @@ WITH cur AS (
            now() + make_interval(secs => $14), $18, (SELECT period_start FROM ks), $20
     FROM acc
     RETURNING id
-), entry AS (
-    INSERT INTO ledger_entries (
-        account_id, kind, amount, held_delta, balance_after, held_after, generation_id
-    )
-    SELECT acc.id, 'hold', 0, $2, acc.balance, acc.held, gen.id FROM acc, gen
 ), kfull AS (
     -- Refused by the key's budget: the 100 per cent alert, unless this period raised it.
     UPDATE key_spend s SET alerted = 100

@@ -27,7 +27,7 @@ from tollgate_server.observability.metrics import get_metrics
 from tollgate_server.runtime import Runtime
 from tollgate_server.services import spool
 from tollgate_server.services.late_charges import deliver_settlement
-from tollgate_server.services.ledger import Outcome, settle
+from tollgate_server.services.ledger import DEADLINE_MARGIN_SECONDS, Outcome, settle
 
 logger = logging.getLogger("tollgate.sweeper")
 
@@ -35,10 +35,21 @@ ORPHANS_SQL = """
 SELECT g.id FROM generations g
 LEFT JOIN instances i ON i.id = g.instance_id
 WHERE g.settled_at IS NULL AND g.id <> ALL($2::uuid[])
+  AND g.created_at > now() - make_interval(secs => $3)
   AND (g.deadline_at < now() OR i.id IS NULL
        OR i.heartbeat_at < now() - make_interval(secs => $1))
 ORDER BY g.deadline_at LIMIT 500
 """
+"""Generations nobody will settle, among those admitted in the last $3 seconds. No index names
+`settled_at` (so that the settlement's update is HOT, migration 0012): the look back is a range
+of `ix_generations_created`, and only the first sweep of each process looks at all of them."""
+
+LOOK_BACK_SECONDS = 86_400.0
+"""How far back a routine sweep looks beyond the longest deadline: a generation stays unsettled
+past its deadline only while no process sweeps, and every process's first sweep looks at all."""
+
+EVERYTHING = 1e9
+"""A look back (about 31 years) that covers every generation."""
 
 REGISTER_SQL = """
 INSERT INTO instances (id) VALUES ($1)
@@ -79,9 +90,16 @@ async def replay_spools(runtime: Runtime) -> int:
     return replayed
 
 
-async def sweep_once(runtime: Runtime) -> int:
-    """Replay abandoned spool files, then settle every expired generation; returns how many
-    were swept."""
+def look_back(runtime: Runtime) -> float:
+    """The routine sweep's window: the longest deadline, and a day more."""
+    settings = runtime.settings
+    return settings.max_generation_seconds + DEADLINE_MARGIN_SECONDS + LOOK_BACK_SECONDS
+
+
+async def sweep_once(runtime: Runtime, *, within: float | None = None) -> int:
+    """Replay abandoned spool files, then settle every expired generation admitted in the last
+    `within` seconds (default `look_back`); returns how many were swept."""
+    window = look_back(runtime) if within is None else within
     await replay_spools(runtime)
     spooled = await asyncio.to_thread(
         spool.summarize, spool.spool_directory(runtime.settings.data_dir)
@@ -90,7 +108,7 @@ async def sweep_once(runtime: Runtime) -> int:
     swept = 0
     async with raw_connection(runtime.hot_pool) as conn:
         stale = runtime.settings.instance_stale_seconds
-        for row in await conn.fetch(ORPHANS_SQL, stale, keep):
+        for row in await conn.fetch(ORPHANS_SQL, stale, keep, window):
             outcome = Outcome(status="interrupted", usage=None, charge=0, error_code="interrupted")
             if await settle(conn, row["id"], outcome):
                 swept += 1
@@ -104,8 +122,9 @@ async def sweep_once(runtime: Runtime) -> int:
         await conn.execute(
             "DELETE FROM instances WHERE heartbeat_at < now() - make_interval(secs => $1) "
             "AND NOT EXISTS (SELECT 1 FROM generations g WHERE g.instance_id = instances.id "
-            "AND g.settled_at IS NULL)",
+            "AND g.settled_at IS NULL AND g.created_at > now() - make_interval(secs => $2))",
             stale,
+            window,
         )
     if swept:
         get_metrics().sweeper_released.inc(swept)  # observability
@@ -134,10 +153,14 @@ async def run_heartbeat(runtime: Runtime) -> None:
 
 
 async def run_sweeper(runtime: Runtime) -> None:
+    # The first round looks at every generation (a slow scan on a long history, so not in the
+    # sweep that runs before the process serves); the rounds after look back `look_back`.
+    within: float | None = EVERYTHING
     while True:
         await asyncio.sleep(runtime.settings.sweep_interval_seconds)
         try:
-            await sweep_once(runtime)
+            await sweep_once(runtime, within=within)
+            within = None
         except Exception as exc:  # a database outage must not end the loop
             _retry_later("sweep", exc)
 
