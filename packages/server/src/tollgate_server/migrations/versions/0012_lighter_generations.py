@@ -42,15 +42,19 @@ CREATE FUNCTION tollgate_history_guard() RETURNS trigger LANGUAGE plpgsql AS $$
 DECLARE
     referred boolean;
 BEGIN
-    referred := CASE TG_TABLE_NAME
-        WHEN 'accounts' THEN
-            EXISTS (SELECT 1 FROM generations WHERE account_id = OLD.id)
-            OR EXISTS (SELECT 1 FROM ledger_entries WHERE account_id = OLD.id)
-        WHEN 'api_keys' THEN EXISTS (SELECT 1 FROM generations WHERE api_key_id = OLD.id)
-        WHEN 'models' THEN EXISTS (SELECT 1 FROM generations WHERE model_id = OLD.id)
-        WHEN 'model_prices' THEN EXISTS (SELECT 1 FROM generations WHERE price_id = OLD.id)
-        WHEN 'generations' THEN EXISTS (SELECT 1 FROM ledger_entries WHERE generation_id = OLD.id)
-    END;
+    -- One branch per table: PL/pgSQL plans each only when it runs, with that table's id type.
+    IF TG_TABLE_NAME = 'accounts' THEN
+        referred := EXISTS (SELECT 1 FROM generations WHERE account_id = OLD.id)
+            OR EXISTS (SELECT 1 FROM ledger_entries WHERE account_id = OLD.id);
+    ELSIF TG_TABLE_NAME = 'api_keys' THEN
+        referred := EXISTS (SELECT 1 FROM generations WHERE api_key_id = OLD.id);
+    ELSIF TG_TABLE_NAME = 'models' THEN
+        referred := EXISTS (SELECT 1 FROM generations WHERE model_id = OLD.id);
+    ELSIF TG_TABLE_NAME = 'model_prices' THEN
+        referred := EXISTS (SELECT 1 FROM generations WHERE price_id = OLD.id);
+    ELSE
+        referred := EXISTS (SELECT 1 FROM ledger_entries WHERE generation_id = OLD.id);
+    END IF;
     IF referred THEN
         RAISE EXCEPTION 'a row of % that the ledger or a generation refers to is never deleted',
             TG_TABLE_NAME USING ERRCODE = 'foreign_key_violation';

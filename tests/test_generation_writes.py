@@ -1,0 +1,207 @@
+"""What a generation writes to PostgreSQL, and the rules that migration 0012 moved (issue 23).
+
+The settlement updates its generation in place (a HOT update: no new index entries), history's
+references are checked on a delete rather than by foreign keys on every insert, and the sweeper
+looks at recent generations, and at all of them on its first round.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import time
+import uuid
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+import asyncpg
+import httpx
+import pytest
+from conftest import User, make_settings
+from support import ServerThread, asyncpg_dsn
+from tollgate_core import Usage
+from tollgate_server.app import create_app
+from tollgate_server.db.ids import time_ordered_uuid
+from tollgate_server.services import ledger, sweeper
+
+pytestmark = [pytest.mark.postgres, pytest.mark.e2e, pytest.mark.usefixtures("test_models")]
+
+PROMPT = [{"role": "user", "content": "hello"}]
+
+
+def run(database_url: str, work: Callable[[asyncpg.Connection], Any]) -> Any:
+    async def go() -> Any:
+        conn = await asyncpg.connect(asyncpg_dsn(database_url))
+        try:
+            return await work(conn)
+        finally:
+            await conn.close()
+
+    return asyncio.run(go())
+
+
+async def _admission(conn: asyncpg.Connection, account_id: str) -> ledger.Admission:
+    model = await conn.fetchrow(
+        "SELECT m.id, p.id AS price_id, p.input_per_million, p.output_per_million "
+        "FROM models m JOIN model_prices p ON p.model_id = m.id "
+        "WHERE m.name = 'fake-openai' ORDER BY p.effective_from DESC LIMIT 1"
+    )
+    return ledger.Admission(
+        generation_id=time_ordered_uuid(),
+        account_id=uuid.UUID(account_id),
+        api_key_id=None,
+        model_id=model["id"],
+        model_name="fake-openai",
+        price_id=model["price_id"],
+        input_price=model["input_per_million"],
+        output_price=model["output_per_million"],
+        hold=50_000_000,
+        stream=False,
+        max_tokens=20,
+        prompt_tokens=5,
+        deadline_seconds=600,
+        instance_id=uuid.uuid4(),  # never registered: a process that is gone
+    )
+
+
+def _update_counts(database_url: str) -> tuple[int, int]:
+    async def read(conn: asyncpg.Connection) -> tuple[int, int]:
+        await conn.execute("SELECT pg_stat_clear_snapshot()")
+        row = await conn.fetchrow(
+            "SELECT n_tup_upd, n_tup_hot_upd FROM pg_stat_user_tables WHERE relname = 'generations'"
+        )
+        return row["n_tup_upd"], row["n_tup_hot_upd"]
+
+    return run(database_url, read)  # type: ignore[no-any-return]
+
+
+def test_settlements_update_their_generations_in_place(
+    database_url: str, make_user: Callable[..., User]
+) -> None:
+    user = make_user(credits=1000)
+    before = _update_counts(database_url)
+
+    async def admit_and_settle(conn: asyncpg.Connection) -> None:
+        for _ in range(20):
+            admission = await _admission(conn, user.id)
+            await ledger.admit(conn, admission, strict=False, max_running=16)
+            outcome = ledger.Outcome(
+                status="completed", usage=Usage(input_tokens=5, output_tokens=3), charge=11
+            )
+            assert await ledger.settle(conn, admission.generation_id, outcome)
+
+    # The backend reports its table statistics when it exits (or after a second idle).
+    run(database_url, admit_and_settle)
+    deadline = time.monotonic() + 15
+    while (after := _update_counts(database_url))[0] - before[0] < 20:
+        assert time.monotonic() < deadline, "the statistics never counted the settlements"
+        time.sleep(0.2)
+    updates, hot = after[0] - before[0], after[1] - before[1]
+    # Every settlement was a heap-only update: an index on a column it changes (settled_at,
+    # status, cost...) would make each write a new entry in every index of the table.
+    assert hot == updates
+
+
+def test_history_is_kept_from_deletion(
+    api: httpx.Client, database_url: str, make_user: Callable[..., User]
+) -> None:
+    user = make_user(credits=100)
+    answer = api.post(
+        "/v1/chat/completions",
+        headers=user.headers,
+        json={"model": "fake-openai", "messages": PROMPT, "max_tokens": 5},
+    )
+    assert answer.status_code == 200, answer.text
+
+    async def deletions(conn: asyncpg.Connection) -> list[str]:
+        generation = await conn.fetchrow(
+            "SELECT id, model_id, price_id FROM generations WHERE account_id = $1",
+            uuid.UUID(user.id),
+        )
+        refused = []
+        for table, row_id in (
+            ("accounts", uuid.UUID(user.id)),
+            ("models", generation["model_id"]),
+            ("model_prices", generation["price_id"]),
+            ("generations", generation["id"]),
+        ):
+            try:
+                await conn.execute(f"DELETE FROM {table} WHERE id = $1", row_id)
+            except asyncpg.ForeignKeyViolationError as exc:
+                assert table in str(exc)
+                refused.append(table)
+        # A row that nothing refers to goes as before.
+        spare = await conn.fetchval(
+            "INSERT INTO models (name, provider, upstream_model, context_window, "
+            "max_output_tokens, default_max_tokens) VALUES ($1, 'openai', 'x', 10, 10, 10) "
+            "RETURNING id",
+            f"spare-{uuid.uuid4().hex[:8]}",
+        )
+        assert await conn.execute("DELETE FROM models WHERE id = $1", spare) == "DELETE 1"
+        return refused
+
+    assert run(database_url, deletions) == ["accounts", "models", "model_prices", "generations"]
+
+
+def test_the_sweeper_looks_back_a_day_past_the_deadline_and_at_everything_when_asked(
+    database_url: str, make_user: Callable[..., User]
+) -> None:
+    user = make_user(credits=1000)
+
+    async def scenario(conn: asyncpg.Connection) -> tuple[bool, bool, bool]:
+        admission = await _admission(conn, user.id)
+        await ledger.admit(conn, admission, strict=False, max_running=16)
+        found = []
+        for created in ("1 hour", "3 days"):
+            await conn.execute(
+                f"UPDATE generations SET created_at = now() - interval '{created}', "
+                "deadline_at = now() - interval '1 minute' WHERE id = $1",
+                admission.generation_id,
+            )
+            window = 600 + ledger.DEADLINE_MARGIN_SECONDS + sweeper.LOOK_BACK_SECONDS
+            rows = await conn.fetch(sweeper.ORPHANS_SQL, 30.0, [], window)
+            found.append(admission.generation_id in {r["id"] for r in rows})
+        rows = await conn.fetch(sweeper.ORPHANS_SQL, 30.0, [], sweeper.EVERYTHING)
+        found.append(admission.generation_id in {r["id"] for r in rows})
+        outcome = ledger.Outcome(status="interrupted", usage=None, charge=0)
+        assert await ledger.settle(conn, admission.generation_id, outcome)
+        return found[0], found[1], found[2]
+
+    recent, old_in_routine_sweep, old_in_full_sweep = run(database_url, scenario)
+    assert recent is True
+    assert old_in_routine_sweep is False
+    assert old_in_full_sweep is True
+
+
+def test_a_server_s_first_sweep_releases_a_hold_older_than_the_look_back(
+    database_url: str,
+    make_user: Callable[..., User],
+    provider_env: dict[str, str],
+    tmp_path: Path,
+) -> None:
+    user = make_user(credits=1000)
+
+    async def orphan(conn: asyncpg.Connection) -> uuid.UUID:
+        admission = await _admission(conn, user.id)
+        await ledger.admit(conn, admission, strict=False, max_running=16)
+        await conn.execute(
+            "UPDATE generations SET created_at = now() - interval '40 days', "
+            "deadline_at = now() - interval '39 days' WHERE id = $1",
+            admission.generation_id,
+        )
+        return admission.generation_id
+
+    generation_id = run(database_url, orphan)
+
+    async def status(conn: asyncpg.Connection) -> str:
+        return await conn.fetchval(  # type: ignore[no-any-return]
+            "SELECT status FROM generations WHERE id = $1", generation_id
+        )
+
+    settings = make_settings(database_url, tmp_path / "data", sweep_interval_seconds=0.2)
+    with ServerThread(create_app(settings, provider_env=provider_env)):
+        deadline = time.monotonic() + 20
+        while run(database_url, status) == "running":
+            assert time.monotonic() < deadline, "the first sweep left the old hold"
+            time.sleep(0.2)
+    assert run(database_url, status) == "interrupted"
