@@ -45,140 +45,14 @@ DEADLINE_MARGIN_SECONDS = 120.0
 every generation well before it."""
 
 ADMIT_SQL = """
-WITH cur AS (
-    -- The account row, locked once: every guard below reads this one version of it, so the
-    -- refusal names the guard that really refused (a second read, taken after a concurrent
-    -- generation had finished, once blamed the balance for what the concurrency cap did).
-    SELECT id, balance, held, running, disabled FROM accounts WHERE id = $1 FOR UPDATE
-), rate AS (
-    -- Requests per minute per account (across its keys): a fixed one-minute window shared by
-    -- every server process. Skipped entirely when the limit is off ($17 = 0).
-    INSERT INTO rate_windows AS w (subject, window_start, count)
-    SELECT $16, date_trunc('minute', now()), 1 WHERE $17 > 0
-    ON CONFLICT (subject, window_start) DO UPDATE SET count = w.count + 1
-    RETURNING count
-), account AS (
-    SELECT cur.id, cur.balance, cur.held,
-           CASE
-               WHEN cur.disabled THEN 'account_disabled'
-               WHEN $17 > 0 AND (SELECT count FROM rate) > $17 THEN 'rate_limited'
-               WHEN cur.running >= $15 THEN 'too_many_concurrent_requests'
-               WHEN NOT CASE WHEN $3 THEN cur.balance - cur.held >= $2
-                             ELSE cur.balance - cur.held > 0 END THEN 'insufficient_balance'
-           END AS refusal
-    FROM cur
-), k AS (
-    -- The key's limits, read here rather than cached, so a change applies to the next request.
-    -- $19 shifts the clock for the period only (a setting for tests; 0 in production).
-    SELECT id, spend_limit, rpm, tpm,
-           tollgate_period_start(spend_period, now() + make_interval(secs => $19)) AS period
-    FROM api_keys WHERE id = $5
-), kwin AS (
-    -- The key's requests and tokens this minute. Each key guard below is an upsert whose
-    -- DO UPDATE only happens when the guard passes (a row comes back): an upsert works on the
-    -- newest version of its row, where a plain read would see this statement's older snapshot
-    -- and let concurrent requests through together.
-    INSERT INTO key_windows AS w (api_key_id, window_start, requests, tokens)
-    SELECT k.id, date_trunc('minute', now()), 1, ($12::integer + $13::bigint) FROM k, account
-    WHERE account.refusal IS NULL AND (k.rpm IS NOT NULL OR k.tpm IS NOT NULL)
-      AND (k.tpm IS NULL OR ($12::integer + $13::bigint) <= k.tpm)
-    ON CONFLICT (api_key_id, window_start) DO UPDATE
-    SET requests = w.requests + 1, tokens = w.tokens + EXCLUDED.tokens
-    WHERE (SELECT k.rpm IS NULL OR w.requests < k.rpm FROM k)
-      AND (SELECT k.tpm IS NULL OR w.tokens + EXCLUDED.tokens <= k.tpm FROM k)
-    RETURNING requests
-), ks AS (
-    -- The key's spend in its period (held + charged): the hold is added only if it fits.
-    -- `alert_now` is the budget alert (80 or 100 per cent) this admission raised, once a period.
-    INSERT INTO key_spend AS s (api_key_id, period_start, held, alerted, alert_now)
-    SELECT k.id, k.period, $2, lvl.level, lvl.level
-    FROM k, account, LATERAL (
-        SELECT CASE WHEN $2 >= k.spend_limit THEN 100
-                    WHEN $2 * 5 >= k.spend_limit * 4 THEN 80 ELSE 0 END AS level
-    ) lvl
-    WHERE account.refusal IS NULL
-      AND (k.rpm IS NULL AND k.tpm IS NULL OR EXISTS (SELECT 1 FROM kwin))
-      AND (k.spend_limit IS NULL OR $2 <= k.spend_limit)
-    ON CONFLICT (api_key_id, period_start) DO UPDATE
-    SET held = s.held + EXCLUDED.held,
-        alerted = greatest(s.alerted, (SELECT CASE
-            WHEN s.held + s.charged + EXCLUDED.held >= k.spend_limit THEN 100
-            WHEN (s.held + s.charged + EXCLUDED.held) * 5 >= k.spend_limit * 4 THEN 80
-            ELSE 0 END FROM k)),
-        alert_now = (SELECT CASE
-            WHEN s.alerted < 100 AND s.held + s.charged + EXCLUDED.held >= k.spend_limit THEN 100
-            WHEN s.alerted < 80
-                 AND (s.held + s.charged + EXCLUDED.held) * 5 >= k.spend_limit * 4 THEN 80
-            ELSE 0 END FROM k)
-    WHERE (SELECT k.spend_limit IS NULL OR s.held + s.charged + EXCLUDED.held <= k.spend_limit
-           FROM k)
-    RETURNING period_start, alert_now, held + charged AS spend
-), verdict AS (
-    SELECT account.id, account.balance, account.held,
-           coalesce(account.refusal, CASE
-               WHEN k.id IS NULL THEN NULL
-               WHEN (k.rpm IS NOT NULL OR k.tpm IS NOT NULL) AND NOT EXISTS (SELECT 1 FROM kwin)
-                   THEN 'key_rate_limited'
-               WHEN NOT EXISTS (SELECT 1 FROM ks) THEN 'key_budget_exceeded'
-           END) AS refusal
-    FROM account LEFT JOIN k ON true
-), acc AS (
-    UPDATE accounts a
-    SET held = a.held + $2, running = a.running + 1
-    FROM verdict v
-    WHERE a.id = v.id AND v.refusal IS NULL
-    RETURNING a.id, a.balance, a.held
-), gen AS (
-    INSERT INTO generations (
-        id, account_id, api_key_id, model_id, model_name, price_id, input_price, output_price,
-        hold, stream, max_tokens, prompt_tokens_estimate, status, deadline_at, instance_id,
-        key_period_start, endpoint
-    )
-    SELECT $4, acc.id, $5, $6, $7, $8, $9, $10, $2, $11, $12, $13, 'running',
-           now() + make_interval(secs => $14), $18, (SELECT period_start FROM ks), $20
-    FROM acc
-    RETURNING id
-), kfull AS (
-    -- Refused by the key's budget: the 100 per cent alert, unless this period raised it.
-    UPDATE key_spend s SET alerted = 100
-    FROM k, verdict v
-    WHERE v.refusal = 'key_budget_exceeded' AND s.api_key_id = k.id
-      AND s.period_start = k.period AND s.alerted < 100
-    RETURNING s.period_start, s.held + s.charged AS spend
-), low AS (
-    -- The available balance fell below the account's threshold (once, until a top-up).
-    UPDATE balance_alerts b SET alerted = true FROM acc
-    WHERE b.account_id = acc.id AND NOT b.alerted AND acc.balance - acc.held < b.threshold
-    RETURNING b.threshold, acc.balance - acc.held AS available
-), events AS (
-    -- The outbox: alerts commit (or roll back) with the admission that raised them.
-    INSERT INTO webhook_events (type, account_id, data)
-    SELECT e.type, $1, e.data FROM (
-        SELECT 'key.budget_' || x.alert_now AS type, jsonb_build_object(
-            'account_id', $1, 'key_id', $5, 'period_start', x.period_start,
-            'spend', tollgate_credits(x.spend), 'spend_limit', tollgate_credits(k.spend_limit),
-            'percent', x.alert_now) AS data
-        FROM ks x, k WHERE x.alert_now > 0
-        UNION ALL
-        SELECT 'key.budget_100', jsonb_build_object(
-            'account_id', $1, 'key_id', $5, 'period_start', f.period_start,
-            'spend', tollgate_credits(f.spend), 'spend_limit', tollgate_credits(k.spend_limit),
-            'percent', 100)
-        FROM kfull f, k
-        UNION ALL
-        SELECT 'balance.low', jsonb_build_object(
-            'account_id', $1, 'available', tollgate_credits(low.available),
-            'threshold', tollgate_credits(low.threshold))
-        FROM low
-    ) e
-    WHERE EXISTS (SELECT 1 FROM webhook_endpoint)
-)
-SELECT coalesce(v.refusal, CASE WHEN v.id IS NULL THEN 'account_disabled' END) AS refusal,
-       v.balance, v.held, 60 - extract(second FROM now())::int AS window_left
-FROM (SELECT 1) AS one LEFT JOIN verdict v ON true
+SELECT o_refusal AS refusal, o_balance AS balance, o_held AS held, o_window_left AS window_left
+FROM tollgate_admit($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14, $15, $16, $17,
+                    $18, $19, $20)
 """
 """Admission in ONE statement that also says which guard refused (NULL: admitted), from the
-same locked version of the account row; a missing account reads as disabled."""
+same locked version of the account row; a missing account reads as disabled. The steps are the
+PL/pgSQL function `tollgate_admit` (migration 0013): one statement and one transaction, which
+runs each guard only when it applies (a per-minute limit, a key's limits, an alert)."""
 
 SETTLE_SQL = """
 WITH gen AS (
