@@ -379,3 +379,40 @@ def routed_generation(api: httpx.Client, admin: dict[str, str], response: httpx.
     found = api.get(f"/v1/admin/generations/{generation_id}", headers=admin)
     assert found.status_code == 200, found.text
     return found.json()
+
+
+async def orphan_admission(
+    conn: asyncpg.Connection,
+    account_id: str,
+    *,
+    hold: int,
+    stream: bool = False,
+    max_tokens: int = 20,
+    prompt_tokens: int = 5,
+) -> Any:
+    """A `ledger.Admission` of `fake-openai` at its current price for an instance that was never
+    registered: a process that is gone, whose holds the sweeper may release."""
+    from tollgate_server.db.ids import time_ordered_uuid
+    from tollgate_server.services import ledger
+
+    model = await conn.fetchrow(
+        "SELECT m.id, p.id AS price_id, p.input_per_million, p.output_per_million "
+        "FROM models m JOIN model_prices p ON p.model_id = m.id "
+        "WHERE m.name = 'fake-openai' ORDER BY p.effective_from DESC LIMIT 1"
+    )
+    return ledger.Admission(
+        generation_id=time_ordered_uuid(),
+        account_id=uuid.UUID(account_id),
+        api_key_id=None,
+        model_id=model["id"],
+        model_name="fake-openai",
+        price_id=model["price_id"],
+        input_price=model["input_per_million"],
+        output_price=model["output_per_million"],
+        hold=hold,
+        stream=stream,
+        max_tokens=max_tokens,
+        prompt_tokens=prompt_tokens,
+        deadline_seconds=600,
+        instance_id=uuid.uuid4(),
+    )

@@ -18,10 +18,9 @@ import asyncpg
 import httpx
 import pytest
 from conftest import User, make_settings
-from support import ServerThread, asyncpg_dsn
+from support import ServerThread, asyncpg_dsn, orphan_admission
 from tollgate_core import Usage
 from tollgate_server.app import create_app
-from tollgate_server.db.ids import time_ordered_uuid
 from tollgate_server.services import ledger, sweeper
 
 pytestmark = [pytest.mark.postgres, pytest.mark.e2e, pytest.mark.usefixtures("test_models")]
@@ -41,27 +40,7 @@ def run(database_url: str, work: Callable[[asyncpg.Connection], Any]) -> Any:
 
 
 async def _admission(conn: asyncpg.Connection, account_id: str) -> ledger.Admission:
-    model = await conn.fetchrow(
-        "SELECT m.id, p.id AS price_id, p.input_per_million, p.output_per_million "
-        "FROM models m JOIN model_prices p ON p.model_id = m.id "
-        "WHERE m.name = 'fake-openai' ORDER BY p.effective_from DESC LIMIT 1"
-    )
-    return ledger.Admission(
-        generation_id=time_ordered_uuid(),
-        account_id=uuid.UUID(account_id),
-        api_key_id=None,
-        model_id=model["id"],
-        model_name="fake-openai",
-        price_id=model["price_id"],
-        input_price=model["input_per_million"],
-        output_price=model["output_per_million"],
-        hold=50_000_000,
-        stream=False,
-        max_tokens=20,
-        prompt_tokens=5,
-        deadline_seconds=600,
-        instance_id=uuid.uuid4(),  # never registered: a process that is gone
-    )
+    return await orphan_admission(conn, account_id, hold=50_000_000)  # type: ignore[no-any-return]
 
 
 def _update_counts(database_url: str) -> tuple[int, int]:

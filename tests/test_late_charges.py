@@ -22,7 +22,7 @@ import asyncpg
 import httpx
 import pytest
 from conftest import User, ensure_test_models, make_settings
-from support import ServerThread, asyncpg_dsn
+from support import ServerThread, asyncpg_dsn, orphan_admission
 from tollgate_core import Usage
 from tollgate_server.app import create_app
 from tollgate_server.services import ledger
@@ -38,34 +38,21 @@ CHARGE = (PROMPT_TOKENS * 1 + OUTPUT_TOKENS * 2) * 1_000_000
 async def _admit_for_a_dead_instance(database_url: str, account_id: str) -> uuid.UUID:
     conn = await asyncpg.connect(asyncpg_dsn(database_url))
     try:
-        model = await conn.fetchrow(
-            "SELECT m.id, p.id AS price_id, p.input_per_million, p.output_per_million "
-            "FROM models m JOIN model_prices p ON p.model_id = m.id "
-            "WHERE m.name = 'fake-openai' ORDER BY p.effective_from DESC LIMIT 1"
+        admission = await orphan_admission(
+            conn,
+            account_id,
+            hold=200_000_000,
+            stream=True,
+            max_tokens=95,
+            prompt_tokens=PROMPT_TOKENS,
         )
-        generation_id = uuid.uuid4()
         await ledger.admit(
             conn,
-            ledger.Admission(
-                generation_id=generation_id,
-                account_id=uuid.UUID(account_id),
-                api_key_id=None,
-                model_id=model["id"],
-                model_name="fake-openai",
-                price_id=model["price_id"],
-                input_price=model["input_per_million"],
-                output_price=model["output_per_million"],
-                hold=200_000_000,
-                stream=True,
-                max_tokens=95,
-                prompt_tokens=PROMPT_TOKENS,
-                deadline_seconds=600,
-                instance_id=uuid.uuid4(),  # never registered: its process is gone
-            ),
+            admission,
             strict=False,
             max_running=16,
         )
-        return generation_id
+        return admission.generation_id  # type: ignore[no-any-return]
     finally:
         await conn.close()
 
