@@ -74,6 +74,7 @@ from tollgate_core import (
     hold_amount,
     settlement_charge,
 )
+from tollgate_core.metering import Estimate
 from tollgate_core.tool_calls import join_tool_calls
 
 from tollgate_server.anthropic_format import MessageCreate
@@ -770,27 +771,32 @@ class Generation:
             # the upstream counted. Computed only here, off the hot path.
             return calibrated_messages_tokens(request.messages)
 
-        # The gateway's own count of the output never exceeds what the request allowed.
-        produced = min(
-            estimate_completion_tokens("".join(self.text_parts), self.chunks),
-            request.max_tokens * self.plan.choices,
-        )
+        def produced() -> int:
+            # The gateway's own count of the output never exceeds what the request allowed.
+            return min(
+                estimate_completion_tokens("".join(self.text_parts), self.chunks),
+                request.max_tokens * self.plan.choices,
+            )
+
         end_usage = self.end.usage if self.end is not None else None
         if end_usage is not None:
-            raw = end_usage
-        elif self.reported is not None:
+            # The estimates are computed only for a count out of range: a sound report costs
+            # none, and this runs between the upstream's last token and the client's.
+            return self._checked_usage(end_usage, bounds, prompt_estimate, produced)
+        output = produced()
+        if self.reported is not None:
             raw = Usage(
                 input_tokens=self.reported.input_tokens,
                 cached_input_tokens=self.reported.cached_input_tokens,
-                output_tokens=produced,
+                output_tokens=output,
                 estimated=True,
             )
         else:
-            raw = Usage(input_tokens=prompt_estimate(), output_tokens=produced, estimated=True)
-        return self._checked_usage(raw, bounds, prompt_estimate(), produced)
+            raw = Usage(input_tokens=prompt_estimate(), output_tokens=output, estimated=True)
+        return self._checked_usage(raw, bounds, prompt_estimate, output)
 
     def _checked_usage(
-        self, raw: Usage, bounds: UsageBounds, input_estimate: int, output_estimate: int
+        self, raw: Usage, bounds: UsageBounds, input_estimate: Estimate, output_estimate: Estimate
     ) -> Usage:
         """`raw` (the upstream's report) checked against `bounds`, the gateway's estimates
         standing in for counts out of range; logged when they did, and kept for the settlement."""
