@@ -101,28 +101,30 @@ class GenerationResponse(Response):
             await self._start_stream_locked()
             await self._send_body(ChunkWriter.KEEPALIVE)
 
-    async def finish(self, answer: Answer) -> None:
+    def ending(self, answer: Answer) -> bytes:
         writer = self.writer
         if self.plan.stream:
-            async with self._write_lock:
-                await self._start_stream_locked()
-                await self._send_body(
-                    writer.finish(answer.choices)
-                    + writer.usage(answer.usage, answer.charge)
-                    + ChunkWriter.DONE,
-                    more=False,
-                )
-            return
-        body = completion_body(
+            return (
+                writer.finish(answer.choices)
+                + writer.usage(answer.usage, answer.charge)
+                + ChunkWriter.DONE
+            )
+        return completion_body(
             generation_id=self.plan.generation_id,
             model=self.plan.model.name,
             choices=answer.choices,
             usage=answer.usage,
             cost=answer.charge,
         )
+
+    async def finish(self, ending: bytes) -> None:
+        """Write `ending`: a stream's last chunks, or the whole JSON body (every format)."""
         async with self._write_lock:
-            await self._start(200, "application/json")
-            await self._send_body(body, more=False)
+            if self.plan.stream:
+                await self._start_stream_locked()
+            else:
+                await self._start(200, "application/json")
+            await self._send_body(ending, more=False)
 
     async def fail(self, error: Refused) -> None:
         """A status before the stream began, an SSE error event after."""

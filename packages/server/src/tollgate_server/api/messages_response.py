@@ -155,31 +155,24 @@ class MessagesResponse(GenerationResponse):
             await self._start_stream_locked()
             await self._send_body(PING)
 
-    async def finish(self, answer: Answer) -> None:
+    def ending(self, answer: Answer) -> bytes:
         if not self.plan.stream:
-            body = message_body(
+            return message_body(
                 generation_id=self.plan.generation_id, model=self.plan.model.name, answer=answer
             )
-            async with self._write_lock:
-                await self._start(200, "application/json")
-                await self._send_body(body, more=False)
-            return
-        async with self._write_lock:
-            await self._start_stream_locked()
-            out = self._close_block()
-            out += event(
-                "message_delta",
-                {
-                    "type": "message_delta",
-                    "delta": {
-                        "stop_reason": STOP_REASONS.get(answer.finish_reason, "end_turn"),
-                        "stop_sequence": None,
-                    },
-                    "usage": usage_body(answer.usage, answer.charge),
+        out = self._close_block()
+        out += event(
+            "message_delta",
+            {
+                "type": "message_delta",
+                "delta": {
+                    "stop_reason": STOP_REASONS.get(answer.finish_reason, "end_turn"),
+                    "stop_sequence": None,
                 },
-            )
-            out += event("message_stop", {"type": "message_stop"})
-            await self._send_body(out, more=False)
+                "usage": usage_body(answer.usage, answer.charge),
+            },
+        )
+        return out + event("message_stop", {"type": "message_stop"})
 
     async def fail(self, error: Refused) -> None:
         """A status before the stream began, an ``error`` event after."""
