@@ -9,6 +9,7 @@ closed: the next request would otherwise pay for a new connection (a TCP and TLS
 from __future__ import annotations
 
 import asyncio
+import gc
 import time
 from collections.abc import AsyncIterator, Callable
 
@@ -126,3 +127,22 @@ async def test_a_body_that_never_ends_after_done_is_closed(
 @pytest.fixture
 def anyio_backend() -> str:
     return "asyncio"
+
+
+@pytest.mark.anyio
+async def test_a_session_closed_while_a_body_ends_leaves_no_error_behind() -> None:
+    errors: list[dict[str, object]] = []
+    asyncio.get_running_loop().set_exception_handler(lambda loop, context: errors.append(context))
+    stop = asyncio.Event()
+
+    async def never_ends(response: web.StreamResponse) -> None:
+        await stop.wait()
+
+    async for url in serve(sse_server(never_ends)):
+        async with aiohttp.ClientSession() as http:
+            await one_stream(http, url)
+        await asyncio.sleep(0.05)  # the wait for the body's end saw its connection closed
+        stop.set()
+    gc.collect()
+    await asyncio.sleep(0)
+    assert errors == []

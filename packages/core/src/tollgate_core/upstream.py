@@ -10,6 +10,7 @@ is for logs and operators, never for clients (see `tollgate_core.errors`).
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import json
 import re
 import time
@@ -343,16 +344,17 @@ def release_at_end(response: aiohttp.ClientResponse) -> None:
 async def _release_at_end(response: aiohttp.ClientResponse) -> None:
     complete = False
     try:
-        async with asyncio.timeout(BODY_END_GRACE_SECONDS):
-            left = MAX_TRAILING_BYTES
-            while left > 0 and not response.content.is_eof():
-                data = await response.content.readany()
-                if not data:
-                    break
-                left -= len(data)
-        complete = response.content.is_eof()
-    except TRANSPORT_ERRORS:  # TimeoutError (the grace ran out) is an OSError
-        pass
+        # The grace running out, a failed connection, a closed session: the connection is
+        # closed below, and nothing waits for this task.
+        with contextlib.suppress(Exception):
+            async with asyncio.timeout(BODY_END_GRACE_SECONDS):
+                left = MAX_TRAILING_BYTES
+                while left > 0 and not response.content.is_eof():
+                    data = await response.content.readany()
+                    if not data:
+                        break
+                    left -= len(data)
+            complete = response.content.is_eof()
     finally:
         end_response(response, complete=complete)
 
