@@ -760,7 +760,7 @@ class Server:
             "--workers",
             str(self.workers),
             "--log-level",
-            "warning",
+            bench.args.server_log_level,
         ]
         self.started_at = time.perf_counter()
         self.proc = bench.processes.start(
@@ -916,6 +916,7 @@ class Bench:
                 "TOLLGATE_ACCESS_TOKEN_TTL_SECONDS": "86400",
                 # Metrics are recorded unless off (issue 19: compare --metrics off and token).
                 "TOLLGATE_METRICS": args.metrics,
+                "TOLLGATE_LOG_FORMAT": args.server_log_format,
                 "OPENAI_BASE_URL": f"http://127.0.0.1:{self.mock_port}/v1",
                 "OPENAI_API_KEY": "sk-bench-mock-upstream",
             }
@@ -958,6 +959,10 @@ class Bench:
             self.args.server_env, self.workdir
         )
         self.log(f"server installation: {self.results['server_environment']}")
+        self.results["server_log"] = (
+            f"level {self.args.server_log_level}, format {self.args.server_log_format}"
+            + (" (one access line per request)" if self.args.server_log_level == "info" else "")
+        )
         self.log(f"database {self.args.db_name} (fresh), migrating")
         recreate_database(self.maintenance_dsn, self.args.db_name)
         from tollgate_server.db.migrate import upgrade
@@ -1650,6 +1655,7 @@ def report(results: dict[str, Any], options: Options) -> str:
         f"Python {m['python']}; load generator: {r['load_generator']}; pinning: {r['pinning']}"
     )
     add(f"Server installation: {r.get('server_environment', 'n/a')}")
+    add(f"Server log: {r.get('server_log', 'n/a')}")
     add(f"Code: {m.get('revision', 'unknown')}")
     add(
         "Load average (1, 5, 15 min) at start "
@@ -1933,6 +1939,19 @@ def parse_args(argv: Sequence[str] | None = None) -> tuple[argparse.Namespace, O
         default="token",
         choices=["off", "open", "token"],
         help="TOLLGATE_METRICS for the server (default token, the server's default: recorded)",
+    )
+    parser.add_argument(
+        "--server-log-level",
+        default="warning",
+        choices=["warning", "info"],
+        help="the server's --log-level (default warning: no access line; info writes one per "
+        "request, to the work folder's server.log)",
+    )
+    parser.add_argument(
+        "--server-log-format",
+        default="text",
+        choices=["text", "json"],
+        help="TOLLGATE_LOG_FORMAT for the server (default text)",
     )
     parser.add_argument(
         "--python-load",

@@ -6,14 +6,17 @@ from __future__ import annotations
 import uuid
 from collections.abc import Callable
 from decimal import Decimal
+from typing import Any
 
 import httpx
 import openai
 import pytest
 from conftest import User
 from openai.types.chat import ChatCompletionMessageParam
-from support import balance, openai_client
+from support import ServerThread, balance, openai_client
 from tollgate_core.fake_upstream import FakeUpstream
+from tollgate_server.app import create_app
+from tollgate_server.settings import Settings
 
 pytestmark = [pytest.mark.postgres, pytest.mark.e2e]
 
@@ -434,3 +437,47 @@ def test_generations_list_pages(
     assert seen == list(reversed(ids))
     other = make_user()
     assert api.get(f"/v1/generations/{ids[0]}", headers=other.headers).status_code == 404
+
+
+@pytest.mark.parametrize(
+    ("path", "provider"),
+    [("/v1/chat/completions", "openai"), ("/v1/messages", "anthropic")],
+    ids=["chat", "messages"],
+)
+def test_a_stream_opens_in_the_same_write_as_its_first_delta(
+    settings: Settings,
+    provider_env: dict[str, str],
+    make_user: Callable[..., User],
+    test_models: dict[str, str],
+    path: str,
+    provider: str,
+) -> None:
+    """The stream's opening (OpenAI's role chunk, Anthropic's message_start) goes out with the
+    first delta, not in a write of its own: one write fewer before the first token."""
+    app = create_app(settings, provider_env=provider_env)
+    bodies: list[bytes] = []
+
+    async def recording(scope: Any, receive: Any, send: Any) -> None:
+        async def send_recorded(message: Any) -> None:
+            if scope["type"] == "http" and message["type"] == "http.response.body":
+                bodies.append(message["body"])
+            await send(message)
+
+        await app(scope, receive, send_recorded)
+
+    user = make_user(credits=1000)
+    body = {
+        "model": test_models[provider],
+        "max_tokens": 50,
+        "stream": True,
+        "messages": [{"role": "user", "content": "say something [[fake:chunks=3]]"}],
+    }
+    with ServerThread(recording) as server, httpx.Client(base_url=server.url) as client:
+        response = client.post(path, json=body, headers=user.headers)
+    assert response.status_code == 200, response.text
+    first, *rest, last = bodies
+    opening = b'"role":"assistant"' if provider == "openai" else b"event: message_start"
+    delta = b'"content":"' if provider == "openai" else b"event: content_block_delta"
+    assert opening in first and delta in first
+    assert len(rest) == 2  # the other two deltas, then the end of the answer
+    assert not any(opening in b for b in (*rest, last))

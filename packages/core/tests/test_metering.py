@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable
+
 import pytest
 from tollgate_core import Message, Price, Usage, settlement_charge
 from tollgate_core.metering import (
@@ -90,3 +92,27 @@ def test_a_charge_is_never_negative() -> None:
         usage=Usage(input_tokens=-1_000_000), price=Price(1_000_000, 2_000_000), hold=100
     )
     assert settlement.charge == 0
+
+
+def test_an_estimate_given_as_a_function_is_computed_only_for_a_replaced_count() -> None:
+    calls: list[str] = []
+
+    def estimate(name: str, value: int) -> Callable[[], int]:
+        def compute() -> int:
+            calls.append(name)
+            return value
+
+        return compute
+
+    sound = Usage(input_tokens=5, output_tokens=3)
+    checked = check_usage(
+        sound, BOUNDS, input_estimate=estimate("input", 9), output_estimate=estimate("output", 4)
+    )
+    assert checked.usage is sound and calls == []
+    checked = check_usage(
+        Usage(input_tokens=-1, output_tokens=3),
+        BOUNDS,
+        input_estimate=estimate("input", 9),
+        output_estimate=estimate("output", 4),
+    )
+    assert checked.usage.input_tokens == 9 and calls == ["input"]

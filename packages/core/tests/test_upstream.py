@@ -156,3 +156,22 @@ def test_upstream_request_id_is_a_plain_token_or_nothing(
     headers: dict[str, str], expected: str | None
 ) -> None:
     assert upstream_request_id(headers) == expected
+
+
+@pytest.mark.parametrize(
+    "text",
+    [
+        "plain words, a uuid 0b6f7c1e-0c4d-4f7e-9a51-1f0d2c3b4a59 and a path /v1/chat/completions",
+        "BEARER abcdefgh12345678",
+        "bEaReR abcdefgh12345678 and sk-proj-AbCdEf0123456789",
+        "masked sk-abcde****wxyz and AIza...wxyz",
+        "AIzaSyA-0123456789abcdefghijk, tg-0123456789abcdef",
+        "task-runner and disk-0123456789 are ordinary",
+    ],
+)
+def test_the_quick_check_never_skips_a_key_the_pattern_would_find(text: str) -> None:
+    from tollgate_core.upstream import _KEY_LIKE, REDACTED, may_hold_a_key
+
+    assert redact(text) == _KEY_LIKE.sub(REDACTED, text)
+    if _KEY_LIKE.search(text):
+        assert may_hold_a_key(text)

@@ -19,7 +19,7 @@ the usage is flagged so the generation records which counts were replaced.
 
 from __future__ import annotations
 
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass, replace
 
 from tollgate_core.tokens import MESSAGE_OVERHEAD_TOKENS, REPLY_PRIMING_TOKENS
@@ -85,8 +85,16 @@ def _sound(value: object, limit: int) -> bool:
     return isinstance(value, int) and not isinstance(value, bool) and 0 <= value <= limit
 
 
+Estimate = int | Callable[[], int]
+"""A count, or what computes it: `check_usage` calls it only for a count it replaces."""
+
+
+def _value(estimate: Estimate) -> int:
+    return estimate if isinstance(estimate, int) else estimate()
+
+
 def check_usage(
-    usage: Usage, bounds: UsageBounds, *, input_estimate: int, output_estimate: int
+    usage: Usage, bounds: UsageBounds, *, input_estimate: Estimate, output_estimate: Estimate
 ) -> CheckedUsage:
     """Keep the counts of `usage` that are in range; replace the others by the estimates.
 
@@ -94,8 +102,10 @@ def check_usage(
         usage: The usage as the upstream reported it (already normalised by the provider).
         bounds: What the request could have produced (`UsageBounds.for_request`).
         input_estimate: The gateway's count of the prompt (a vendor's earlier count when it
-            sent one, or the estimate), used when ``input_tokens`` is out of range.
-        output_estimate: The gateway's count of the output, from the deltas.
+            sent one, or the estimate), used when ``input_tokens`` is out of range; or a
+            function that computes it, called only then (a sound usage costs no estimate).
+        output_estimate: The gateway's count of the output, from the deltas (or a function
+            that computes it, likewise).
 
     Returns:
         The checked usage (marked ``estimated`` when a main count was replaced) and the names of
@@ -105,10 +115,10 @@ def check_usage(
     input_tokens, output_tokens = usage.input_tokens, usage.output_tokens
     if not _sound(input_tokens, bounds.max_input_tokens):
         replaced.append("input_tokens")
-        input_tokens = min(max(0, input_estimate), bounds.max_input_tokens)
+        input_tokens = min(max(0, _value(input_estimate)), bounds.max_input_tokens)
     if not _sound(output_tokens, bounds.max_output_tokens):
         replaced.append("output_tokens")
-        output_tokens = min(max(0, output_estimate), bounds.max_output_tokens)
+        output_tokens = min(max(0, _value(output_estimate)), bounds.max_output_tokens)
     cached, reasoning = usage.cached_input_tokens, usage.reasoning_tokens
     if not _sound(cached, input_tokens):
         replaced.append("cached_input_tokens")

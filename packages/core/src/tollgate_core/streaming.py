@@ -25,6 +25,7 @@ from tollgate_core.upstream import (
     end_response,
     incomplete_stream_error,
     post,
+    release_at_end,
     response_error,
     transport_error,
     upstream_request_id,
@@ -90,7 +91,7 @@ async def stream_events(
     """
     secrets = tuple(secrets)
     response = await post(http, url, body=body, headers=headers, secrets=secrets)
-    complete = False
+    complete = terminated = False
     try:
         if response.status >= 300:
             error = await response_error(response, secrets=secrets, status_of=status_of)
@@ -102,15 +103,21 @@ async def stream_events(
                     yield item
                 if parser.done:
                     break
-        # After the terminal event the body is normally over too; if not, close, do not wait.
+        # After the terminal event the body is normally over too: the connection goes back to
+        # the pool. When the body's last bytes are a packet behind, they are waited for in the
+        # background (`release_at_end`), not here.
         complete = response.content.is_eof()
+        terminated = parser.done
     except UpstreamError as exc:
         exc.request_id = exc.request_id or upstream_request_id(response.headers)
         raise
     except TRANSPORT_ERRORS as exc:
         raise transport_error(exc, secrets=secrets) from exc
     finally:
-        end_response(response, complete=complete)
+        if terminated and not complete:
+            release_at_end(response)
+        else:
+            end_response(response, complete=complete)
     if not parser.finished:
         raise incomplete_stream_error()
     yield parser.end()

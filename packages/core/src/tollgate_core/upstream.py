@@ -9,6 +9,8 @@ is for logs and operators, never for clients (see `tollgate_core.errors`).
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
 import json
 import re
 import time
@@ -36,6 +38,7 @@ __all__ = [
     "parse_retry_after",
     "post",
     "redact",
+    "release_at_end",
     "response_error",
     "safe_message",
     "status_error",
@@ -85,7 +88,20 @@ def redact(text: str, secrets: Iterable[str | None] = ()) -> str:
     for secret in secrets:
         if secret:
             text = text.replace(secret, REDACTED)
+    if not may_hold_a_key(text):
+        return text
     return _KEY_LIKE.sub(REDACTED, text)
+
+
+def may_hold_a_key(text: str) -> bool:
+    """Whether `_KEY_LIKE` could match in `text`: each of its patterns starts with ``sk-``,
+    ``tg-``, ``AIza`` or ``bearer`` in any case. Most text (a log line, a vendor's message)
+    has none of them, and this check costs about a tenth of the pattern's scan.
+
+    (Every character that ``(?i:bearer)`` matches lower-cases to that letter of ``bearer``, so
+    the lower-cased text holds ``bearer`` wherever the pattern would match it.)
+    """
+    return "sk-" in text or "tg-" in text or "AIza" in text or "bearer" in text.lower()
 
 
 def safe_message(prefix: str, vendor_message: str, secrets: Iterable[str | None] = ()) -> str:
@@ -311,6 +327,49 @@ def end_response(response: aiohttp.ClientResponse, *, complete: bool) -> None:
         response.release()
     else:
         response.close()
+
+
+BODY_END_GRACE_SECONDS = 1.0
+"""How long `release_at_end` waits for the rest of a body after the protocol's terminal event."""
+MAX_TRAILING_BYTES = 65536
+"""What `release_at_end` reads after the terminal event before it gives up on the connection."""
+_ENDING: set[asyncio.Task[None]] = set()
+"""Responses waiting for their last bytes (the loop keeps only weak references to tasks)."""
+
+
+def release_at_end(response: aiohttp.ClientResponse) -> None:
+    """Hand the connection back to the pool once the body has ended, in the background.
+
+    For a stream whose terminal event (``data: [DONE]``, ``message_stop``) has arrived but not
+    yet the body's last bytes: a server that writes the chunked encoding's last chunk on its
+    own (aiohttp's ``write_eof``, most frameworks) sends it a packet later, often a TLS record
+    later. Closing the connection then would cost the next request a new connection (a TCP and
+    a TLS handshake); waiting for the bytes here would hold up the end of the answer. The rest
+    is read for at most `BODY_END_GRACE_SECONDS` (and `MAX_TRAILING_BYTES`); then the connection
+    is released if the body ended, closed otherwise. The upstream has finished generating, so
+    nothing is generated, or billed, meanwhile.
+    """
+    task = asyncio.ensure_future(_release_at_end(response))
+    _ENDING.add(task)
+    task.add_done_callback(_ENDING.discard)
+
+
+async def _release_at_end(response: aiohttp.ClientResponse) -> None:
+    complete = False
+    try:
+        # The grace running out, a failed connection, a closed session: the connection is
+        # closed below, and nothing waits for this task.
+        with contextlib.suppress(Exception):
+            async with asyncio.timeout(BODY_END_GRACE_SECONDS):
+                left = MAX_TRAILING_BYTES
+                while left > 0 and not response.content.is_eof():
+                    data = await response.content.readany()
+                    if not data:
+                        break
+                    left -= len(data)
+            complete = response.content.is_eof()
+    finally:
+        end_response(response, complete=complete)
 
 
 def incomplete_stream_error() -> UpstreamUnavailable:

@@ -217,4 +217,19 @@ def _log_request(scope: Scope, state: dict[str, Any], status: int, seconds: floa
         record["trace_id"] = state["trace_id"]
     # The gateway adds account, model, tokens and cost for generations; never a secret.
     record.update(state.get("log", {}))
-    logger.info("%s", orjson.dumps(record).decode(), extra={FIELDS_ATTRIBUTE: record})
+    # The record is made here rather than by `logger.info`, which would search the stack for
+    # its caller and %-format the line: a third of the line's cost. It still goes through the
+    # record factory (the redaction) and every handler, as any record does.
+    logger.handle(
+        logger.makeRecord(
+            logger.name,
+            logging.INFO,
+            __file__,
+            0,
+            orjson.dumps(record).decode(),
+            (),
+            None,
+            "_log_request",
+            {FIELDS_ATTRIBUTE: record},
+        )
+    )

@@ -22,10 +22,10 @@ class EmbeddingResponse(GenerationResponse):
         super().__init__(runtime, plan, self.embedding)
         self.encoding_format = plan.encoding_format
 
-    async def finish(self, answer: Answer) -> None:
+    def ending(self, answer: Answer) -> bytes:
         result = self.embedding.result
         assert result is not None  # the engine finishes only after the upstream answered
-        body = embeddings_body(
+        return embeddings_body(
             generation_id=self.plan.generation_id,
             model=self.plan.model.name,
             vectors=result.vectors,
@@ -33,6 +33,3 @@ class EmbeddingResponse(GenerationResponse):
             usage=answer.usage,
             cost=answer.charge,
         )
-        async with self._write_lock:
-            await self._start(200, "application/json")
-            await self._send_body(body, more=False)

@@ -79,14 +79,14 @@ class GenerationResponse(Response):
     # --- the sink -----------------------------------------------------------------------
 
     async def delta(self, delta: TextDelta) -> None:
+        data = self.writer.delta(delta)
         async with self._write_lock:
-            await self._start_stream_locked()
-            await self._send_body(self.writer.delta(delta))
+            await self._stream_locked(data)
 
     async def tool_call(self, delta: ToolCallDelta) -> None:
+        data = self.writer.tool_call(delta)
         async with self._write_lock:
-            await self._start_stream_locked()
-            await self._send_body(self.writer.tool_call(delta))
+            await self._stream_locked(data)
 
     writes_reasoning = False
     """OpenAI's chat format has no place for the model's thinking."""
@@ -98,31 +98,32 @@ class GenerationResponse(Response):
         """During long silences (a slow first token, a pause mid-stream) an SSE comment keeps
         proxies and clients from closing the connection."""
         async with self._write_lock:
-            await self._start_stream_locked()
-            await self._send_body(ChunkWriter.KEEPALIVE)
+            await self._stream_locked(ChunkWriter.KEEPALIVE)
 
-    async def finish(self, answer: Answer) -> None:
+    def ending(self, answer: Answer) -> bytes:
         writer = self.writer
         if self.plan.stream:
-            async with self._write_lock:
-                await self._start_stream_locked()
-                await self._send_body(
-                    writer.finish(answer.choices)
-                    + writer.usage(answer.usage, answer.charge)
-                    + ChunkWriter.DONE,
-                    more=False,
-                )
-            return
-        body = completion_body(
+            return (
+                writer.finish(answer.choices)
+                + writer.usage(answer.usage, answer.charge)
+                + ChunkWriter.DONE
+            )
+        return completion_body(
             generation_id=self.plan.generation_id,
             model=self.plan.model.name,
             choices=answer.choices,
             usage=answer.usage,
             cost=answer.charge,
         )
+
+    async def finish(self, ending: bytes) -> None:
+        """Write `ending`: a stream's last chunks, or the whole JSON body (every format)."""
         async with self._write_lock:
-            await self._start(200, "application/json")
-            await self._send_body(body, more=False)
+            if self.plan.stream:
+                await self._stream_locked(ending, more=False)
+            else:
+                await self._start(200, "application/json")
+                await self._send_body(ending, more=False)
 
     async def fail(self, error: Refused) -> None:
         """A status before the stream began, an SSE error event after."""
@@ -152,10 +153,17 @@ class GenerationResponse(Response):
         self.headers_sent = True
         await self._raw_send({"type": "http.response.start", "status": status, "headers": headers})
 
-    async def _start_stream_locked(self) -> None:
+    async def _stream_locked(self, data: bytes, *, more: bool = True) -> None:
+        """Write `data` on the stream, the write lock held. A stream that has not begun is
+        begun: its headers, then its opening (`_opening`) in the same write as `data`."""
         if not self.headers_sent:
             await self._start(200, "text/event-stream")
-            await self._send_body(self.writer.role(self.plan.choices))
+            data = self._opening() + data
+        await self._raw_send({"type": "http.response.body", "body": data, "more_body": more})
+
+    def _opening(self) -> bytes:
+        """What a stream says before its first delta: each choice's role chunk."""
+        return self.writer.role(self.plan.choices)
 
     async def _send_body(self, data: bytes, *, more: bool = True) -> None:
         await self._raw_send({"type": "http.response.body", "body": data, "more_body": more})

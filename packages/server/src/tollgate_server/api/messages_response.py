@@ -117,16 +117,14 @@ class MessagesResponse(GenerationResponse):
     async def delta(self, delta: TextDelta) -> None:
         text = delta.text
         async with self._write_lock:
-            await self._start_stream_locked()
             out = b""
             if self._block_type != "text":
                 out = self._open_block({"type": "text", "text": ""})
             out += self._block_delta({"type": "text_delta", "text": text})
-            await self._send_body(out)
+            await self._stream_locked(out)
 
     async def tool_call(self, delta: ToolCallDelta) -> None:
         async with self._write_lock:
-            await self._start_stream_locked()
             out = b""
             if delta.id is not None or self._block_type != "tool_use":
                 call_id = delta.id or f"toolu_{self.plan.generation_id.hex[:20]}_{delta.index}"
@@ -136,50 +134,41 @@ class MessagesResponse(GenerationResponse):
                 piece = {"type": "input_json_delta", "partial_json": delta.arguments}
                 out += self._block_delta(piece)
             if out:
-                await self._send_body(out)
+                await self._stream_locked(out)
 
     writes_reasoning = True
     """Anthropic's format carries thinking, in ``thinking`` blocks."""
 
     async def reasoning(self, text: str) -> None:
         async with self._write_lock:
-            await self._start_stream_locked()
             out = b""
             if self._block_type != "thinking":
                 out = self._open_block({"type": "thinking", "thinking": "", "signature": ""})
             out += self._block_delta({"type": "thinking_delta", "thinking": text})
-            await self._send_body(out)
+            await self._stream_locked(out)
 
     async def keepalive(self) -> None:
         async with self._write_lock:
-            await self._start_stream_locked()
-            await self._send_body(PING)
+            await self._stream_locked(PING)
 
-    async def finish(self, answer: Answer) -> None:
+    def ending(self, answer: Answer) -> bytes:
         if not self.plan.stream:
-            body = message_body(
+            return message_body(
                 generation_id=self.plan.generation_id, model=self.plan.model.name, answer=answer
             )
-            async with self._write_lock:
-                await self._start(200, "application/json")
-                await self._send_body(body, more=False)
-            return
-        async with self._write_lock:
-            await self._start_stream_locked()
-            out = self._close_block()
-            out += event(
-                "message_delta",
-                {
-                    "type": "message_delta",
-                    "delta": {
-                        "stop_reason": STOP_REASONS.get(answer.finish_reason, "end_turn"),
-                        "stop_sequence": None,
-                    },
-                    "usage": usage_body(answer.usage, answer.charge),
+        out = self._close_block()
+        out += event(
+            "message_delta",
+            {
+                "type": "message_delta",
+                "delta": {
+                    "stop_reason": STOP_REASONS.get(answer.finish_reason, "end_turn"),
+                    "stop_sequence": None,
                 },
-            )
-            out += event("message_stop", {"type": "message_stop"})
-            await self._send_body(out, more=False)
+                "usage": usage_body(answer.usage, answer.charge),
+            },
+        )
+        return out + event("message_stop", {"type": "message_stop"})
 
     async def fail(self, error: Refused) -> None:
         """A status before the stream began, an ``error`` event after."""
@@ -201,10 +190,8 @@ class MessagesResponse(GenerationResponse):
         headers = [*(extra or []), (b"request-id", self.request_id.encode())]
         await super()._start(status, content_type, headers)
 
-    async def _start_stream_locked(self) -> None:
-        if self.headers_sent:
-            return
-        await self._start(200, "text/event-stream")
+    def _opening(self) -> bytes:
+        """What a stream says before its first block: ``message_start``."""
         message: dict[str, Any] = {
             "id": message_id(self.plan.generation_id),
             "type": "message",
@@ -217,7 +204,7 @@ class MessagesResponse(GenerationResponse):
             "usage": {"input_tokens": self.plan.prompt_tokens, "output_tokens": 0},
             "generation_id": str(self.plan.generation_id),
         }
-        await self._send_body(event("message_start", {"type": "message_start", "message": message}))
+        return event("message_start", {"type": "message_start", "message": message})
 
     def _open_block(self, block: dict[str, Any]) -> bytes:
         out = self._close_block()

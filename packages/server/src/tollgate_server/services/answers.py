@@ -26,7 +26,8 @@ class AnswerChoice:
 
 @dataclass(frozen=True, slots=True)
 class Answer:
-    """A finished generation, as the sink writes it last: after the settlement committed.
+    """A finished generation, as the sink writes it last: encoded while the settlement is at
+    the database, written once it has committed.
 
     `choices` holds one answer per choice the request asked for (``n``); `text`,
     `finish_reason` and `tool_calls` are the first one's, for the formats that have one."""

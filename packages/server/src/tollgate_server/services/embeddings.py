@@ -53,7 +53,7 @@ from tollgate_server.errors import (
 )
 from tollgate_server.observability import tracing
 from tollgate_server.runtime import Runtime
-from tollgate_server.services.answers import Answer, AnswerChoice
+from tollgate_server.services.answers import AnswerChoice
 from tollgate_server.services.gateway import Generation, GenerationSink, Plan, served_model
 from tollgate_server.services.routing import Attempt, Route, Router, retryable
 
@@ -193,12 +193,8 @@ class EmbeddingGeneration(Generation):
         finally:
             tracing.end(upstream_span, chunks=len(self.embedding.inputs))  # observability
         self.first_token_at = time.perf_counter()
-        usage = self._usage()
-        charge = self._charge(usage)
         # Settle before the answer: a client that has its vectors sees its balance charged.
-        if not await self._settle_shielded("completed", None):
-            raise RuntimeError("the settlement could be neither committed nor spooled")
-        await sink.finish(Answer(choices=(AnswerChoice("", "stop"),), usage=usage, charge=charge))
+        await self._settle_then_finish(sink, lambda: (AnswerChoice("", "stop"),))
 
     def _upstream_usage(self) -> Usage:
         """The upstream's count of the inputs, checked; the gateway's estimate when it sent

@@ -47,11 +47,13 @@ in place of the stream; it ends as a non-streaming request does.
 from __future__ import annotations
 
 import asyncio
+import functools
 import logging
 import time
 import uuid
+from collections.abc import Callable
 from dataclasses import dataclass, replace
-from typing import Any, Protocol
+from typing import TYPE_CHECKING, Any, Protocol
 
 from tollgate_core import (
     GenerationRequest,
@@ -74,6 +76,7 @@ from tollgate_core import (
     hold_amount,
     settlement_charge,
 )
+from tollgate_core.metering import Estimate
 from tollgate_core.tool_calls import join_tool_calls
 
 from tollgate_server.anthropic_format import MessageCreate
@@ -100,6 +103,9 @@ from tollgate_server.services.answers import Answer, AnswerChoice
 from tollgate_server.services.catalogue import CatalogueModel
 from tollgate_server.services.late_charges import deliver_settlement
 from tollgate_server.services.routing import Attempt, Route, RoutedCall
+
+if TYPE_CHECKING:
+    import asyncpg
 
 logger = logging.getLogger("tollgate.gateway")
 
@@ -337,8 +343,12 @@ class GenerationSink(Protocol):
     async def keepalive(self) -> None:
         """Write something that keeps an idle stream open (streaming requests only)."""
 
-    async def finish(self, answer: Answer) -> None:
-        """Write the end of the answer: the last chunks, or the whole non-streaming body."""
+    def ending(self, answer: Answer) -> bytes:
+        """The end of the answer, encoded: the last chunks, or the whole non-streaming body.
+        Built while the settlement is at the database; `finish` writes it once it committed."""
+
+    async def finish(self, ending: bytes) -> None:
+        """Write the end of the answer (`ending`'s bytes)."""
 
     async def fail(self, error: Refused) -> None:
         """Tell the client the generation failed: a status before the stream began, an
@@ -375,6 +385,8 @@ class Generation:
         self.task: asyncio.Task[None] | None = None
         """The running generation, once admitted (`start`)."""
         self.settled = False
+        self.outcome: ledger.Outcome | None = None
+        """The settlement's outcome, once it has begun."""
         self.error_detail: str | None = None
         """What a failed upstream said (redacted), for the log and admins only."""
         self.last_write = 0.0
@@ -695,13 +707,31 @@ class Generation:
 
     async def _finish(self, sink: GenerationSink) -> None:
         assert self.end is not None
-        usage = self._usage()
-        charge = self._charge(usage)
-        # Settle before the last byte: a client that has its answer sees its balance charged.
-        if not await self._settle_shielded("completed", None):
+        await self._settle_then_finish(sink, self._answers)
+
+    async def _settle_then_finish(
+        self, sink: GenerationSink, choices: Callable[[], tuple[AnswerChoice, ...]]
+    ) -> None:
+        """Settle as completed, then write the end of the answer.
+
+        Settle before the last byte: a client that has its answer sees its balance charged.
+        The end is built and encoded while the settlement's statement is at the database, and
+        written only once it has committed (or been spooled).
+        """
+        settling = self._begin_settlement("completed", None)
+        try:
+            await asyncio.sleep(0)  # the settlement's task sends its statement on this turn
+            outcome = self.outcome
+            assert outcome is not None and outcome.usage is not None  # completed: charged usage
+            ending = sink.ending(
+                Answer(choices=choices(), usage=outcome.usage, charge=outcome.charge)
+            )
+        finally:
+            committed = await self._await_settlement(settling)
+        if not committed:
             # Neither committed nor spooled: the answer's cost could be lost, so no answer.
             raise RuntimeError("the settlement could be neither committed nor spooled")
-        await sink.finish(Answer(choices=self._answers(), usage=usage, charge=charge))
+        await sink.finish(ending)
 
     def _answers(self) -> tuple[AnswerChoice, ...]:
         """Each choice's text, tool calls, log-probabilities and finish reason."""
@@ -767,27 +797,32 @@ class Generation:
             # the upstream counted. Computed only here, off the hot path.
             return calibrated_messages_tokens(request.messages)
 
-        # The gateway's own count of the output never exceeds what the request allowed.
-        produced = min(
-            estimate_completion_tokens("".join(self.text_parts), self.chunks),
-            request.max_tokens * self.plan.choices,
-        )
+        def produced() -> int:
+            # The gateway's own count of the output never exceeds what the request allowed.
+            return min(
+                estimate_completion_tokens("".join(self.text_parts), self.chunks),
+                request.max_tokens * self.plan.choices,
+            )
+
         end_usage = self.end.usage if self.end is not None else None
         if end_usage is not None:
-            raw = end_usage
-        elif self.reported is not None:
+            # The estimates are computed only for a count out of range: a sound report costs
+            # none, and this runs between the upstream's last token and the client's.
+            return self._checked_usage(end_usage, bounds, prompt_estimate, produced)
+        output = produced()
+        if self.reported is not None:
             raw = Usage(
                 input_tokens=self.reported.input_tokens,
                 cached_input_tokens=self.reported.cached_input_tokens,
-                output_tokens=produced,
+                output_tokens=output,
                 estimated=True,
             )
         else:
-            raw = Usage(input_tokens=prompt_estimate(), output_tokens=produced, estimated=True)
-        return self._checked_usage(raw, bounds, prompt_estimate(), produced)
+            raw = Usage(input_tokens=prompt_estimate(), output_tokens=output, estimated=True)
+        return self._checked_usage(raw, bounds, prompt_estimate, output)
 
     def _checked_usage(
-        self, raw: Usage, bounds: UsageBounds, input_estimate: int, output_estimate: int
+        self, raw: Usage, bounds: UsageBounds, input_estimate: Estimate, output_estimate: Estimate
     ) -> Usage:
         """`raw` (the upstream's report) checked against `bounds`, the gateway's estimates
         standing in for counts out of range; logged when they did, and kept for the settlement."""
@@ -889,10 +924,15 @@ class Generation:
 
     async def _settle_shielded(self, status: str, error_code: str | None) -> bool:
         """Settle once; False when the settlement is neither committed nor spooled."""
+        return await self._await_settlement(self._begin_settlement(status, error_code))
+
+    def _begin_settlement(self, status: str, error_code: str | None) -> _Settling | None:
+        """Start the one settlement (None when it has begun already): the outcome is fixed
+        here, and the settlement's own task sends it on the event loop's next turn."""
         if self.settled:
-            return True
+            return None
         self.settled = True
-        outcome = self._outcome(status, error_code)
+        outcome = self.outcome = self._outcome(status, error_code)
         usage = outcome.usage
         self.log.update(
             status=status,
@@ -907,22 +947,36 @@ class Generation:
             error_code=error_code,
             duration_ms=outcome.duration_ms,
         )
-        settlement_span = tracing.start("settlement", self.trace_parent)  # observability
-        task = asyncio.ensure_future(self._settle(outcome))
-        # Even if this request is cancelled again, the settlement runs to its end.
-        try:
-            return await asyncio.shield(task)
-        except asyncio.CancelledError:
-            return True  # the shielded task carries on, and spools if it must
-        finally:
-            tracing.end(settlement_span, status=status)  # observability
+        span = tracing.start("settlement", self.trace_parent)  # observability
+        settled: asyncio.Future[bool] = asyncio.get_running_loop().create_future()
+        # A task of its own: even if this request is cancelled, the settlement runs to its end.
+        task = asyncio.ensure_future(self._settle(outcome, settled))
+        task.add_done_callback(functools.partial(_settlement_ended, settled))
+        return _Settling(settled, span, status)
 
-    async def _settle(self, outcome: ledger.Outcome) -> bool:
-        generation_id = self.plan.generation_id
+    async def _await_settlement(self, settling: _Settling | None) -> bool:
+        """Wait until the settlement has committed (or been spooled); False when it was
+        neither. A cancelled wait leaves the settlement's task running and returns True."""
+        if settling is None:
+            return True
         try:
-            await run_with_retry(
-                self.runtime.hot_pool, lambda conn: ledger.settle(conn, generation_id, outcome)
-            )
+            return await settling.settled
+        except asyncio.CancelledError:
+            return True  # the settlement's task carries on, and spools if it must
+        finally:
+            tracing.end(settling.span, status=settling.status)  # observability
+
+    async def _settle(self, outcome: ledger.Outcome, settled: asyncio.Future[bool]) -> bool:
+        generation_id = self.plan.generation_id
+
+        async def settle(conn: asyncpg.Connection) -> None:
+            await ledger.settle(conn, generation_id, outcome)
+            # Committed: the answer may end now. The request resumes on the loop's next turn,
+            # before the connection is handed back to the pool.
+            _resolve(settled, True)
+
+        try:
+            await run_with_retry(self.runtime.hot_pool, settle)
             return True
         except Exception as exc:
             if not database_unavailable(exc):
@@ -940,6 +994,31 @@ class Generation:
             return False
         self._settle_later(outcome, spooled=True)
         return True
+
+
+@dataclass(frozen=True, slots=True)
+class _Settling:
+    """A settlement under way: what its waiter awaits, and its span."""
+
+    settled: asyncio.Future[bool]
+    """True once committed or spooled, False when neither (set at most once)."""
+    span: Any
+    status: str
+
+
+def _resolve(settled: asyncio.Future[bool], value: bool) -> None:
+    if not settled.done():  # a cancelled waiter cancels the future it awaited
+        settled.set_result(value)
+
+
+def _settlement_ended(settled: asyncio.Future[bool], task: asyncio.Future[bool]) -> None:
+    """The settlement's task ended: its result, if the commit did not tell the waiter already."""
+    if task.cancelled():
+        _resolve(settled, True)  # as for a cancelled wait: nothing better is known
+    elif task.exception() is not None:
+        _resolve(settled, False)
+    else:
+        _resolve(settled, task.result())
 
 
 async def settle_when_possible(
