@@ -37,8 +37,9 @@ zero and at most the hold (`tollgate_core.billing`): no generation raises a bala
 
 The upstream is always called in streaming mode, for streaming and non-streaming clients
 alike: one path, the same timeouts, and a count of what was generated when a client leaves
-early. Settlement runs in a ``finally`` under `asyncio.shield`, so a cancelled request still
-settles, and the ledger's guard makes a second settlement a no-op.
+early. Settlement runs in a task of its own, started from a ``finally``, so a cancelled request
+still settles, and the ledger's guard makes a second settlement a no-op. The answer's last bytes
+are encoded while the settlement's statement is at the database and written once it commits.
 
 An embedding request (`services.embeddings`) runs on this same engine, with one upstream call
 in place of the stream; it ends as a non-streaming request does.
