@@ -15,6 +15,7 @@ import time
 import uuid
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
+from decimal import Decimal
 from pathlib import Path
 from typing import Any
 
@@ -138,6 +139,51 @@ def test_a_settlement_arriving_after_its_hold_was_released_is_charged_late_once(
         again = client.get("/v1/balance", headers=user.headers).json()
     assert again == balance
     assert not spooled.exists()
+
+
+def test_a_live_answer_whose_hold_was_released_meanwhile_is_charged_late(
+    api: httpx.Client, database_url: str, make_user: Callable[..., User], test_models: object
+) -> None:
+    """The owner was alive after all (its heartbeat was late): the sweeper released the hold
+    while the stream ran, and the answer it still delivered is charged, as a late charge."""
+    user = make_user(credits=1000)
+    body = {
+        "model": "fake-openai",
+        "stream": True,
+        "max_tokens": 50,
+        "messages": [{"role": "user", "content": "hi [[fake:chunks=8,delay_ms=100]]"}],
+    }
+
+    async def release_as_the_sweeper_does() -> uuid.UUID:
+        conn = await asyncpg.connect(asyncpg_dsn(database_url))
+        try:
+            generation_id: uuid.UUID = await conn.fetchval(
+                "SELECT id FROM generations WHERE account_id = $1 AND settled_at IS NULL",
+                uuid.UUID(user.id),
+            )
+            swept = ledger.Outcome(
+                status="interrupted", usage=None, charge=0, error_code="interrupted"
+            )
+            assert await ledger.settle(conn, generation_id, swept)
+            return generation_id
+        finally:
+            await conn.close()
+
+    with api.stream("POST", "/v1/chat/completions", json=body, headers=user.headers) as response:
+        assert response.status_code == 200
+        lines = response.iter_lines()
+        while '"delta":{"content":' not in next(lines):
+            pass
+        generation_id = asyncio.run(release_as_the_sweeper_does())
+        assert "data: [DONE]" in list(lines)
+
+    entries = api.get("/v1/ledger", headers=user.headers).json()["data"]
+    late = [e for e in entries if e["generation_id"] == str(generation_id)]
+    assert [e["kind"] for e in late] == ["late_charge", "release"]  # newest first
+    charged = -Decimal(late[0]["amount"])
+    assert charged > 0
+    balance = api.get("/v1/balance", headers=user.headers).json()
+    assert Decimal(balance["balance"]) == 1000 - charged and balance["held"] == "0"
 
 
 def test_the_sweeper_never_releases_a_hold_whose_settlement_is_spooled(

@@ -971,7 +971,11 @@ class Generation:
         generation_id = self.plan.generation_id
 
         async def settle(conn: asyncpg.Connection) -> None:
-            await ledger.settle(conn, generation_id, outcome)
+            # As every late path does: if the sweeper released the hold meanwhile (this
+            # process looked dead), what was delivered is charged late, not dropped. The usual
+            # case costs the one settlement statement.
+            if await deliver_settlement(conn, generation_id, outcome) == "late_charge":
+                self.runtime.late_charges += 1
             # Committed: the answer may end now. The request resumes on the loop's next turn,
             # before the connection is handed back to the pool.
             _resolve(settled, True)
