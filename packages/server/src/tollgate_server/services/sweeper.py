@@ -44,9 +44,11 @@ ORDER BY g.deadline_at LIMIT 500
 `settled_at` (so that the settlement's update is HOT, migration 0012): the look back is a range
 of `ix_generations_created`, and only the first sweep of each process looks at all of them."""
 
-LOOK_BACK_SECONDS = 86_400.0
-"""How far back a routine sweep looks beyond the longest deadline: a generation stays unsettled
-past its deadline only while no process sweeps, and every process's first sweep looks at all."""
+LOOK_BACK_SECONDS = 600.0
+"""How far back a routine sweep looks beyond the longest deadline and the time since the last
+round that succeeded: every generation admitted before that had its deadline pass while that
+round looked at it. A margin, not a day: the scan reads every generation in the window (a day
+of them took 161 ms at 10 requests a second, 22 minutes 3 ms)."""
 
 EVERYTHING = 1e9
 """A look back (about 31 years) that covers every generation."""
@@ -90,10 +92,12 @@ async def replay_spools(runtime: Runtime) -> int:
     return replayed
 
 
-def look_back(runtime: Runtime) -> float:
-    """The routine sweep's window: the longest deadline, and a day more."""
+def look_back(runtime: Runtime, since_last_round: float = 0.0) -> float:
+    """A routine sweep's window: the time since the last round that succeeded, the longest
+    deadline, and `LOOK_BACK_SECONDS` more."""
     settings = runtime.settings
-    return settings.max_generation_seconds + DEADLINE_MARGIN_SECONDS + LOOK_BACK_SECONDS
+    deadline = settings.max_generation_seconds + DEADLINE_MARGIN_SECONDS
+    return since_last_round + deadline + LOOK_BACK_SECONDS
 
 
 async def sweep_once(runtime: Runtime, *, within: float | None = None) -> int:
@@ -154,13 +158,17 @@ async def run_heartbeat(runtime: Runtime) -> None:
 
 async def run_sweeper(runtime: Runtime) -> None:
     # The first round looks at every generation (a slow scan on a long history, so not in the
-    # sweep that runs before the process serves); the rounds after look back `look_back`.
-    within: float | None = EVERYTHING
+    # sweep that runs before the process serves); each round after looks back to the last one
+    # that succeeded, plus `look_back`, so rounds lost to a database outage leave no gap.
+    loop = asyncio.get_running_loop()
+    last_round: float | None = None
     while True:
         await asyncio.sleep(runtime.settings.sweep_interval_seconds)
+        began = loop.time()
+        within = EVERYTHING if last_round is None else look_back(runtime, began - last_round)
         try:
             await sweep_once(runtime, within=within)
-            within = None
+            last_round = began
         except Exception as exc:  # a database outage must not end the loop
             _retry_later("sweep", exc)
 
