@@ -3,6 +3,7 @@ the request's span and its children (admission, upstream with its first token, s
 
 from __future__ import annotations
 
+import time
 from collections.abc import Callable, Iterator
 
 import httpx
@@ -50,7 +51,7 @@ def test_a_streamed_generation_is_one_trace_of_four_spans(
     assert chunks
     request_id = raw.headers["x-request-id"]
 
-    spans = exporter.get_finished_spans()
+    spans = _spans_once_request_ended(exporter, "POST /v1/chat/completions")
     requests = [s for s in spans if s.name == "POST /v1/chat/completions"]
     assert len(requests) == 1, [s.name for s in spans]
     request = requests[0]
@@ -95,6 +96,20 @@ def test_a_streamed_generation_is_one_trace_of_four_spans(
     assert (settlement.attributes or {})["status"] == "completed"
 
 
+def _spans_once_request_ended(
+    exporter: InMemorySpanExporter, name: str, seconds: float = 5.0
+) -> tuple[ReadableSpan, ...]:
+    """The finished spans once the request's own span is among them. The request's span ends
+    when the server's handler returns, which can be a moment after the client has read the
+    stream's last byte: the test waits for it rather than racing it."""
+    deadline = time.monotonic() + seconds
+    while True:
+        spans = exporter.get_finished_spans()
+        if any(s.name == name for s in spans) or time.monotonic() > deadline:
+            return spans
+        time.sleep(0.01)
+
+
 def test_a_callers_traceparent_makes_the_request_part_of_its_trace(
     exporter: InMemorySpanExporter, server: ServerThread
 ) -> None:
@@ -104,7 +119,8 @@ def test_a_callers_traceparent_makes_the_request_part_of_its_trace(
     )
     assert answer.status_code == 200
     assert answer.headers["x-request-id"] == trace_id
-    (span,) = [s for s in exporter.get_finished_spans() if s.name == "GET /healthz"]
+    spans = _spans_once_request_ended(exporter, "GET /healthz")
+    (span,) = [s for s in spans if s.name == "GET /healthz"]
     assert span.parent is not None and format(span.parent.span_id, "016x") == parent_id
     span_context = span.get_span_context()
     assert span_context is not None
