@@ -55,37 +55,12 @@ PL/pgSQL function `tollgate_admit` (migration 0013): one statement and one trans
 runs each guard only when it applies (a per-minute limit, a key's limits, an alert)."""
 
 SETTLE_SQL = """
-WITH gen AS (
-    UPDATE generations
-    SET status = $2, input_tokens = $3, output_tokens = $4, cached_input_tokens = $5,
-        reasoning_tokens = $6, usage_estimated = $7, cost = $8, error_code = $9,
-        first_token_ms = $10, duration_ms = $11, usage_replaced = $12,
-        unbilled_input_tokens = $13, unbilled_output_tokens = $14, error_detail = $15,
-        served_model = $16, deployment_id = $17, price_id = coalesce($18, price_id),
-        input_price = coalesce($19, input_price), output_price = coalesce($20, output_price),
-        settled_at = now()
-    WHERE id = $1 AND settled_at IS NULL
-    RETURNING account_id, hold, api_key_id, key_period_start
-), acc AS (
-    UPDATE accounts a
-    SET balance = a.balance - $8, held = a.held - gen.hold, running = a.running - 1
-    FROM gen
-    WHERE a.id = gen.account_id
-    RETURNING a.id, a.balance, a.held, gen.hold
-), ks AS (
-    -- The key's spend, in the period the generation was admitted in (not the current one):
-    -- a generation that straddles a boundary counts once.
-    UPDATE key_spend s SET held = s.held - gen.hold, charged = s.charged + $8
-    FROM gen
-    WHERE s.api_key_id = gen.api_key_id AND s.period_start = gen.key_period_start
-)
-INSERT INTO ledger_entries (
-    account_id, kind, amount, held_delta, balance_after, held_after, generation_id
-)
-SELECT id, CASE WHEN $8 > 0 THEN 'charge' ELSE 'release' END, -$8, -hold, balance, held, $1
-FROM acc
-RETURNING balance_after
+SELECT tollgate_settle($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14, $15, $16,
+                       $17, $18, $19, $20) AS balance_after
 """
+"""Settlement in ONE statement: the PL/pgSQL function `tollgate_settle` (migration 0014)
+updates the generation guarded by ``settled_at IS NULL``, then the account, the key's spend
+(only for a keyed generation) and writes the ledger entry; NULL when it was settled before."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -291,7 +266,7 @@ async def settle(conn: asyncpg.Connection, generation_id: uuid.UUID, outcome: Ou
 async def _settle(conn: asyncpg.Connection, generation_id: uuid.UUID, outcome: Outcome) -> bool:
     usage = outcome.usage
     price = outcome.served_price
-    row = await conn.fetchrow(
+    balance_after = await conn.fetchval(
         SETTLE_SQL,
         generation_id,
         outcome.status,
@@ -314,7 +289,7 @@ async def _settle(conn: asyncpg.Connection, generation_id: uuid.UUID, outcome: O
         price.input_per_million if price else None,
         price.output_per_million if price else None,
     )
-    return row is not None
+    return balance_after is not None
 
 
 # --- balances, grants and the ledger's pages -----------------------------------------------
