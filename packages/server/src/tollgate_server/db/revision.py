@@ -13,7 +13,7 @@ import asyncpg
 
 from tollgate_server.db.raw import asyncpg_dsn
 
-SCHEMA_HEAD = "0014"
+SCHEMA_HEAD = "0015"
 """The newest migration in `tollgate_server/migrations/versions`. A test compares it with
 Alembic's own head, so a new migration that forgets to move it fails the suite."""
 
