@@ -8,6 +8,7 @@ looks at recent generations, and at all of them on its first round.
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 import time
 import uuid
 from collections.abc import Callable
@@ -21,6 +22,7 @@ from conftest import User, make_settings
 from support import ServerThread, asyncpg_dsn, orphan_admission
 from tollgate_core import Usage
 from tollgate_server.app import create_app
+from tollgate_server.errors import InsufficientCredits, RateLimited
 from tollgate_server.services import ledger, sweeper
 
 pytestmark = [pytest.mark.postgres, pytest.mark.e2e, pytest.mark.usefixtures("test_models")]
@@ -184,3 +186,63 @@ def test_a_server_s_first_sweep_releases_a_hold_older_than_the_look_back(
             assert time.monotonic() < deadline, "the first sweep left the old hold"
             time.sleep(0.2)
     assert run(database_url, status) == "interrupted"
+
+
+def test_a_hold_refused_after_the_account_passed_is_given_back(
+    database_url: str, make_user: Callable[..., User]
+) -> None:
+    """Migration 0015 takes the hold with the account's guarded UPDATE before the per-minute
+    and key guards run; a refusal from those gives it back in the same transaction, so the
+    account and the key's spend read as if nothing had been asked."""
+    user = make_user(credits=1000)
+
+    async def refuse(conn: asyncpg.Connection) -> None:
+        key_id = await conn.fetchval(
+            "INSERT INTO api_keys (account_id, name, prefix, key_hash, spend_limit) "
+            "VALUES ($1, 'tight', 'tg_tight', $2, 1000) RETURNING id",
+            uuid.UUID(user.id),
+            uuid.uuid4().bytes,
+        )
+        before = await conn.fetchrow(
+            "SELECT balance, held, running FROM accounts WHERE id = $1", uuid.UUID(user.id)
+        )
+        keyed = await _admission(conn, user.id)
+        keyed = dataclasses.replace(keyed, api_key_id=key_id, hold=5000)
+        with pytest.raises(InsufficientCredits) as budget:
+            await ledger.admit(conn, keyed, strict=False, max_running=16)
+        assert budget.value.code == "key_budget_exceeded"
+        # The per-minute limit: the first admission passes, the second is refused.
+        first = await _admission(conn, user.id)
+        await ledger.admit(
+            conn, first, strict=False, max_running=16, rate_subject=user.id, requests_per_minute=1
+        )
+        second = await _admission(conn, user.id)
+        with pytest.raises(RateLimited) as limited:
+            await ledger.admit(
+                conn,
+                second,
+                strict=False,
+                max_running=16,
+                rate_subject=user.id,
+                requests_per_minute=1,
+            )
+        assert limited.value.code == "rate_limited"
+        after = await conn.fetchrow(
+            "SELECT balance, held, running FROM accounts WHERE id = $1", uuid.UUID(user.id)
+        )
+        assert after["balance"] == before["balance"]
+        assert after["held"] == before["held"] + first.hold  # only the admitted one
+        assert after["running"] == before["running"] + 1
+        refused = await conn.fetchval(
+            "SELECT count(*) FROM generations WHERE id = ANY($1::uuid[])",
+            [keyed.generation_id, second.generation_id],
+        )
+        assert refused == 0
+        spend_held = await conn.fetchval(
+            "SELECT coalesce(sum(held), 0) FROM key_spend WHERE api_key_id = $1", key_id
+        )
+        assert spend_held == 0
+        released = ledger.Outcome(status="cancelled", usage=None, charge=0)
+        assert await ledger.settle(conn, first.generation_id, released)
+
+    run(database_url, refuse)
