@@ -40,17 +40,23 @@ CHECKS: dict[str, str] = {
     """,
     # An upstream's usage is untrusted: these two catch a charge priced from a count that
     # slipped past the check (a negative prompt once turned a settlement into a credit).
+    # Each is two plain scans: an OR across both sides of a join left the planner no index
+    # and no hash condition to use, which took minutes on a ledger of millions of entries.
     "no generation raised a balance": """
-        SELECT g.id, g.cost, e.id AS entry, e.amount FROM generations g
-        LEFT JOIN ledger_entries e
-            ON e.generation_id = g.id AND e.kind IN ('hold', 'charge', 'release')
-        WHERE g.cost < 0 OR e.amount > 0
+        SELECT g.id, g.cost, NULL::bigint AS entry, NULL::bigint AS amount FROM generations g
+        WHERE g.cost < 0
+        UNION ALL
+        SELECT e.generation_id, NULL, e.id, e.amount FROM ledger_entries e
+        WHERE e.generation_id IS NOT NULL AND e.kind IN ('hold', 'charge', 'release')
+          AND e.amount > 0
     """,
     "no charge above its generation's hold": """
+        SELECT g.id, g.hold, g.cost, NULL::bigint AS amount FROM generations g
+        WHERE g.cost > g.hold
+        UNION ALL
         SELECT g.id, g.hold, g.cost, e.amount FROM generations g
-        LEFT JOIN ledger_entries e
-            ON e.generation_id = g.id AND e.kind IN ('charge', 'release')
-        WHERE g.cost > g.hold OR -e.amount > g.hold
+        JOIN ledger_entries e ON e.generation_id = g.id AND e.kind IN ('charge', 'release')
+        WHERE -e.amount > g.hold
     """,
     "no unsettled generation has a settlement entry": """
         SELECT g.id FROM generations g JOIN ledger_entries e
