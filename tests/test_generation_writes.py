@@ -140,9 +140,9 @@ def test_the_sweeper_looks_back_past_the_deadline_and_at_everything_when_asked(
                 admission.generation_id,
             )
             window = 600 + ledger.DEADLINE_MARGIN_SECONDS + sweeper.LOOK_BACK_SECONDS  # 22 min
-            rows = await conn.fetch(sweeper.ORPHANS_SQL, 30.0, [], window)
+            rows = await conn.fetch(sweeper.ORPHANS_SQL, 30.0, [], window, 500)
             found.append(admission.generation_id in {r["id"] for r in rows})
-        rows = await conn.fetch(sweeper.ORPHANS_SQL, 30.0, [], sweeper.EVERYTHING)
+        rows = await conn.fetch(sweeper.ORPHANS_SQL, 30.0, [], sweeper.EVERYTHING, 500)
         found.append(admission.generation_id in {r["id"] for r in rows})
         outcome = ledger.Outcome(status="interrupted", usage=None, charge=0)
         assert await ledger.settle(conn, admission.generation_id, outcome)
@@ -186,6 +186,38 @@ def test_a_server_s_first_sweep_releases_a_hold_older_than_the_look_back(
             assert time.monotonic() < deadline, "the first sweep left the old hold"
             time.sleep(0.2)
     assert run(database_url, status) == "interrupted"
+
+
+def test_one_sweep_releases_every_orphan_however_many_batches_they_take(
+    database_url: str,
+    make_user: Callable[..., User],
+    provider_env: dict[str, str],
+    tmp_path: Path,
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """A round that stopped at one batch left the rest for later rounds, whose look back they
+    could outlive: the sweep before a process serves releases all five, two at a time."""
+    monkeypatch.setattr(sweeper, "ORPHANS_BATCH", 2)
+    user = make_user(credits=1000)
+
+    async def orphans(conn: asyncpg.Connection) -> list[uuid.UUID]:
+        ids = []
+        for _ in range(5):
+            admission = await _admission(conn, user.id)
+            await ledger.admit(conn, admission, strict=False, max_running=16)
+            ids.append(admission.generation_id)
+        return ids
+
+    ids = run(database_url, orphans)
+
+    async def statuses(conn: asyncpg.Connection) -> list[str]:
+        rows = await conn.fetch("SELECT status FROM generations WHERE id = ANY($1::uuid[])", ids)
+        return [row["status"] for row in rows]
+
+    # No routine round in the test's time: only the sweep that runs before serving.
+    settings = make_settings(database_url, tmp_path / "data", sweep_interval_seconds=3600)
+    with ServerThread(create_app(settings, provider_env=provider_env)):
+        assert run(database_url, statuses) == ["interrupted"] * 5
 
 
 def test_a_hold_refused_after_the_account_passed_is_given_back(

@@ -49,10 +49,12 @@ SELECT o_refusal AS refusal, o_balance AS balance, o_held AS held, o_window_left
 FROM tollgate_admit($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14, $15, $16, $17,
                     $18, $19, $20)
 """
-"""Admission in ONE statement that also says which guard refused (NULL: admitted), from the
-same locked version of the account row; a missing account reads as disabled. The steps are the
-PL/pgSQL function `tollgate_admit` (migration 0013): one statement and one transaction, which
-runs each guard only when it applies (a per-minute limit, a key's limits, an alert)."""
+"""Admission in ONE statement that also says which guard refused (NULL: admitted); a missing
+account reads as disabled. The steps are the PL/pgSQL function `tollgate_admit` (migration 0013,
+replaced by 0015): one statement and one transaction, which runs each guard only when it
+applies (a per-minute limit, a key's limits, an alert). The hold is taken by the account's
+guarded UPDATE, whose row lock serialises the account's admissions; a refusal is worded from the
+locked row, and a refusal by a later guard gives the hold back in the same transaction."""
 
 SETTLE_SQL = """
 SELECT tollgate_settle($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14, $15, $16,
